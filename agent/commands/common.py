@@ -1,0 +1,29 @@
+"""Helpers shared by subcommands: loading config with technician-friendly errors."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from agent.config import ConfigError, LoadedConfig, load_config
+
+
+class CommandError(Exception):
+    """A failure to show the user as one line (plus a hint), with an exit code."""
+
+    def __init__(self, message: str, hint: str | None = None, code: int = 1) -> None:
+        self.message = message
+        self.hint = hint
+        self.code = code
+        super().__init__(message)
+
+
+def load_or_report(path: str, dropin: str | None = None) -> LoadedConfig | None:
+    """Load the config; on errors print every issue to stderr and return None."""
+    try:
+        return load_config(Path(path), dropin)
+    except ConfigError as exc:
+        print(f"cityedge: configuration refused ({len(exc.issues)} error(s)):", file=sys.stderr)
+        for issue in exc.issues:
+            print(f"  {issue}", file=sys.stderr)
+        return None

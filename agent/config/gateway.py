@@ -1,0 +1,106 @@
+"""Gateway file model (gateway.toml + conf.d/*.toml drop-ins)."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from agent.config.endpoint import parse_endpoint
+from agent.config.filters import FilterSpec
+from agent.config.outputs import OutputConfig
+
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+
+
+def _check_id(v: str) -> str:
+    if not ID_RE.match(v):
+        raise ValueError(
+            "ids hold letters, digits, '_', '-', '.', ':' (max 64), starting with a letter or digit"
+        )
+    return v
+
+
+class _M(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GatewaySection(_M):
+    id: str
+    name: str | None = None
+    state_dir: str = "/var/lib/cityedge"
+    profile_dirs: tuple[str, ...] = ()  # searched before the built-in library
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    shutdown_grace: float = Field(5.0, gt=0, le=120)
+    watch_config: float = Field(5.0, ge=0, le=3600)  # poll config files for changes; 0 = off
+
+    _id = field_validator("id")(_check_id)
+
+
+class BusConfig(_M):
+    id: str
+    endpoint: str
+    protocol: Literal["modbus", "serial", "pelco_d", "mbus"] = "modbus"
+    timeout: float | None = Field(None, gt=0, le=30)  # None: sized from the baud rate
+    retries: int = Field(1, ge=0, le=5)  # only on timeout / busy
+    inter_frame_gap: float | None = Field(None, ge=0, le=5)  # None: 3.5 chars, min 1.75 ms
+    connect_pause: float = Field(0.0, ge=0, le=30)
+    quarantine_max: float = Field(300.0, gt=0, le=3600)
+
+    _id = field_validator("id")(_check_id)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str) -> str:
+        parse_endpoint(v)  # raises EndpointError (a ValueError) with the reason
+        return v
+
+
+class DeviceConfig(_M):
+    id: str
+    bus: str
+    profile: str
+    unit_id: int = Field(1, ge=0, le=255)
+    entity_id: str | None = None  # NGSI-LD URN; default urn:ngsi-ld:<Type>:<gateway>:<id>
+    interval: float = Field(5.0, gt=0, le=86400)
+    enabled: bool = True
+    location: tuple[float, float] | None = None  # (lat, lon) WGS84
+    filters: dict[str, tuple[FilterSpec, ...]] = {}  # point name -> chain (replaces profile's)
+
+    _id = field_validator("id")(_check_id)
+
+
+class CommandsSection(_M):
+    """Downlink command policy (see docs/COMMANDS.md)."""
+
+    enabled: bool = True
+    max_age: float = Field(300.0, gt=0, le=86400)  # older commands are rejected as stale
+    dedup_window: float = Field(3600.0, gt=0, le=7 * 86400)  # same id -> same answer, no re-run
+    rate_per_minute: int = Field(30, ge=1, le=6000)  # per device
+    require_signature: bool = False
+    hmac_secret: str | None = None  # secret name holding the per-gateway HMAC key
+    audit_file: str | None = None  # default <state_dir>/audit.jsonl
+    timeout: float = Field(10.0, gt=0, le=120)  # write + read-back deadline
+
+
+class MetricsSection(_M):
+    """Local HTTP endpoint (agent/httpd.py): GET /metrics (Prometheus text), GET /health (JSON).
+    Loopback only by default: it is unauthenticated and meant for a local scraper or an SSH
+    tunnel, never the street-side network."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(9108, ge=0, le=65535)  # 0 = any free port (tests)
+
+
+class GatewayConfig(_M):
+    """The validated, frozen gateway configuration."""
+
+    gateway: GatewaySection
+    buses: tuple[BusConfig, ...] = ()
+    devices: tuple[DeviceConfig, ...] = ()
+    outputs: tuple[OutputConfig, ...] = ()
+    commands: CommandsSection = CommandsSection()
+    metrics: MetricsSection = MetricsSection()
+    secrets: dict[str, SecretStr] = {}

@@ -1,0 +1,1 @@
+"""Downlink commands: parse, authenticate, validate, rate-limit, execute, audit, answer."""

@@ -1,0 +1,173 @@
+"""Parse command payloads of each encoding into Command records (or CommandRejected).
+
+Native JSON (topic ``<prefix>/<gateway>/<device>/cmd``, gateway actions on
+``<prefix>/<gateway>/cmd``)::
+
+    {"id": "c-123", "point": "dimLevel", "value": 40,
+     "ts": 1795000000000 | "2026-11-23T18:00:00Z", "nonce": "…", "sig": "hex"}
+    {"id": "c-124", "action": "ping"}
+
+FIWARE IoT Agent (JSON over MQTT) convention: ``/<apikey>/<device>/cmd`` with
+``{"<command>": <value>}``; the result goes to ``/<apikey>/<device>/cmdexe``. The convention
+carries no id or time, so such commands are neither deduplicated nor age-checked (document it to
+the platform; use the native topic or signing where that matters).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from datetime import datetime
+from typing import Any
+
+from agent.control.model import Command, CommandRejected
+from agent.reading import Value
+
+MAX_PAYLOAD = 16 * 1024
+MAX_ID = 128
+
+
+def _load(payload: bytes) -> Any:
+    if len(payload) > MAX_PAYLOAD:
+        raise CommandRejected(f"payload too large ({len(payload)} bytes, max {MAX_PAYLOAD})")
+    try:
+        return json.loads(payload.decode("utf-8"), parse_constant=_no_constants)
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
+        raise CommandRejected(f"malformed JSON: {exc}") from None
+
+
+def _no_constants(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _value(v: Any) -> Value:
+    if v is None or isinstance(v, bool | int | str):
+        return v
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise CommandRejected("value must be finite")
+        return v
+    raise CommandRejected(f"value must be a number, boolean or string, not {type(v).__name__}")
+
+
+def _timestamp(v: Any) -> int | None:
+    if v is None:
+        return None
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v
+    if isinstance(v, str):
+        try:
+            dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
+        except ValueError:
+            raise CommandRejected(f"bad timestamp {v!r} (use epoch ms or ISO 8601 UTC)") from None
+        if dt.tzinfo is None:
+            raise CommandRejected("timestamp must carry a UTC offset (e.g. ...Z)")
+        return int(dt.timestamp() * 1000)
+    raise CommandRejected("ts must be epoch milliseconds or an ISO 8601 string")
+
+
+def _str(d: dict[str, Any], key: str, required: bool = False) -> str | None:
+    v = d.get(key)
+    if v is None:
+        if required:
+            raise CommandRejected(f"missing '{key}'")
+        return None
+    if not isinstance(v, str) or not v or len(v) > MAX_ID:
+        raise CommandRejected(f"'{key}' must be a non-empty string of at most {MAX_ID} chars")
+    return v
+
+
+def command_id_of(payload: bytes) -> str:
+    """Best effort id for answering a payload that failed to parse."""
+    try:
+        d = json.loads(payload)
+        if isinstance(d, dict) and isinstance(d.get("id"), str) and len(d["id"]) <= MAX_ID:
+            return str(d["id"])
+    except (ValueError, UnicodeDecodeError):
+        pass
+    return "unknown"
+
+
+def parse_native(device: str | None, payload: bytes, reply_to: str | None) -> Command:
+    d = _load(payload)
+    if not isinstance(d, dict):
+        raise CommandRejected("command must be a JSON object")
+    allowed = {"id", "point", "action", "value", "ts", "nonce", "sig"}
+    unknown = set(d) - allowed
+    cid = _str(d, "id", required=True)
+    assert cid is not None
+    if unknown:
+        raise CommandRejected(f"unknown field(s): {', '.join(sorted(unknown))}", cid)
+    try:
+        if device is None:
+            target = _str(d, "action", required=True)
+        else:
+            target = _str(d, "point", required=True)
+        assert target is not None
+        return Command(
+            id=cid,
+            source="native",
+            device=device,
+            target=target,
+            value=_value(d.get("value")),
+            issued_at_ms=_timestamp(d.get("ts")),
+            nonce=_str(d, "nonce"),
+            signature=_str(d, "sig"),
+            reply_to=reply_to,
+        )
+    except CommandRejected as exc:
+        raise CommandRejected(exc.reason, cid) from None
+
+
+def parse_iota(device: str, payload: bytes, seq: int, reply_to: str) -> Command:
+    d = _load(payload)
+    if not isinstance(d, dict) or len(d) != 1:
+        raise CommandRejected('IoT Agent commands are {"<command>": <value>} with one command')
+    ((name, raw),) = d.items()
+    if not isinstance(name, str) or not name or len(name) > MAX_ID:
+        raise CommandRejected("bad command name")
+    return Command(
+        id=f"iota-{device}-{seq}",
+        source="iota",
+        device=device,
+        target=name,
+        value=_value(raw),
+        reply_to=reply_to,
+    )
+
+
+MAX_CONFIG = 256 * 1024
+
+
+def parse_config(payload: bytes, reply_to: str) -> Command:
+    """A remote config update: the whole gateway file as TOML text."""
+    if len(payload) > MAX_CONFIG:
+        raise CommandRejected(f"config too large ({len(payload)} bytes, max {MAX_CONFIG})")
+    d = _load(payload)
+    if not isinstance(d, dict):
+        raise CommandRejected('config updates are {"id": ..., "toml": "<gateway file>"}')
+    cid = _str(d, "id", required=True)
+    assert cid is not None
+    toml = d.get("toml")
+    if not isinstance(toml, str) or not toml.strip():
+        raise CommandRejected("missing 'toml' (the whole gateway file)", cid)
+    unknown = set(d) - {"id", "toml", "ts", "nonce", "sig"}
+    if unknown:
+        raise CommandRejected(f"unknown field(s): {', '.join(sorted(unknown))}", cid)
+    digest = hashlib.sha256(toml.encode()).hexdigest()
+    try:
+        return Command(
+            id=cid,
+            source="config",
+            device=None,
+            target="config",
+            value=digest,
+            issued_at_ms=_timestamp(d.get("ts")),
+            nonce=_str(d, "nonce"),
+            signature=_str(d, "sig"),
+            reply_to=reply_to,
+            extra={"toml": toml},
+        )
+    except CommandRejected as exc:
+        raise CommandRejected(exc.reason, cid) from None

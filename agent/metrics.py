@@ -1,0 +1,234 @@
+"""Prometheus text exposition of the agent's counters, read at scrape time.
+
+A custom collector walks the counters the hot path keeps anyway (drivers' ``BusStats``, the
+pipeline, the sinks' stats): no metric object is touched per reading. Every family is prefixed
+``cityedge_``; counters get prometheus-client's ``_total`` suffix. Rates (utilization, publish
+rate) are for PromQL: ``rate(cityedge_bus_busy_seconds_total[5m])`` is the bus utilization,
+``rate(cityedge_published_messages_total[5m])`` the publish rate.
+
+Process figures (``process_*``) are read from ``/proc/self`` here rather than with
+prometheus-client's ProcessCollector: that one needs ``/proc/stat`` for the boot time, which
+the unit's ``ProcSubset=pid`` hides, and then reports nothing at all.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector
+
+from agent import __version__
+from agent.observe import AgentView, bus_of, sink_snapshot
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
+    from agent.timesync import TimeKeeper
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_NAN = math.nan
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _g(name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"cityedge_{name}", doc, labels=list(labels))
+
+
+def _c(name: str, doc: str, labels: Iterable[str] = ()) -> CounterMetricFamily:
+    return CounterMetricFamily(f"cityedge_{name}", doc, labels=list(labels))
+
+
+class AgentCollector(Collector):
+    def __init__(
+        self,
+        agent: AgentView,
+        *,
+        timekeeper: TimeKeeper | None = None,
+        mono: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.agent = agent
+        self.timekeeper = timekeeper
+        self._mono = mono
+        self._wall = wall
+
+    def collect(self) -> Iterable[Metric]:
+        yield from self._agent()
+        yield from self._devices()
+        yield from self._buses()
+        yield from self._sinks()
+        yield from _process()
+
+    def _agent(self) -> Iterable[Metric]:
+        a, p = self.agent, self.agent.pipeline
+        try:
+            from ext import IMPLEMENTATION as impl
+        except ImportError:
+            impl = "unavailable"
+        info = InfoMetricFamily("cityedge_build", "Agent version and filter implementation.")
+        info.add_metric([], {"version": __version__, "filters": str(impl)})
+        yield info
+        yield GaugeMetricFamily(
+            "cityedge_ready", "1 once buses are open and READY=1 was sent.", a.ready_at is not None
+        )
+        yield GaugeMetricFamily(
+            "cityedge_uptime_seconds",
+            "Seconds since the agent started.",
+            self._mono() - a.started_at,
+        )
+        yield CounterMetricFamily("cityedge_config_reloads", "Reload requests (SIGHUP).", a.reloads)
+        yield CounterMetricFamily(
+            "cityedge_readings_received", "Readings from drivers.", p.received
+        )
+        yield CounterMetricFamily(
+            "cityedge_readings_delivered", "Readings accepted by the sinks.", p.delivered
+        )
+        yield CounterMetricFamily(
+            "cityedge_readings_suppressed", "Readings dropped by filters.", p.suppressed
+        )
+        ratio = p.suppressed / p.received if p.received else 0.0
+        yield GaugeMetricFamily(
+            "cityedge_filter_suppression_ratio",
+            "Share of readings suppressed by filters since start (deadband, compression...).",
+            ratio,
+        )
+        if self.timekeeper is not None:
+            yield GaugeMetricFamily(
+                "cityedge_time_synchronized",
+                "1 when the wall clock is believed NTP-synchronised.",
+                self.timekeeper.synced,
+            )
+            yield CounterMetricFamily(
+                "cityedge_time_jumps", "Wall-clock steps detected.", self.timekeeper.jumps
+            )
+
+    def _devices(self) -> Iterable[Metric]:
+        lab = ("bus", "device")
+        lat = _g("device_poll_latency_seconds", "Duration of the last poll cycle.", lab)
+        polls = _c("device_polls", "Completed polls (reads attempted on the wire).", lab)
+        reqs = _c("device_requests", "Requests sent.", lab)
+        tmo = _c("device_timeouts", "Requests without an answer.", lab)
+        exc = _c("device_exceptions", "Protocol exception responses.", lab)
+        badf = _c("device_bad_frames", "Corrupt or mismatched frames.", lab)
+        over = _c("device_overruns", "Poll ticks skipped: previous poll still running.", lab)
+        online = _g("device_online", "1 when the last poll got an answer.", lab)
+        quar = _g("device_quarantined", "1 while the device is in quarantine backoff.", lab)
+        last_ts = _g(
+            "device_last_success_timestamp_seconds", "Wall time of the last good poll.", lab
+        )
+        age = _g("device_last_success_age_seconds", "Seconds since the last good poll.", lab)
+        now_m, now_w = self._mono(), self._wall()
+        for bus_id, drv in self.agent.drivers.items():
+            for dev_id, d in drv.stats.devices.items():
+                lv = [bus_id, dev_id]
+                lat.add_metric(lv, d.last_cycle_s)
+                polls.add_metric(lv, d.polls)
+                reqs.add_metric(lv, d.requests)
+                tmo.add_metric(lv, d.timeouts)
+                exc.add_metric(lv, d.exceptions)
+                badf.add_metric(lv, d.bad_frames)
+                over.add_metric(lv, d.overruns)
+                online.add_metric(lv, d.online)
+                quar.add_metric(lv, d.quarantined_until > now_m)
+                ok = d.last_success_ms
+                last_ts.add_metric(lv, ok / 1000.0 if ok is not None else _NAN)
+                age.add_metric(lv, max(0.0, now_w - ok / 1000.0) if ok is not None else _NAN)
+        yield from (lat, polls, reqs, tmo, exc, badf, over, online, quar, last_ts, age)
+
+    def _buses(self) -> Iterable[Metric]:
+        busy = _c(
+            "bus_busy_seconds", "Time the bus carried our traffic; rate() = utilization.", ["bus"]
+        )
+        reqs = _c("bus_requests", "Requests sent on the bus.", ["bus"])
+        reco = _c("bus_reconnects", "Reconnections after a lost link.", ["bus"])
+        conn = _g("bus_connected", "1 while the port/connection is open.", ["bus"])
+        util = _g("bus_utilization_ratio", "Busy share of wall time since start.", ["bus"])
+        up = max(1e-9, self._mono() - self.agent.started_at)
+        devices = _g("bus_devices", "Devices configured on the bus.", ["bus"])
+        buses = bus_of(self.agent)
+        for bus_id, drv in self.agent.drivers.items():
+            st = drv.stats
+            busy.add_metric([bus_id], st.busy_s)
+            reqs.add_metric([bus_id], st.requests)
+            reco.add_metric([bus_id], st.reconnects)
+            conn.add_metric([bus_id], st.connected)
+            util.add_metric([bus_id], min(1.0, st.busy_s / up))
+            devices.add_metric([bus_id], sum(1 for b in buses.values() if b == bus_id))
+        yield from (busy, reqs, reco, conn, util, devices)
+
+    def _sinks(self) -> Iterable[Metric]:
+        lab = ["output"]
+        conn = _g("output_connected", "1 while the output's broker link is up.", lab)
+        depth = _g("outbox_depth", "Readings waiting in the outbox.", lab)
+        oldest = _g("outbox_oldest_age_seconds", "Age of the oldest reading in the outbox.", lab)
+        drops = _c("outbox_dropped", "Readings dropped because the outbox was full.", lab)
+        msgs = _c("published_messages", "Messages acknowledged by the broker/written.", lab)
+        rds = _c("published_readings", "Readings in those messages.", lab)
+        wall_ms = int(self._wall() * 1000)
+        for sink in self.agent.sinks:
+            s = sink_snapshot(sink, wall_ms)
+            lv = [s.name]
+            if s.connected is not None:
+                conn.add_metric(lv, s.connected)
+            if s.outbox_depth is not None:
+                depth.add_metric(lv, s.outbox_depth)
+            if s.outbox_oldest_age_s is not None:
+                oldest.add_metric(lv, s.outbox_oldest_age_s)
+            if s.outbox_dropped is not None:
+                drops.add_metric(lv, s.outbox_dropped)
+            if s.messages is not None:
+                msgs.add_metric(lv, s.messages)
+            if s.readings is not None:
+                rds.add_metric(lv, s.readings)
+        yield from (conn, depth, oldest, drops, msgs, rds)
+
+
+def _process() -> Iterable[Metric]:
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            parts = f.read().split(b")")[-1].split()
+        with open("/proc/self/limits", "rb") as f:
+            max_fds = next(
+                (float(ln.split()[3]) for ln in f if ln.startswith(b"Max open files")), _NAN
+            )
+        open_fds = len(os.listdir("/proc/self/fd"))
+    except (OSError, IndexError, ValueError):
+        return
+    boot = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+    yield CounterMetricFamily(
+        "process_cpu_seconds",
+        "Total user and system CPU time spent in seconds.",
+        (float(parts[11]) + float(parts[12])) / _TICKS,
+    )
+    yield GaugeMetricFamily(
+        "process_resident_memory_bytes", "Resident memory size in bytes.", float(parts[21]) * _PAGE
+    )
+    yield GaugeMetricFamily(
+        "process_virtual_memory_bytes", "Virtual memory size in bytes.", float(parts[20])
+    )
+    yield GaugeMetricFamily(
+        "process_start_time_seconds",
+        "Start time of the process since unix epoch in seconds.",
+        boot + float(parts[19]) / _TICKS,
+    )
+    yield GaugeMetricFamily("process_open_fds", "Number of open file descriptors.", open_fds)
+    yield GaugeMetricFamily("process_max_fds", "Maximum number of open file descriptors.", max_fds)
+
+
+def make_registry(agent: AgentView, timekeeper: TimeKeeper | None = None) -> CollectorRegistry:
+    """A private registry (never the global one: tests and reloads build several)."""
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(AgentCollector(agent, timekeeper=timekeeper))
+    return reg
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """The text exposition (format 0.0.4) of everything in ``registry``."""
+    return generate_latest(registry)

@@ -1,0 +1,300 @@
+"""Durable store-and-forward between the pipeline and the MQTT publisher (SQLite, WAL).
+
+One row per reading: ``id INTEGER PRIMARY KEY AUTOINCREMENT`` is the reading's stable delivery
+id (AUTOINCREMENT never reuses an id, even after the table was emptied), ``ts`` the commit time
+(wall clock ms, for the age bound) and ``data`` the reading as native JSON (``to_dict`` form).
+
+Group commit: ``submit`` queues rows and waits; ``run`` commits every ``commit_interval`` seconds
+or as soon as ``commit_rows`` rows wait, whichever comes first, so a poll batch is accepted within
+about ``commit_interval`` plus one fsync.
+
+``synchronous=FULL``: in WAL mode NORMAL already survives a process crash (``kill -9``), but a
+power cut can lose the last transactions, and losing power is the normal failure of a
+pole-mounted gateway. FULL costs one WAL fsync per commit; group commit caps that at ~10/s, which
+SD cards and eMMC handle, so "accepted" means on stable storage.
+
+Deletion happens only after the publisher saw the PUBACK (``ack``); acks are committed with the
+next group. When the table holds more than ``max_rows`` or rows older than ``max_age`` the oldest
+are dropped and counted in a persistent counter.
+
+All SQLite work runs on one dedicated thread so an fsync never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.encoders.native import reading_from_json, reading_json
+from agent.reading import Reading
+
+log = logging.getLogger("cityedge.outbox")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', 1), ('drops', 0);
+"""
+
+
+class OutboxError(Exception):
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"outbox {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int  # stable delivery id of the reading
+    ts_ms: int  # commit time, UTC epoch ms
+    data: bytes  # the reading as native JSON (see agent.encoders.native.reading_json)
+
+    @property
+    def reading(self) -> Reading:
+        return reading_from_json(self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    depth: int  # rows waiting for a PUBACK
+    oldest_age_s: float | None  # age of the oldest waiting row (commit time), None when empty
+    drops: int  # rows dropped by the size/age bounds since the database was created
+    commits: int  # transactions committed by this process
+    committed: int  # readings committed by this process
+    last_id: int  # highest id ever assigned
+
+
+# Rows hold the reading in its native JSON form (Reading.to_dict): the native publisher splices
+# the bytes without re-encoding, the other encoders get a Reading back.
+encode_reading = reading_json
+decode_reading = reading_from_json
+
+
+@dataclass(slots=True)
+class _Commit:
+    last_id: int
+    deleted: int
+    dropped: int
+    depth: int
+    oldest_ts: int | None
+
+
+class Outbox:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_rows: int = 1_000_000,
+        max_age: float | None = 7 * 86400.0,
+        commit_interval: float = 0.1,
+        commit_rows: int = 5000,
+        synchronous: str = "FULL",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = path
+        self.max_rows = max_rows
+        self.max_age = max_age
+        self.commit_interval = commit_interval
+        self.commit_rows = commit_rows
+        self._clock = clock
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
+            self._db.execute("PRAGMA journal_size_limit=67108864")
+            self._db.executescript(SCHEMA)
+            (self._depth,) = self._db.execute("SELECT count(*) FROM outbox").fetchone()
+            seq = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name='outbox'").fetchone()
+            (self._drops,) = self._db.execute("SELECT value FROM meta WHERE key='drops'").fetchone()
+            oldest = self._db.execute("SELECT ts FROM outbox ORDER BY id LIMIT 1").fetchone()
+        except sqlite3.Error as exc:
+            raise OutboxError(path, str(exc)) from exc
+        self._last_id: int = seq[0] if seq else 0
+        self._oldest_ts: int | None = oldest[0] if oldest else None
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"outbox-{path.stem}")
+        self._pending: list[tuple[int, bytes]] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._acks: list[tuple[int, int]] = []
+        self._acked_pending = 0
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._full = asyncio.Event()
+        self._rows_event = asyncio.Event()
+        self._closed = False
+        self._last_expiry = 0.0
+        self.commits = 0
+        self.committed = 0
+
+    # -- producer side -------------------------------------------------------------------
+    async def submit(self, batch: Sequence[Reading]) -> None:
+        """Return once every reading of ``batch`` is committed (needs ``run`` or ``flush``)."""
+        if self._closed:
+            raise OutboxError(self.path, "closed")
+        if not batch:
+            return
+        ts = int(self._clock() * 1000)
+        self._pending.extend((ts, encode_reading(r)) for r in batch)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        self._wake.set()
+        if len(self._pending) >= self.commit_rows:
+            self._full.set()
+        await fut
+
+    async def run(self) -> None:
+        """Group-commit loop; returns after ``close``."""
+        while not self._closed:
+            try:
+                async with asyncio.timeout(5.0):  # idle: still expire old rows
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            if self._closed:
+                break
+            if len(self._pending) < self.commit_rows:
+                try:
+                    async with asyncio.timeout(self.commit_interval):
+                        await self._full.wait()
+                except TimeoutError:
+                    pass
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Commit queued rows and acks now."""
+        async with self._lock:
+            self._wake.clear()
+            self._full.clear()
+            rows, self._pending = self._pending, []
+            waiters, self._waiters = self._waiters, []
+            acks, self._acks = self._acks, []
+            acked, self._acked_pending = self._acked_pending, 0
+            now = self._clock()
+            expire = now - self._last_expiry >= 5.0
+            if not rows and not acks and not expire:
+                return
+            if expire:
+                self._last_expiry = now
+            loop = asyncio.get_running_loop()
+            try:
+                res = await loop.run_in_executor(
+                    self._executor, self._commit_sync, rows, acks, int(now * 1000), expire)
+            except BaseException as exc:
+                err = OutboxError(self.path, f"commit failed: {exc!r}")
+                for w in waiters:
+                    if not w.done():
+                        w.set_exception(err)
+                self._acked_pending += acked  # the rows stay; depth stays honest
+                raise
+            if res.dropped:
+                log.warning("outbox %s full: dropped %d oldest reading(s)", self.path.name,
+                            res.dropped)
+            self.commits += 1
+            self.committed += len(rows)
+            self._drops += res.dropped
+            self._depth, self._oldest_ts = res.depth, res.oldest_ts
+            new_rows = res.last_id > self._last_id
+            self._last_id = res.last_id
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)
+            if new_rows:
+                self.wake_readers()
+
+    def _commit_sync(
+        self, rows: list[tuple[int, bytes]], acks: list[tuple[int, int]], now_ms: int,
+        expire: bool,
+    ) -> _Commit:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            deleted = 0
+            for ab in acks:
+                deleted += db.execute("DELETE FROM outbox WHERE id BETWEEN ? AND ?", ab).rowcount
+            if rows:
+                db.executemany("INSERT INTO outbox(ts, data) VALUES (?, ?)", rows)
+            depth = self._depth - deleted + len(rows)
+            dropped = 0
+            if depth > self.max_rows:
+                cut = db.execute("SELECT id FROM outbox ORDER BY id LIMIT 1 OFFSET ?",
+                                 (depth - self.max_rows - 1,)).fetchone()
+                dropped += db.execute("DELETE FROM outbox WHERE id <= ?", cut).rowcount
+            if expire and self.max_age is not None:
+                cutoff = now_ms - int(self.max_age * 1000)
+                young = db.execute("SELECT id FROM outbox WHERE ts >= ? ORDER BY id LIMIT 1",
+                                   (cutoff,)).fetchone()
+                dropped += db.execute("DELETE FROM outbox WHERE id < ?",
+                                      young if young else (1 << 62,)).rowcount
+            if dropped:
+                db.execute("UPDATE meta SET value = value + ? WHERE key='drops'", (dropped,))
+                depth -= dropped
+            seq = db.execute("SELECT seq FROM sqlite_sequence WHERE name='outbox'").fetchone()
+            oldest = db.execute("SELECT ts FROM outbox ORDER BY id LIMIT 1").fetchone()
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return _Commit(seq[0] if seq else 0, deleted, dropped, depth,
+                       oldest[0] if oldest else None)
+
+    # -- publisher side ------------------------------------------------------------------
+    @property
+    def last_id(self) -> int:
+        """Highest id committed so far (rows with a smaller id are all visible to ``read``)."""
+        return self._last_id
+
+    async def read(self, after_id: int, limit: int) -> list[OutboxRow]:
+        """Up to ``limit`` committed rows with ``id > after_id``, oldest first."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._read_sync, after_id, limit)
+
+    def _read_sync(self, after_id: int, limit: int) -> list[OutboxRow]:
+        cur = self._db.execute(
+            "SELECT id, ts, data FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))
+        return [OutboxRow(i, ts, d) for i, ts, d in cur]
+
+    async def wait_for_rows(self, after_id: int) -> None:
+        """Return when a row with ``id > after_id`` is committed, or on ``wake_readers``."""
+        if self._last_id > after_id:
+            return
+        await self._rows_event.wait()
+
+    def wake_readers(self) -> None:
+        self._rows_event.set()
+        self._rows_event = asyncio.Event()
+
+    def ack(self, first_id: int, last_id: int, count: int) -> None:
+        """Rows ``first_id..last_id`` (``count`` of them) were acknowledged: delete them with
+        the next group commit."""
+        self._acks.append((first_id, last_id))
+        self._acked_pending += count
+        self._wake.set()
+
+    def stats(self) -> OutboxStats:
+        age = None if self._oldest_ts is None else max(0.0, self._clock() - self._oldest_ts / 1000)
+        return OutboxStats(max(0, self._depth - self._acked_pending), age, self._drops,
+                           self.commits, self.committed, self._last_id)
+
+    async def close(self) -> None:
+        """Commit what is queued, stop ``run`` and close the database."""
+        if self._closed:
+            return
+        self._closed = True  # late submits fail loudly instead of waiting for a commit forever
+        await self.flush()
+        self._wake.set()
+        self.wake_readers()
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._executor, self._db.close)
+        self._executor.shutdown(wait=False)

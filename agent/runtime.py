@@ -1,0 +1,356 @@
+"""The daemon: one root TaskGroup owning every bus, sink and housekeeping task.
+
+Shutdown (SIGTERM/SIGINT or the injected trigger): stop polling first, then give the sinks the
+rest of the grace period to flush what is in flight, then cancel whatever is left. Readings a
+sink has accepted are never dropped by a shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from agent.config.errors import ConfigError
+from agent.config.loader import LoadedConfig, load_config
+from agent.config.outputs import JsonLinesOutput
+from agent.control.audit import AuditLog
+from agent.control.binding import CommandBinding
+from agent.control.model import Command
+from agent.control.router import CommandRouter
+from agent.pipeline import Pipeline
+from agent.reading import Value, now_ms
+from agent.reload import ReloadResult, diff
+from agent.sdnotify import notify
+from agent.sinks.base import Sink
+from agent.sinks.jsonl import JsonLinesSink
+from drivers.base import BusDriver, DeviceBinding, WriteResult, WriteStatus, create_driver
+
+log = logging.getLogger("cityedge.runtime")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 78  # EX_CONFIG: the unit uses RestartPreventExitStatus=78 (a restart won't help)
+
+
+def bindings_for(loaded: LoadedConfig) -> list[DeviceBinding]:
+    gid = loaded.config.gateway.id
+    return [
+        DeviceBinding(gid, d, loaded.profiles[d.profile])
+        for d in loaded.config.devices
+        if d.enabled
+    ]
+
+
+def build_sinks(loaded: LoadedConfig, bindings: Sequence[DeviceBinding]) -> list[Sink]:
+    sinks: list[Sink] = []
+    cfg = loaded.config
+    for out in cfg.outputs:
+        if isinstance(out, JsonLinesOutput):
+            sinks.append(JsonLinesSink(out.id, out.path))
+        else:
+            from agent.sinks.mqtt import MqttSink
+
+            sinks.append(
+                MqttSink(
+                    out.id, out, cfg.gateway.id, bindings, Path(cfg.gateway.state_dir), cfg.secrets
+                )
+            )
+    return sinks
+
+
+class Agent:
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        *,
+        sinks: Sequence[Sink] | None = None,
+        on_reload: Callable[[], None] | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self.bindings = bindings_for(loaded)
+        self.sinks = list(sinks) if sinks is not None else build_sinks(loaded, self.bindings)
+        self.pipeline = Pipeline(self.sinks, self.bindings)
+        self.drivers: dict[str, BusDriver] = {}
+        for bus in loaded.config.buses:
+            self._make_driver(bus.id)
+        self.shutdown = asyncio.Event()
+        self.started_at = time.monotonic()
+        self.ready_at: float | None = None
+        self._on_reload = on_reload
+        self.reloads = 0
+        self.last_reload: ReloadResult | None = None
+        self._reload_requests: asyncio.Queue[tuple[str, LoadedConfig | None]] = asyncio.Queue()
+        self._reload_lock = asyncio.Lock()
+        self._tg: asyncio.TaskGroup | None = None
+        self._bus_tasks: dict[str, asyncio.Task[None]] = {}
+        # Long-lived housekeeping services (metrics/health server, watchdog, control socket,
+        # time-sync monitor...): (task name, coroutine factory), started in the root TaskGroup
+        # and cancelled after the sinks have flushed.
+        self.services: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
+        if loaded.config.gateway.watch_config > 0:
+            self.services.append(("config-watch", self._watch_config))
+        from agent.ctl import ControlServer, socket_path
+
+        self.control = ControlServer(self, socket_path(loaded.config.gateway.state_dir))
+        self.services.append(("control", self.control.run))
+        self.router: CommandRouter | None = None
+        self._install_commands()
+        if any(hasattr(s, "device_status") for s in self.sinks):
+            self.services.append(("device-status", self._device_status_watch))
+
+    def _install_commands(self) -> None:
+        """The command router (always: the technician CLI writes through it too) and its
+        MQTT bindings on every MQTT output (see agent/control/binding.py)."""
+        cfg = self.loaded.config
+        mqtt: list[Any] = [s for s in self.sinks if hasattr(s, "add_handler")]
+        if not cfg.commands.enabled:
+            return
+        key = None
+        if cfg.commands.hmac_secret is not None:
+            key = cfg.secrets[cfg.commands.hmac_secret].get_secret_value().encode()
+        audit = Path(cfg.commands.audit_file or Path(cfg.gateway.state_dir) / "audit.jsonl")
+
+        async def ping(_: Command) -> str | None:
+            return None
+
+        async def rebirth(_: Command) -> str | None:
+            for s in mqtt:
+                fn = getattr(s, "rebirth", None)
+                if fn is not None:
+                    fn()
+            return None
+
+        async def reload(_: Command) -> str | None:
+            result = await self.reload("command")
+            return None if result.ok else "; ".join(result.errors[:5])
+
+        async def config(cmd: Command) -> str | None:
+            from agent.remote_config import apply_remote_config
+
+            return await apply_remote_config(self, cmd.id, cmd.extra["toml"])
+
+        self.router = CommandRouter(
+            cfg.commands,
+            self.bindings,
+            self.write,
+            AuditLog(audit),
+            hmac_key=key,
+            actions={"ping": ping, "rebirth": rebirth, "reload": reload, "config": config},
+        )
+        for s in mqtt:
+            out = s.output
+            spb = s.encoder if out.encoding == "sparkplug" else None
+            binding = CommandBinding(
+                self.router,
+                cfg.gateway.id,
+                out,
+                s.publish,
+                sparkplug=spb,
+            )
+            binding.install(s.add_handler)
+
+    async def _device_status_watch(self) -> None:
+        """Tell the sinks when a device stops answering or comes back (Sparkplug DDEATH /
+        DBIRTH, native device status) by watching the drivers' counters."""
+        known: dict[str, bool] = {}
+        while True:
+            for driver in list(self.drivers.values()):
+                for dev_id, st in driver.stats.devices.items():
+                    if st.polls == 0 and st.timeouts == 0:
+                        continue
+                    if known.get(dev_id) != st.online:
+                        if dev_id in known or not st.online:
+                            for s in self.sinks:
+                                fn = getattr(s, "device_status", None)
+                                if fn is not None:
+                                    fn(dev_id, st.online)
+                        known[dev_id] = st.online
+            await asyncio.sleep(1.0)
+
+    def _make_driver(self, bus_id: str) -> None:
+        bus = next(b for b in self.loaded.config.buses if b.id == bus_id)
+        devs = [b for b in self.bindings if b.device.bus == bus.id]
+        if devs:
+            self.drivers[bus.id] = create_driver(bus, devs, self.pipeline.emit)
+        else:
+            self.drivers.pop(bus.id, None)
+
+    @property
+    def grace(self) -> float:
+        return self.loaded.config.gateway.shutdown_grace
+
+    def request_shutdown(self) -> None:
+        self.shutdown.set()
+
+    def request_reload(self, source: str, loaded: LoadedConfig | None = None) -> None:
+        self._reload_requests.put_nowait((source, loaded))
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_shutdown)
+        loop.add_signal_handler(signal.SIGINT, self.request_shutdown)
+        loop.add_signal_handler(signal.SIGHUP, self._sighup)
+
+    def _sighup(self) -> None:
+        log.info("SIGHUP: reload requested")
+        self.request_reload("SIGHUP")
+        if self._on_reload is not None:
+            self._on_reload()
+
+    async def write(self, device_id: str, point: str, value: Value, timeout: float) -> WriteResult:
+        """Route a write to the owner task of the device's bus (commands, CLI, remote)."""
+        binding = next((b for b in self.bindings if b.id == device_id), None)
+        driver = self.drivers.get(binding.device.bus) if binding else None
+        if binding is None or driver is None:
+            return WriteResult(WriteStatus.REJECTED, f"unknown device '{device_id}'")
+        return await driver.write(device_id, point, value, timeout)
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            sink_tasks = [tg.create_task(s.run(), name=f"sink:{s.name}") for s in self.sinks]
+            for bid in list(self.drivers):
+                self._start_bus(bid)
+            ready_task = tg.create_task(self._announce_ready(), name="ready")
+            reload_task = tg.create_task(self._reloader(), name="reloader")
+            svc_tasks = [tg.create_task(factory(), name=name) for name, factory in self.services]
+            await self.shutdown.wait()
+            notify("STOPPING=1")
+            log.info("shutting down (grace %.1f s)", self.grace)
+            deadline = time.monotonic() + self.grace
+            reload_task.cancel()
+            bus_tasks = list(self._bus_tasks.values())
+            for t in bus_tasks:
+                t.cancel()
+            if bus_tasks:
+                await asyncio.wait(bus_tasks, timeout=max(0.0, deadline - time.monotonic()))
+            for s in self.sinks:
+                try:
+                    await asyncio.wait_for(s.close(), max(0.1, deadline - time.monotonic()))
+                except TimeoutError:
+                    log.error("sink %s did not flush within the grace period", s.name)
+            for t in (*sink_tasks, *svc_tasks):
+                t.cancel()
+            log.info(
+                "stopped: %d readings read, %d delivered to %d sink(s), %d suppressed by filters",
+                self.pipeline.received,
+                self.pipeline.delivered,
+                len(self.sinks),
+                self.pipeline.suppressed,
+            )
+            ready_task.cancel()
+
+    def _start_bus(self, bus_id: str) -> None:
+        assert self._tg is not None
+        driver = self.drivers[bus_id]
+        self._bus_tasks[bus_id] = self._tg.create_task(driver.run(), name=f"bus:{bus_id}")
+
+    async def _stop_bus(self, bus_id: str) -> None:
+        task = self._bus_tasks.pop(bus_id, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+        self.drivers.pop(bus_id, None)
+
+    async def _reloader(self) -> None:
+        while True:
+            source, loaded = await self._reload_requests.get()
+            await self.reload(source, loaded)
+
+    async def reload(self, source: str, loaded: LoadedConfig | None = None) -> ReloadResult:
+        """Validate and apply; a refused config changes nothing (the reason is logged and kept
+        in ``last_reload`` for the health message)."""
+        async with self._reload_lock:
+            self.reloads += 1
+            if loaded is None:
+                try:
+                    main = self.loaded.files[0]
+                    loaded = await asyncio.to_thread(load_config, main, self.loaded.dropin_dir)
+                except ConfigError as exc:
+                    result = ReloadResult(
+                        False, source, [str(i) for i in exc.issues], None, now_ms()
+                    )
+                    self.last_reload = result
+                    log.error(
+                        "reload (%s) refused, nothing changed:\n  %s",
+                        source,
+                        "\n  ".join(result.errors),
+                    )
+                    return result
+            new_bindings = bindings_for(loaded)
+            plan = diff(self.loaded, self.bindings, loaded, new_bindings)
+            for bid in (*plan.stop, *plan.restart):
+                await self._stop_bus(bid)
+            self.loaded = loaded
+            self.bindings = new_bindings
+            self.pipeline.set_bindings(new_bindings)
+            if self.router is not None:
+                self.router.set_bindings(new_bindings)
+            for bid in (*plan.start, *plan.restart):
+                self._make_driver(bid)
+                if bid in self.drivers and self._tg is not None:
+                    self._start_bus(bid)
+            self._config_mtimes = _mtimes(loaded.files)
+            result = ReloadResult(True, source, [], plan, now_ms())
+            self.last_reload = result
+            log.info(
+                "reload (%s) applied: %d bus(es) started, %d stopped, %d restarted, %d unchanged%s",
+                source,
+                len(plan.start),
+                len(plan.stop),
+                len(plan.restart),
+                len(plan.unchanged),
+                f"; restart the agent to apply {', '.join(plan.needs_restart)}"
+                if plan.needs_restart
+                else "",
+            )
+            return result
+
+    async def _watch_config(self) -> None:
+        """Reload when a config or profile file changes (mtime/size poll: cheap, no inotify
+        dependency, works on every filesystem a technician may use)."""
+        self._config_mtimes = _mtimes(self.loaded.files)
+        interval = self.loaded.config.gateway.watch_config
+        while True:
+            await asyncio.sleep(interval)
+            current = _mtimes(self.loaded.files)
+            if current != self._config_mtimes:
+                self._config_mtimes = current
+                log.info("config file changed on disk: reloading")
+                self.request_reload("file change")
+
+    async def _announce_ready(self) -> None:
+        from agent.security import exposed_secret_files
+
+        for warning in exposed_secret_files(self.loaded.config):
+            log.warning("%s", warning)
+        waits = [d.ready() for d in self.drivers.values()]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*waits), timeout=10.0)
+        self.ready_at = time.monotonic()
+        notify("READY=1")
+        log.info(
+            "ready: %d bus(es), %d device(s), %d output(s) in %.2f s",
+            len(self.drivers),
+            len(self.bindings),
+            len(self.sinks),
+            self.ready_at - self.started_at,
+        )
+
+
+def _mtimes(files: Sequence[str]) -> dict[str, tuple[float, int]]:
+    out = {}
+    for f in files:
+        try:
+            st = os.stat(f)
+            out[f] = (st.st_mtime, st.st_size)
+        except OSError:
+            out[f] = (0.0, -1)
+    return out

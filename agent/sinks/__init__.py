@@ -1,0 +1,1 @@
+"""Sinks: where accepted readings go (JSON lines, MQTT via the outbox, ...)."""

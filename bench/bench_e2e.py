@@ -1,0 +1,179 @@
+"""End to end: simulated Modbus TCP devices -> agent (own process) -> Mosquitto on loopback.
+
+Workloads (devices split over 10 TCP buses, one simulator server per bus, so the agent runs 10
+bus owner tasks as a gateway with 10 serial servers would):
+
+    50 devices x 12 points at 1 s     (600 readings/s polled)
+    200 devices x 20 points at 1 s    (4 000 readings/s polled)
+
+Each workload runs twice in one go: compiled filters, then the pure-Python twin
+(CITYEDGE_NO_EXT=1). Four analogue points per device carry range -> deadband(heartbeat) chains.
+After a warm-up, over a steady window: CPU seconds of the agent process per 10 000 readings
+delivered to the broker (counted by a separate subscriber that decodes the native envelope),
+% of one core, RSS steady (median) and peak (VmHWM), readings/s delivered vs polled.
+Targets: <= 0.3 CPU-s per 10 000 readings; RSS <= 45 MB at 50 devices.
+
+    .venv/bin/python bench/bench_e2e.py [--quick] [--json] [--profile OUT.pstats]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import (
+    PY,
+    Counter,
+    Mosquitto,
+    Sampler,
+    SimFleet,
+    agent_totals,
+    cpu_seconds,
+    emit_json,
+    gateway_config,
+    rss_mb,
+    start_agent,
+    stop_agent,
+    workdir,
+)
+
+BUSES = 10
+WORKLOADS = {"50x12": (5, 12), "200x20": (20, 20)}  # name -> (units per bus, points)
+TARGET_CPU = 0.3  # CPU-s per 10 000 readings
+TARGET_RSS = 45.0  # MB at 50 devices
+
+
+def measure(
+    base: Path,
+    broker: Mosquitto,
+    fleet: SimFleet,
+    units: int,
+    points: int,
+    *,
+    no_ext: bool,
+    warmup: float,
+    window: float,
+    tag: str,
+    interval: float = 1.0,
+    prefix: tuple[str, ...] = (),
+) -> dict[str, object]:
+    d = base / tag
+    d.mkdir()
+    cfg = gateway_config(d, fleet.ports, units, points=points, interval=interval,
+                         broker_url=broker.url)
+    sub = Counter(broker.port, client_id=f"bench-{tag}")
+    proc = start_agent(cfg, no_ext=no_ext, prefix=prefix)
+    try:
+        with Sampler(proc.pid) as rss:
+            time.sleep(warmup)
+            if proc.poll() is not None:
+                raise RuntimeError(f"agent exited: {stop_agent(proc, cfg)[-2000:]}")
+            c0, t0 = cpu_seconds(proc.pid), time.monotonic()
+            time.sleep(window)
+            c1, t1 = cpu_seconds(proc.pid), time.monotonic()
+            steady = rss.samples[len(rss.samples) // 3 :]
+            _, peak = rss_mb(proc.pid)
+    finally:
+        log = stop_agent(proc, cfg)
+        time.sleep(0.5)
+        sub.close()
+    delivered = sub.count_between(t0, t1)
+    devices = units * len(fleet.ports)
+    expected = devices * points / interval
+    cpu = c1 - c0
+    totals = agent_totals(log)
+    pass_ratio = (totals[1] / totals[0]) if totals and totals[0] else None
+    steady_rss = sorted(steady)[len(steady) // 2] if steady else 0.0
+    return {
+        "devices": devices,
+        "points": points,
+        "filters": "python" if no_ext else "cython",
+        "window_s": round(t1 - t0, 2),
+        "cpu_s": round(cpu, 3),
+        "cpu_pct": round(100 * cpu / (t1 - t0), 2),
+        "delivered": delivered,
+        "delivered_per_s": round(delivered / (t1 - t0), 1),
+        "polled_expected_per_s": expected,
+        "filter_pass_ratio": None if pass_ratio is None else round(pass_ratio, 3),
+        "cpu_s_per_10k": round(cpu / delivered * 10_000, 3) if delivered else None,
+        "cpu_s_per_10k_polled": round(cpu / (expected * (t1 - t0)) * 10_000, 3),
+        "rss_steady_mb": round(steady_rss, 1),
+        "rss_peak_mb": round(peak, 1),
+        "errors": [ln for ln in log.splitlines() if " ERROR " in ln or "CRITICAL" in ln][:5],
+    }
+
+
+def print_row(name: str, r: dict[str, object]) -> None:
+    print(
+        f"{name:<8} {r['filters']:<7} {r['cpu_s_per_10k']!s:>9} {r['cpu_pct']!s:>7} "
+        f"{r['rss_steady_mb']!s:>8} {r['rss_peak_mb']!s:>8} {r['delivered_per_s']!s:>10} "
+        f"{r['polled_expected_per_s']!s:>9} {r['filter_pass_ratio']!s:>6}",
+        flush=True,
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="shorter warm-up and window")
+    ap.add_argument("--json", action="store_true", help="also print a BENCH-JSON result line")
+    ap.add_argument("--warmup", type=float, default=None)
+    ap.add_argument("--window", type=float, default=None)
+    ap.add_argument("--workloads", default=",".join(WORKLOADS))
+    ap.add_argument("--profile", type=Path, default=None,
+                    help="only profile the 50x12 compiled run with pyinstrument (pstats file)")
+    args = ap.parse_args()
+    warmup = args.warmup or (6.0 if args.quick else 10.0)
+    window = args.window or (12.0 if args.quick else 25.0)
+    results: dict[str, object] = {}
+    if args.profile:
+        return profile(args.profile, warmup, window)
+    print("workload filters CPU-s/10k  %core  RSS MB  peak MB  deliv/s  polled/s  pass")
+    with workdir("e2e") as base:
+        broker = Mosquitto(base)
+        broker.start()
+        try:
+            for name in args.workloads.split(","):
+                units, points = WORKLOADS[name]
+                fleet = SimFleet(BUSES, units, procs=1 if units * BUSES <= 50 else 2)
+                try:
+                    for no_ext in (False, True):
+                        tag = f"{name}-{'py' if no_ext else 'cy'}"
+                        r = measure(base, broker, fleet, units, points, no_ext=no_ext,
+                                    warmup=warmup, window=window, tag=tag)
+                        results[tag] = r
+                        print_row(name, r)
+                finally:
+                    fleet.stop()
+        finally:
+            broker.stop()
+    print(f"targets: <= {TARGET_CPU} CPU-s per 10 000 readings delivered; "
+          f"RSS <= {TARGET_RSS} MB at 50 devices")
+    if args.json:
+        emit_json({"bench": "e2e", "results": results})
+    return 0
+
+
+def profile(out: Path, warmup: float, window: float) -> int:
+    """pyinstrument around the agent (50x12, compiled), pstats output for PROFILE.md."""
+    out = out.resolve()
+    prefix = (PY, "-m", "pyinstrument", "-r", "pstats", "-o", str(out))
+    with workdir("profile") as base:
+        broker = Mosquitto(base)
+        broker.start()
+        fleet = SimFleet(BUSES, 5)
+        try:
+            r = measure(base, broker, fleet, 5, 12, no_ext=False, warmup=warmup,
+                        window=window, tag="profile", prefix=prefix)
+        finally:
+            fleet.stop()
+            broker.stop()
+    print(f"profiled 50x12 (under pyinstrument): {r['cpu_s_per_10k']} CPU-s/10k -> {out}")
+    return 0 if out.exists() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

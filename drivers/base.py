@@ -1,0 +1,104 @@
+"""The interface between the runtime and a bus driver.
+
+One BusDriver instance owns one physical bus (a serial port, or one TCP endpoint / serial
+server) for the life of its task: it alone talks on it, serializing every unit id, pacing
+frames, giving writes priority over polls and quarantining silent units. It hands each poll's
+readings (one device, one batch) to ``emit``; the pipeline filters, numbers and forwards them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from agent.config.gateway import BusConfig, DeviceConfig
+from agent.config.profile import Profile
+from agent.reading import Reading, Value
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceBinding:
+    """A configured device with its resolved profile: everything a driver needs about it."""
+
+    gateway_id: str
+    device: DeviceConfig
+    profile: Profile
+
+    @property
+    def id(self) -> str:
+        return self.device.id
+
+
+Emit = Callable[[DeviceBinding, Sequence[Reading]], Awaitable[None]]
+
+
+class WriteStatus(enum.StrEnum):
+    OK = "ok"
+    REJECTED = "rejected"  # refused before anything went on the wire (reason says why)
+    FAILED = "failed"  # the device answered with an error
+    TIMEOUT = "timeout"  # the device did not answer
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    status: WriteStatus
+    reason: str | None = None
+    readback: Value = None  # value read back after the write, when it succeeded
+
+
+@dataclass
+class DeviceStats:
+    requests: int = 0
+    timeouts: int = 0
+    exceptions: int = 0
+    bad_frames: int = 0
+    polls: int = 0
+    overruns: int = 0  # ticks skipped because the previous poll was still running
+    last_success_ms: int | None = None
+    last_cycle_s: float = 0.0
+    online: bool = False
+    quarantined_until: float = 0.0  # monotonic time
+    unsupported_points: tuple[str, ...] = ()
+
+
+@dataclass
+class BusStats:
+    requests: int = 0
+    busy_s: float = 0.0  # time the bus was occupied by our traffic (for utilization)
+    reconnects: int = 0
+    connected: bool = False
+    devices: dict[str, DeviceStats] = field(default_factory=dict)
+
+
+class BusDriver(Protocol):
+    bus_id: str
+    stats: BusStats
+
+    async def run(self) -> None:
+        """Own the bus until cancelled: connect, poll on schedule, serve writes, reconnect."""
+
+    async def write(
+        self, device_id: str, point: str, value: Value, timeout: float = 10.0
+    ) -> WriteResult:
+        """Queue a write ahead of polls; validate, encode, send, read back."""
+
+    async def ready(self) -> None:
+        """Return once the bus has been opened (or the first attempt has failed)."""
+
+
+DriverFactory = Callable[[BusConfig, Sequence[DeviceBinding], Emit], BusDriver]
+
+
+def create_driver(bus: BusConfig, devices: Sequence[DeviceBinding], emit: Emit) -> BusDriver:
+    """Dispatch on the bus protocol. Imports are local so an unused protocol costs nothing."""
+    if bus.protocol == "modbus":
+        from drivers.modbus.bus import ModbusBus
+
+        return ModbusBus(bus, devices, emit)
+    if bus.protocol in ("serial", "pelco_d", "mbus"):
+        from drivers.serial.bus import SerialBus
+
+        return SerialBus(bus, devices, emit)
+    raise ValueError(f"no driver for protocol {bus.protocol!r}")

@@ -1,0 +1,220 @@
+"""The one module that talks to pymodbus (pinned ``>=3.16.1,<3.17``; see LIBRARY-NOTES.md).
+
+pymodbus reports failures on three channels: a device exception is a *response* whose
+``isError()`` is true, a missing answer raises ``ModbusIOException`` and a closed link raises
+``ConnectionException``. This adapter folds them into our own exceptions with attributes so the
+bus owner never sees a pymodbus type:
+
+    DeviceException(unit, function_code, code)   the device answered with an exception PDU
+    NoResponse(unit, function_code, bad_frame)   nothing valid came back within the timeout
+    NotConnected(endpoint, reason)               the port / socket is closed or cannot open
+
+pymodbus' own retries and reconnect task are switched off (``retries=0``,
+``reconnect_delay=0``): the bus owner retries only on timeout / busy and reconnects with its
+own backoff, so one dead unit cannot burn 12 s of bus time in library retries.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from pymodbus import FramerType
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusIOException
+
+from agent.config.endpoint import Endpoint
+from agent.config.profile import Table
+
+# Modbus exception codes (spec, section 7) the bus owner reacts to.
+ILLEGAL_FUNCTION = 1
+ILLEGAL_ADDRESS = 2
+ILLEGAL_VALUE = 3
+DEVICE_BUSY = 6
+SPAN_REJECTED = frozenset({ILLEGAL_FUNCTION, ILLEGAL_ADDRESS, ILLEGAL_VALUE})
+
+# pymodbus logs every timeout at ERROR; here each failure becomes a typed exception that the bus
+# owner counts and logs once per state change. Unless the application set a level for the
+# "pymodbus" logger itself (after this import, or before it), keep the library quiet.
+_pymodbus_log = logging.getLogger("pymodbus")
+if _pymodbus_log.level == logging.NOTSET:
+    _pymodbus_log.setLevel(logging.CRITICAL)
+
+DEFAULT_TCP_TIMEOUT = 1.0
+TURNAROUND_MARGIN = 0.05  # device turnaround + USB-serial latency timer (FTDI: 16 ms default)
+MAX_ADU_CHARS = 256 + 8  # longest RTU response + the request that triggered it
+
+
+class ModbusError(Exception):
+    """Base of the adapter's exceptions."""
+
+
+class DeviceException(ModbusError):
+    def __init__(self, unit: int, function_code: int, code: int) -> None:
+        self.unit = unit
+        self.function_code = function_code
+        self.code = code
+        super().__init__(f"unit {unit} FC{function_code:02d}: exception {code}")
+
+
+class NoResponse(ModbusError):
+    def __init__(self, unit: int, function_code: int, *, bad_frame: bool = False) -> None:
+        self.unit = unit
+        self.function_code = function_code
+        self.bad_frame = bad_frame  # bytes arrived but never formed a valid frame for us
+        what = "garbled reply" if bad_frame else "no response"
+        super().__init__(f"unit {unit} FC{function_code:02d}: {what}")
+
+
+class NotConnected(ModbusError):
+    def __init__(self, endpoint: str, reason: str) -> None:
+        self.endpoint = endpoint
+        self.reason = reason
+        super().__init__(f"{endpoint}: not connected ({reason})")
+
+
+def inter_frame_gap(endpoint: Endpoint, configured: float | None) -> float:
+    """Silence kept between frames: 3.5 character times, but a fixed 1.75 ms above 19200 baud
+    (Modbus over serial line V1.02, section 2.5.1.1). TCP peers need none."""
+    if configured is not None:
+        return configured
+    if endpoint.scheme not in ("rtu", "ascii"):
+        return 0.0
+    if endpoint.baudrate > 19200:
+        return 0.00175
+    return 3.5 * endpoint.char_time
+
+
+def response_timeout(
+    endpoint: Endpoint, configured: float | None, chars: int | None = None
+) -> float:
+    """Timeout for one request: the configured one, else sized from the wire time of ``chars``
+    characters (request + response; default the longest ADU) plus a turnaround margin."""
+    if configured is not None:
+        return configured
+    if not endpoint.is_serial:
+        return DEFAULT_TCP_TIMEOUT
+    n = MAX_ADU_CHARS if chars is None else chars
+    if endpoint.scheme == "ascii":
+        n = 2 * n + 5  # two hex characters per byte, ':' and CRLF framing
+    return max(0.1, n * endpoint.char_time + TURNAROUND_MARGIN)
+
+
+class ModbusClient:
+    """One pymodbus client for one physical bus. Not reentrant: the bus owner serializes."""
+
+    def __init__(self, endpoint: Endpoint, timeout: float) -> None:
+        self.endpoint = endpoint
+        self._rx_seen = False
+        self._client: Any
+        common: dict[str, Any] = {
+            "timeout": timeout,
+            "retries": 0,
+            "reconnect_delay": 0,
+            "trace_packet": self._trace_packet,
+            "name": endpoint.url,
+        }
+        if endpoint.scheme == "tcp":
+            self._client = AsyncModbusTcpClient(
+                endpoint.host or "", port=endpoint.port or 502, framer=FramerType.SOCKET, **common
+            )
+        elif endpoint.scheme == "rtu+tcp":
+            self._client = AsyncModbusTcpClient(
+                endpoint.host or "", port=endpoint.port or 0, framer=FramerType.RTU, **common
+            )
+        elif endpoint.scheme in ("rtu", "ascii"):
+            self._client = AsyncModbusSerialClient(
+                endpoint.path or "",
+                framer=FramerType.RTU if endpoint.scheme == "rtu" else FramerType.ASCII,
+                baudrate=endpoint.baudrate,
+                parity=endpoint.parity,
+                stopbits=endpoint.stopbits,
+                bytesize=endpoint.bytesize,
+                **common,
+            )
+        else:
+            raise ValueError(f"not a Modbus endpoint: {endpoint.url}")
+
+    def _trace_packet(self, sending: bool, data: bytes) -> bytes:
+        if not sending and data:
+            self._rx_seen = True
+        return data
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._client.connected)
+
+    async def connect(self, timeout: float) -> None:
+        self._client.ctx.comm_params.timeout_connect = timeout
+        try:
+            ok = await self._client.connect()
+        except Exception as exc:
+            # pyserial raises SerialException (an OSError), ValueError for settings the port
+            # refuses and termios.error from tcsetattr; none of them may kill the bus owner
+            raise NotConnected(self.endpoint.url, f"{type(exc).__name__}: {exc}") from exc
+        if not ok:
+            raise NotConnected(self.endpoint.url, "connect failed")
+
+    def close(self) -> None:
+        self._client.close()
+
+    async def read(
+        self, table: Table, start: int, count: int, unit: int, timeout: float
+    ) -> list[int] | list[bool]:
+        fc, method = _READS[table]
+        resp = await self._call(fc, unit, timeout, method, start, count=count, device_id=unit)
+        if table.is_bits:
+            bits = [bool(b) for b in resp.bits[:count]]
+            if len(bits) != count:
+                raise NoResponse(unit, fc, bad_frame=True)
+            return bits
+        regs = [int(r) for r in resp.registers]
+        if len(regs) != count:
+            raise NoResponse(unit, fc, bad_frame=True)
+        return regs
+
+    async def write_registers(
+        self, unit: int, address: int, values: Sequence[int], timeout: float
+    ) -> None:
+        """FC06 for one register, FC16 otherwise (some devices refuse FC16 for one register)."""
+        if len(values) == 1:
+            await self._call(6, unit, timeout, "write_register", address, values[0], device_id=unit)
+        else:
+            await self._call(
+                16, unit, timeout, "write_registers", address, list(values), device_id=unit
+            )
+
+    async def write_coil(self, unit: int, address: int, value: bool, timeout: float) -> None:
+        await self._call(5, unit, timeout, "write_coil", address, value, device_id=unit)
+
+    async def _call(
+        self, fc: int, unit: int, timeout: float, method: str, *args: Any, **kwargs: Any
+    ) -> Any:
+        if not self._client.connected:
+            raise NotConnected(self.endpoint.url, "link closed")
+        # pymodbus reads the response timeout from comm_params on every execute
+        self._client.ctx.comm_params.timeout_connect = timeout
+        self._rx_seen = False
+        try:
+            resp = await getattr(self._client, method)(*args, **kwargs)
+        except ConnectionException as exc:
+            raise NotConnected(self.endpoint.url, str(exc)) from exc
+        except ModbusIOException as exc:
+            if not self._client.connected:
+                # the link dropped while we waited: not the unit's fault
+                raise NotConnected(self.endpoint.url, "link lost during request") from exc
+            raise NoResponse(unit, fc, bad_frame=self._rx_seen) from exc
+        except OSError as exc:
+            raise NotConnected(self.endpoint.url, str(exc)) from exc
+        if resp.isError():
+            raise DeviceException(unit, fc, int(getattr(resp, "exception_code", 0)))
+        return resp
+
+
+_READS: dict[Table, tuple[int, str]] = {
+    Table.COIL: (1, "read_coils"),
+    Table.DISCRETE: (2, "read_discrete_inputs"),
+    Table.HOLDING: (3, "read_holding_registers"),
+    Table.INPUT: (4, "read_input_registers"),
+}

@@ -1,0 +1,180 @@
+"""Per-device state the bus owner keeps: interval groups, cached plans, learned exclusions,
+last good values, counters and quarantine backoff. No I/O here."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from agent.config.profile import Point, Table, WordOrder
+from agent.reading import Quality, Reading, Source, Value
+from drivers.base import DeviceBinding, DeviceStats
+from drivers.modbus.codec import CodecError, decode_point
+from drivers.modbus.planner import PlanError, ReadRequest, plan_reads
+from drivers.modbus.schedule import Backoff, next_tick
+
+log = logging.getLogger(__name__)
+
+DUE_SLACK = 0.005  # groups falling due within this many seconds are read in the same poll
+
+
+@dataclass
+class Group:
+    """Points sharing one poll interval (the device's, or a point's own ``interval``)."""
+
+    interval: float
+    points: tuple[Point, ...]
+    due: float = 0.0
+
+
+class DeviceState:
+    def __init__(
+        self,
+        binding: DeviceBinding,
+        bus_id: str,
+        *,
+        quarantine_min: float,
+        quarantine_max: float,
+        rng: random.Random,
+    ) -> None:
+        self.binding = binding
+        self.bus_id = bus_id
+        self.unit = binding.device.unit_id
+        self.stats = DeviceStats()
+        self.backoff = Backoff(quarantine_min, max(quarantine_min, quarantine_max), rng=rng)
+        self.excluded: set[tuple[Table, int]] = set()
+        self.unsupported: dict[str, str] = {}  # point name -> reason
+        self.last_good: dict[str, Value] = {}
+        self._plans: dict[tuple[float, ...], tuple[ReadRequest, ...]] = {}
+        by_interval: dict[float, list[Point]] = {}
+        for p in binding.profile.points:
+            by_interval.setdefault(p.interval or binding.device.interval, []).append(p)
+        self.groups = [Group(i, tuple(ps)) for i, ps in sorted(by_interval.items())]
+
+    # --- schedule ---------------------------------------------------------------------------
+    def start(self, now: float) -> None:
+        for g in self.groups:
+            g.due = now
+
+    @property
+    def due(self) -> float:
+        return min(g.due for g in self.groups)
+
+    def due_groups(self, now: float) -> list[Group]:
+        return [g for g in self.groups if g.due <= now + DUE_SLACK]
+
+    def advance(self, groups: Iterable[Group], now: float) -> None:
+        for g in groups:
+            g.due, skipped = next_tick(g.due, g.interval, now)
+            self.stats.overruns += skipped
+
+    # --- plan ---------------------------------------------------------------------------------
+    def order(self, point: Point) -> WordOrder:
+        return point.order or self.binding.profile.word_order
+
+    def live_points(self, groups: Sequence[Group]) -> list[Point]:
+        return [p for g in groups for p in g.points if p.name not in self.unsupported]
+
+    def plan(self, groups: Sequence[Group]) -> tuple[ReadRequest, ...]:
+        key = tuple(g.interval for g in groups)
+        if key not in self._plans:
+            limits = self.binding.profile.limits
+            while True:
+                try:
+                    self._plans[key] = plan_reads(
+                        self.live_points(groups), limits, excluded=frozenset(self.excluded)
+                    )
+                    break
+                except PlanError as exc:  # the point lies on registers we learned to avoid
+                    self.mark_unsupported(exc.point, exc.reason, replan=False)
+        return self._plans[key]
+
+    def mark_unsupported(self, name: str, reason: str, *, replan: bool = True) -> None:
+        if name in self.unsupported:
+            return
+        self.unsupported[name] = reason
+        self.stats.unsupported_points = tuple(sorted(self.unsupported))
+        log.warning(
+            "bus %s device %s: point %s is unsupported by the device (%s); no longer polled",
+            self.bus_id,
+            self.binding.id,
+            name,
+            reason,
+        )
+        try:
+            p = self.binding.profile.point(name)
+        except KeyError:
+            p = None
+        if p is not None:
+            self.excluded.update((p.table, a) for a in range(p.address, p.address + p.registers))
+        if replan:
+            self._plans.clear()
+
+    def exclude(self, table: Table, start: int, end: int) -> None:
+        """Never read across ``start..end-1`` again (a gap the device rejects)."""
+        if end <= start:
+            return
+        log.warning(
+            "bus %s device %s: %s registers %d..%d rejected inside a span; "
+            "reads will no longer bridge them",
+            self.bus_id,
+            self.binding.id,
+            table.value,
+            start,
+            end - 1,
+        )
+        self.excluded.update((table, a) for a in range(start, end))
+        self._plans.clear()
+
+    # --- results ------------------------------------------------------------------------------
+    def reading(
+        self,
+        point: Point,
+        value: Value,
+        ts: int,
+        quality: Quality = Quality.GOOD,
+        reason: str | None = None,
+    ) -> Reading:
+        b = self.binding
+        return Reading(
+            gateway_id=b.gateway_id,
+            device_id=b.id,
+            device_kind=b.profile.kind,
+            point=point.name,
+            metric=point.metric_name,
+            value=value,
+            unit=point.unit,
+            unit_code=point.unit_code,
+            observed_at_ms=ts,
+            quality=quality,
+            reason=reason,
+            entity_id=b.device.entity_id,
+            source=Source(
+                "modbus", self.bus_id, self.unit, point.table.value, point.address, point.type.value
+            ),
+        )
+
+    def decode(
+        self, points: Iterable[Point], start: int, values: Sequence[int] | Sequence[bool], ts: int
+    ) -> list[Reading]:
+        out: list[Reading] = []
+        for p in points:
+            off = p.address - start
+            try:
+                v = decode_point(p, values[off : off + p.registers], self.order(p))
+            except CodecError as exc:
+                out.append(self.reading(p, None, ts, Quality.BAD, exc.reason))
+                continue
+            self.last_good[p.name] = v
+            out.append(self.reading(p, v, ts))
+        return out
+
+    def bad(self, points: Iterable[Point], ts: int, reason: str) -> list[Reading]:
+        return [self.reading(p, None, ts, Quality.BAD, reason) for p in points]
+
+    def stale(self, points: Iterable[Point], ts: int, reason: str) -> list[Reading]:
+        return [
+            self.reading(p, self.last_good.get(p.name), ts, Quality.STALE, reason) for p in points
+        ]

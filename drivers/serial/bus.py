@@ -1,0 +1,362 @@
+"""SerialBus: the one task that owns a non-Modbus serial line (or serial server connection).
+
+The same bus rules as ``drivers.modbus.bus.ModbusBus`` (and the same reasons in readings):
+- one request at a time, every unit serialized, ``inter_frame_gap`` of silence before each
+  request (default 3.5 characters, at least 1.75 ms); writes go before the next poll; a tick
+  missed because the bus was busy is skipped and counted in ``overruns``, never queued;
+- a failed poll emits the device's points BAD with value None and reason "timeout" or
+  "bad frame"; undecodable fields are BAD with the decoder's reason;
+- silence (every retry timed out, nothing valid received) quarantines the device: backoff
+  from ``quarantine_min`` (1 s) doubling to ``bus.quarantine_max``, +-20 % jitter. A garbled
+  reply does not quarantine (the device is alive, the line is noisy). While quarantined, or
+  while the port is closed, each tick emits STALE last values with reason "quarantined" /
+  "not connected" at no bus cost. The probe after a quarantine runs without retries;
+- an I/O error (USB adapter unplugged, serial server gone) closes the port and reopens it
+  with backoff (``reconnect_min`` .. ``reconnect_max``); handlers reset their session state
+  (M-Bus starts again with SND_NKE); writes while closed fail at once ("not connected");
+- each GOOD reading carries the wall-clock time its reply came off the line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from agent.config.endpoint import parse_endpoint
+from agent.config.gateway import BusConfig
+from agent.config.profile import Point
+from agent.reading import Quality, Reading, Source, Value, now_ms
+from drivers.base import BusStats, DeviceBinding, DeviceStats, Emit, WriteResult, WriteStatus
+from drivers.modbus.schedule import Backoff
+from drivers.serial.exchange import LineExchange
+from drivers.serial.generic import DeviceNak
+from drivers.serial.handlers import BadResponse, DeviceTimeout, Handler, make_handler
+from drivers.serial.points import PointValueError, RawValue, to_raw, to_value
+from drivers.serial.transport import Link, LinkError
+
+log = logging.getLogger("cityedge.serial")
+
+DEFAULT_TIMEOUT = {"serial": 0.5, "pelco-d": 0.3, "mbus": 0.5}
+
+
+@dataclass
+class _Device:
+    binding: DeviceBinding
+    handler: Handler
+    stats: DeviceStats
+    x: LineExchange
+    backoff: Backoff
+    next_due: float = 0.0
+    last: dict[str, Value] = field(default_factory=dict)
+
+
+@dataclass
+class _WriteJob:
+    dev: _Device
+    point: Point
+    raw: int | float | str
+    future: asyncio.Future[WriteResult]
+    abandoned: bool = False
+
+
+class SerialBus:
+    def __init__(
+        self,
+        bus: BusConfig,
+        devices: Sequence[DeviceBinding],
+        emit: Emit,
+        *,
+        quarantine_min: float = 1.0,
+        reconnect_min: float = 0.5,
+        reconnect_max: float = 30.0,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_ms: Callable[[], int] = now_ms,
+    ) -> None:
+        self.bus_id = bus.id
+        self.config = bus
+        self.stats = BusStats()
+        self.endpoint = parse_endpoint(bus.endpoint)
+        self.link = Link(self.endpoint)
+        self._emit = emit
+        self.clock = clock
+        self.wall_ms = wall_ms
+        self._rng = rng or random.Random()
+        self._reconnect = Backoff(reconnect_min, max(reconnect_min, reconnect_max), rng=self._rng)
+        gap = bus.inter_frame_gap
+        self.gap = gap if gap is not None else max(3.5 * self.endpoint.char_time, 0.00175)
+        self._devs: dict[str, _Device] = {}
+        for b in devices:
+            if not b.device.enabled:
+                continue
+            h = make_handler(b.profile, b.device.unit_id)
+            st = self.stats.devices.setdefault(b.id, DeviceStats())
+            timeout = h.timeout or bus.timeout or DEFAULT_TIMEOUT[h.protocol]
+            retries = h.retries if h.retries is not None else bus.retries
+            x = LineExchange(
+                self, b.id, st, timeout + h.max_response * self.endpoint.char_time, retries
+            )
+            backoff = Backoff(
+                quarantine_min, max(quarantine_min, bus.quarantine_max), rng=self._rng
+            )
+            self._devs[b.id] = _Device(b, h, st, x, backoff)
+        self._writes: deque[_WriteJob] = deque()
+        self._wake = asyncio.Event()
+        self._ready = asyncio.Event()
+        self.last_tx_end = 0.0
+
+    # --- BusDriver API -------------------------------------------------------------------
+
+    async def ready(self) -> None:
+        await self._ready.wait()
+
+    async def write(
+        self, device_id: str, point: str, value: Value, timeout: float = 10.0
+    ) -> WriteResult:
+        dev = self._devs.get(device_id)
+        if dev is None:
+            return WriteResult(
+                WriteStatus.REJECTED, f"unknown device '{device_id}' on bus '{self.bus_id}'"
+            )
+        try:
+            p = dev.binding.profile.point(point)
+        except KeyError:
+            return WriteResult(WriteStatus.REJECTED, f"unknown point '{point}'")
+        try:
+            raw = to_raw(p, value)
+            dev.handler.validate_write(p, raw)
+        except PointValueError as exc:
+            return WriteResult(WriteStatus.REJECTED, exc.reason)
+        job = _WriteJob(dev, p, raw, asyncio.get_running_loop().create_future())
+        self._writes.append(job)
+        self._wake.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(job.future), timeout)
+        except TimeoutError:
+            job.abandoned = True  # if still queued it is dropped, never sent late
+            return WriteResult(WriteStatus.TIMEOUT, "not completed within the timeout")
+
+    async def run(self) -> None:
+        opened_before = False
+        start = self.clock()
+        for d in self._devs.values():
+            d.next_due = start
+        try:
+            while True:
+                try:
+                    await self.link.open()
+                except LinkError as exc:
+                    log.warning(
+                        "bus %s: cannot open %s: %s", self.bus_id, self.endpoint.url, exc.reason
+                    )
+                else:
+                    self.stats.connected = True
+                    self.stats.reconnects += opened_before
+                    opened_before = True
+                    self._reconnect.reset()
+                    self._ready.set()
+                    try:
+                        await self._serve()
+                    except LinkError as exc:
+                        log.warning("bus %s: link lost (%s); reopening", self.bus_id, exc.reason)
+                    finally:
+                        self.stats.connected = False
+                        await self.link.close()
+                self._ready.set()
+                await self._serve_disconnected(self._reconnect.next())
+        finally:
+            self._fail_writes("bus stopped")
+
+    def _fail_writes(self, reason: str) -> None:
+        while self._writes:
+            job = self._writes.popleft()
+            if not job.future.done():
+                job.future.set_result(WriteResult(WriteStatus.TIMEOUT, reason))
+
+    # --- scheduling ----------------------------------------------------------------------
+
+    async def _next_due(self) -> _Device | None:
+        """The device whose tick is due now (its schedule advanced), or None after sleeping
+        until the next tick or a write arrives. Ticks missed while busy count as overruns."""
+        now = self.clock()
+        if not self._devs:
+            self._wake.clear()
+            await self._wake.wait()
+            return None
+        dev = min(self._devs.values(), key=lambda d: d.next_due)
+        if dev.next_due > now:
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), dev.next_due - now)
+            except TimeoutError:
+                pass
+            return None
+        interval = dev.binding.device.interval
+        missed = int((now - dev.next_due) // interval)
+        dev.stats.overruns += missed
+        dev.next_due += interval * (missed + 1)
+        return dev
+
+    async def _serve(self) -> None:
+        for d in self._devs.values():
+            d.handler.reset()  # a reopened line may face power-cycled devices (M-Bus FCB)
+        if self.config.connect_pause:
+            await asyncio.sleep(self.config.connect_pause)
+        while True:
+            if self._writes:
+                await self._do_write(self._writes.popleft())
+                continue
+            dev = await self._next_due()
+            if dev is None:
+                continue
+            if self.clock() < dev.stats.quarantined_until:
+                await self._emit_stale(dev, "quarantined")
+            else:
+                await self._poll(dev)
+
+    async def _serve_disconnected(self, duration: float) -> None:
+        """Until the next reopen attempt: ticks report STALE values, writes fail at once."""
+        until = self.clock() + duration
+        while self.clock() < until:
+            self._fail_writes("not connected")
+            dev = await self._next_due_before(until)
+            if dev is not None:
+                await self._emit_stale(dev, "not connected")
+
+    async def _next_due_before(self, until: float) -> _Device | None:
+        if not self._devs or min(d.next_due for d in self._devs.values()) > until:
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), max(0.0, until - self.clock()))
+            except TimeoutError:
+                pass
+            return None
+        return await self._next_due()
+
+    async def _poll(self, dev: _Device) -> None:
+        t0 = self.clock()
+        dev.stats.polls += 1
+        dev.x.probing = dev.backoff.failing  # a probe costs one timeout, not the retries too
+        try:
+            raw = await dev.handler.read(dev.x)
+        except DeviceTimeout as exc:
+            dev.stats.online = False
+            dev.stats.last_cycle_s = self.clock() - t0
+            if not isinstance(exc, BadResponse):
+                self._quarantine(dev)  # a garbled reply is a noisy line, not a dead unit
+            await self._emit_bad(dev, exc.reason)
+            return
+        dev.backoff.reset()
+        dev.stats.online = True
+        dev.stats.quarantined_until = 0.0
+        dev.stats.last_success_ms = dev.x.rx_ms
+        dev.stats.last_cycle_s = self.clock() - t0
+        await self._emit_values(dev, raw)
+
+    def _quarantine(self, dev: _Device) -> None:
+        delay = dev.backoff.next()
+        dev.stats.quarantined_until = self.clock() + delay
+        log.info(
+            "bus %s: device %s does not answer; quarantined for %.1f s",
+            self.bus_id,
+            dev.binding.id,
+            delay,
+        )
+
+    async def _do_write(self, job: _WriteJob) -> None:
+        if job.abandoned or job.future.done():
+            return
+        dev, p = job.dev, job.point
+        try:
+            await dev.handler.write(dev.x, p, job.raw)
+        except BadResponse as exc:
+            result = WriteResult(WriteStatus.FAILED, exc.reason)
+        except DeviceTimeout as exc:
+            result = WriteResult(WriteStatus.TIMEOUT, exc.reason)
+        except DeviceNak as exc:
+            dev.stats.exceptions += 1
+            result = WriteResult(WriteStatus.FAILED, f"device refused (code {exc.code})")
+        else:
+            readback: Value = None
+            if p in dev.handler.read_points:
+                await self._poll(dev)  # confirms the write and publishes the new value
+                readback = dev.last.get(p.name)
+            result = WriteResult(WriteStatus.OK, readback=readback)
+        if not job.future.done():
+            job.future.set_result(result)
+
+    # --- readings ------------------------------------------------------------------------
+
+    def _reading(
+        self,
+        dev: _Device,
+        p: Point,
+        value: Value,
+        ts: int,
+        quality: Quality = Quality.GOOD,
+        reason: str | None = None,
+    ) -> Reading:
+        b = dev.binding
+        return Reading(
+            gateway_id=b.gateway_id,
+            device_id=b.id,
+            device_kind=b.profile.kind,
+            point=p.name,
+            metric=p.metric_name,
+            value=value,
+            unit=p.unit,
+            unit_code=p.unit_code,
+            observed_at_ms=ts,
+            quality=quality,
+            reason=reason,
+            entity_id=b.device.entity_id,
+            source=Source(
+                protocol=dev.handler.protocol,
+                bus=self.bus_id,
+                unit_id=b.device.unit_id,
+                raw_type=p.type.value,
+            ),
+        )
+
+    async def _emit_values(self, dev: _Device, raw: dict[str, RawValue]) -> None:
+        ts = dev.x.rx_ms
+        out: list[Reading] = []
+        missing: list[str] = []
+        for p in dev.handler.read_points:
+            key = p.field or p.name
+            if key not in raw:
+                missing.append(p.name)
+                out.append(self._reading(dev, p, None, ts, Quality.BAD, "missing field"))
+                continue
+            try:
+                v = to_value(p, raw[key])
+            except PointValueError as exc:
+                out.append(self._reading(dev, p, None, ts, Quality.BAD, exc.reason))
+                continue
+            dev.last[p.name] = v
+            out.append(self._reading(dev, p, v, ts))
+        dev.stats.unsupported_points = tuple(missing)
+        if out:
+            await self._emit(dev.binding, out)
+
+    async def _emit_bad(self, dev: _Device, reason: str) -> None:
+        ts = self.wall_ms()
+        out = [
+            self._reading(dev, p, None, ts, Quality.BAD, reason) for p in dev.handler.read_points
+        ]
+        if out:
+            await self._emit(dev.binding, out)
+
+    async def _emit_stale(self, dev: _Device, reason: str) -> None:
+        ts = self.wall_ms()
+        out = [
+            self._reading(dev, p, dev.last.get(p.name), ts, Quality.STALE, reason)
+            for p in dev.handler.read_points
+        ]
+        if out:
+            await self._emit(dev.binding, out)

@@ -1,0 +1,188 @@
+"""Outbox: group commit, ordered reads, delete after ack, bounds, and kill -9 durability."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from agent.outbox import Outbox, decode_reading, encode_reading
+from agent.reading import Quality, Reading, Source, TimeQuality
+
+T0 = 1_763_900_000_000
+
+
+def reading(i: int, device: str = "m1") -> Reading:
+    return Reading("gw1", device, "water_meter", "volume", "volume", float(i), "m3", "MTQ",
+                   T0 + i, seq=i)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = T0 / 1000
+
+    def __call__(self) -> float:
+        return self.t
+
+
+async def running(ob: Outbox) -> AsyncIterator[Outbox]:
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(ob.run(), name="outbox")
+        try:
+            yield ob
+        finally:
+            await ob.close()
+            await task
+
+
+@pytest.fixture
+async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
+    async for ob in running(Outbox(tmp_path / "ob.sqlite", commit_interval=0.02)):
+        yield ob
+
+
+def test_codec_round_trip() -> None:
+    r = Reading("gw1", "cam-2", "camera", "preset", "preset", ("a", "b"), None, None, T0,
+                Quality.STALE, "quarantined", 42, True, TimeQuality.CORRECTED, "urn:x",
+                Source("pelco-d", "bus2", 2, None, None, None))
+    back = decode_reading(encode_reading(r))
+    assert back == r and back.source == r.source
+    assert decode_reading(encode_reading(reading(3))) == reading(3)
+
+
+async def test_submit_read_ack_in_order(outbox: Outbox) -> None:
+    await outbox.submit([reading(i) for i in range(5)])
+    await outbox.submit([reading(i, "m2") for i in range(5, 8)])
+    rows = await outbox.read(0, 100)
+    assert [r.id for r in rows] == list(range(1, 9))
+    assert [r.reading for r in rows] == [reading(i) for i in range(5)] + [
+        reading(i, "m2") for i in range(5, 8)]
+    assert [r.id for r in await outbox.read(3, 2)] == [4, 5]
+    outbox.ack(1, 5, 5)
+    assert outbox.stats().depth == 3
+    await outbox.flush()
+    assert [r.id for r in await outbox.read(0, 100)] == [6, 7, 8]
+    st = outbox.stats()
+    assert st.depth == 3 and st.last_id == 8 and st.committed == 8 and st.drops == 0
+
+
+async def test_group_commit_batches_concurrent_submitters(outbox: Outbox) -> None:
+    async with asyncio.TaskGroup() as tg:
+        for i in range(50):
+            tg.create_task(outbox.submit([reading(i)]))
+    st = outbox.stats()
+    assert st.committed == 50 and st.depth == 50
+    assert st.commits <= 3  # one window (sometimes split by timing), not 50 fsyncs
+
+
+async def test_commit_rows_triggers_immediate_commit(tmp_path: Path) -> None:
+    async for ob in running(Outbox(tmp_path / "ob.sqlite", commit_interval=5, commit_rows=100)):
+        async with asyncio.timeout(2):  # would take 5 s without the row trigger
+            await ob.submit([reading(i) for i in range(150)])
+        assert ob.stats().depth == 150
+
+
+async def test_ids_survive_reopen_and_are_never_reused(tmp_path: Path) -> None:
+    path = tmp_path / "ob.sqlite"
+    async for ob in running(Outbox(path, commit_interval=0.01)):
+        await ob.submit([reading(i) for i in range(4)])
+        ob.ack(1, 4, 4)
+    async for ob in running(Outbox(path, commit_interval=0.01)):
+        assert ob.stats().depth == 0 and ob.last_id == 4
+        await ob.submit([reading(9)])
+        [row] = await ob.read(0, 10)
+        assert row.id == 5 and row.reading == reading(9)
+
+
+async def test_full_drops_oldest_counts_and_persists(tmp_path: Path) -> None:
+    path = tmp_path / "ob.sqlite"
+    async for ob in running(Outbox(path, max_rows=100, commit_interval=0.01)):
+        for k in range(5):
+            await ob.submit([reading(k * 40 + i) for i in range(40)])
+        st = ob.stats()
+        assert st.depth == 100 and st.drops == 100
+        rows = await ob.read(0, 1000)
+        assert [r.id for r in rows] == list(range(101, 201))
+        await ob.submit([reading(1000)])  # still accepting
+    async for ob in running(Outbox(path, max_rows=100)):
+        assert ob.stats().drops == 101 and ob.stats().depth == 100
+
+
+async def test_max_age_expires_old_rows(tmp_path: Path) -> None:
+    clock = Clock()
+    async for ob in running(Outbox(tmp_path / "ob.sqlite", max_age=60, clock=clock,
+                                   commit_interval=0.01)):
+        await ob.submit([reading(i) for i in range(10)])
+        clock.t += 30
+        await ob.submit([reading(i) for i in range(10, 15)])
+        assert ob.stats().oldest_age_s == pytest.approx(30)
+        clock.t += 40  # the first 10 are 70 s old now
+        await ob.submit([reading(99)])
+        st = ob.stats()
+        assert st.drops == 10 and st.depth == 6
+        assert [r.id for r in await ob.read(0, 100)][0] == 11
+
+
+async def test_submit_after_close_fails(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "ob.sqlite")
+    await ob.close()
+    with pytest.raises(Exception, match="closed"):
+        await ob.submit([reading(1)])
+
+
+WRITER = textwrap.dedent("""
+    import asyncio, sys
+    from pathlib import Path
+    from agent.outbox import Outbox
+    from agent.reading import Reading
+
+    async def main():
+        ob = Outbox(Path(sys.argv[1]), commit_interval=0.005)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(ob.run())
+            n = 0
+            while True:
+                batch = [Reading("gw1", "d%d" % (i % 7), "k", "p", "p", float(n + i), None,
+                                 None, 1763900000000 + n + i, seq=n + i) for i in range(50)]
+                await ob.submit(batch)
+                n += 50
+                sys.stdout.write("%d\\n" % n)
+                sys.stdout.flush()
+
+    asyncio.run(main())
+""")
+
+
+def test_kill_9_loses_nothing_committed(tmp_path: Path) -> None:
+    path = tmp_path / "ob.sqlite"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE,
+                            cwd=Path(__file__).parents[2], text=True)
+    assert proc.stdout is not None
+    acknowledged = 0
+    try:
+        for line in proc.stdout:
+            acknowledged = int(line)
+            if acknowledged >= 3000:
+                break
+        os.kill(proc.pid, signal.SIGKILL)  # mid-stream: more submits are in flight
+    finally:
+        proc.kill()
+        proc.wait()
+    assert acknowledged >= 3000
+
+    async def check() -> None:
+        ob = Outbox(path)
+        rows = await ob.read(0, 1_000_000)
+        await ob.close()
+        assert len(rows) >= acknowledged
+        assert [r.id for r in rows] == list(range(1, len(rows) + 1))
+        assert [r.reading.seq for r in rows] == list(range(len(rows)))
+
+    asyncio.run(check())

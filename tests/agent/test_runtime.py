@@ -1,0 +1,169 @@
+"""Runtime semantics with a scripted bus driver: readiness, shutdown flush, sd_notify."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from agent.config import load_config
+from agent.reading import Reading, now_ms
+from agent.runtime import Agent
+from drivers.base import BusStats, DeviceBinding, Emit, WriteResult, WriteStatus
+
+
+class ScriptedBus:
+    """Emits one batch per device every `period` seconds, like a bus owner task would."""
+
+    def __init__(
+        self, bus_id: str, devices: Sequence[DeviceBinding], emit: Emit, period: float = 0.01
+    ) -> None:
+        self.bus_id = bus_id
+        self.stats = BusStats()
+        self._devices = devices
+        self._emit = emit
+        self._period = period
+        self._ready = asyncio.Event()
+        self.polls = 0
+
+    async def ready(self) -> None:
+        await self._ready.wait()
+
+    async def write(
+        self, device_id: str, point: str, value: object, timeout: float = 10.0
+    ) -> WriteResult:
+        return WriteResult(WriteStatus.REJECTED, "scripted")
+
+    async def run(self) -> None:
+        self._ready.set()
+        while True:
+            for b in self._devices:
+                self.polls += 1
+                r = Reading(
+                    b.gateway_id,
+                    b.id,
+                    b.profile.kind,
+                    "dim",
+                    "dimmingLevel",
+                    float(self.polls),
+                    "%",
+                    "P1",
+                    now_ms(),
+                )
+                await self._emit(b, [r])
+            await asyncio.sleep(self._period)
+
+
+class SlowSink:
+    """Accepts batches into memory; flushing on close takes a while (like a disk/network)."""
+
+    def __init__(self, flush_delay: float = 0.05) -> None:
+        self.name = "slow"
+        self.pending: list[Reading] = []
+        self.flushed: list[Reading] = []
+        self.flush_delay = flush_delay
+
+    async def submit(self, batch: Sequence[Reading]) -> None:
+        self.pending.extend(batch)
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()
+
+    async def close(self) -> None:
+        await asyncio.sleep(self.flush_delay)
+        self.flushed.extend(self.pending)
+        self.pending.clear()
+
+
+@pytest.fixture
+def agent_cfg(cfgdir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    buses: list[ScriptedBus] = []
+
+    def factory(bus, devices, emit):  # type: ignore[no-untyped-def]
+        d = ScriptedBus(bus.id, devices, emit)
+        buses.append(d)
+        return d
+
+    monkeypatch.setattr("agent.runtime.create_driver", factory)
+    return cfgdir / "gateway.toml"
+
+
+async def test_shutdown_flushes_everything_accepted(agent_cfg: Path) -> None:
+    loaded = load_config(agent_cfg)
+    sink = SlowSink()
+    agent = Agent(loaded, sinks=[sink])
+    task = asyncio.create_task(agent.run())
+    while agent.pipeline.delivered < 20:
+        await asyncio.sleep(0.005)
+    agent.request_shutdown()
+    await asyncio.wait_for(task, timeout=agent.grace + 1)
+    assert len(sink.flushed) == agent.pipeline.delivered >= 20
+    assert not sink.pending
+    seqs = [r.seq for r in sink.flushed]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+
+async def test_ready_is_notified(
+    agent_cfg: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(tmp_path / "notify.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    srv.bind(path)
+    srv.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    agent = Agent(load_config(agent_cfg), sinks=[SlowSink(0)])
+    task = asyncio.create_task(agent.run())
+    loop = asyncio.get_running_loop()
+    msg = await asyncio.wait_for(loop.sock_recv(srv, 100), 5)
+    assert msg == b"READY=1"
+    assert agent.ready_at is not None
+    agent.request_shutdown()
+    await asyncio.wait_for(task, 5)
+    assert await asyncio.wait_for(loop.sock_recv(srv, 100), 5) == b"STOPPING=1"
+    srv.close()
+
+
+async def test_sink_that_cannot_flush_is_bounded_by_grace(agent_cfg: Path) -> None:
+    agent_cfg.write_text(
+        agent_cfg.read_text().replace(
+            'state_dir = "state"', 'state_dir = "state"\nshutdown_grace = 1.0'
+        )
+    )
+    loaded = load_config(agent_cfg)
+    assert loaded.config.gateway.shutdown_grace == 1.0
+    sink = SlowSink(flush_delay=60)
+    agent = Agent(loaded, sinks=[sink])
+    task = asyncio.create_task(agent.run())
+    await asyncio.sleep(0.05)
+    t0 = asyncio.get_running_loop().time()
+    agent.request_shutdown()
+    await asyncio.wait_for(task, timeout=agent.grace + 2)
+    assert asyncio.get_running_loop().time() - t0 <= agent.grace + 0.5
+
+
+async def test_reload_applies_only_the_difference(agent_cfg: Path) -> None:
+    agent = Agent(load_config(agent_cfg), sinks=[SlowSink(0)])
+    task = asyncio.create_task(agent.run())
+    while agent.pipeline.delivered < 10:
+        await asyncio.sleep(0.005)
+    bus1, rs485 = agent.drivers["bus1"], agent.drivers["rs485"]
+    text = agent_cfg.read_text()
+    agent_cfg.write_text(text.replace("unit_id = 2\n", "unit_id = 2\ninterval = 9\n"))
+    result = await agent.reload("test")
+    assert result.ok and result.plan is not None
+    assert result.plan.restart == ("rs485",) and result.plan.unchanged == ("bus1",)
+    assert agent.drivers["bus1"] is bus1 and agent.drivers["rs485"] is not rs485
+    before = bus1.polls  # type: ignore[attr-defined]
+    await asyncio.sleep(0.05)
+    assert bus1.polls > before  # type: ignore[attr-defined]  # the unchanged bus kept polling
+
+    agent_cfg.write_text(text.replace("unit_id = 2\n", "unit_id = 999\n"))
+    bad = await agent.reload("test")
+    assert not bad.ok and any("unit_id" in e for e in bad.errors)
+    assert agent.last_reload is bad
+    assert agent.loaded.config.devices[1].interval == 9  # nothing changed
+    agent.request_shutdown()
+    await asyncio.wait_for(task, 5)

@@ -1,0 +1,43 @@
+"""Backoff and tick arithmetic of the bus owner (pure)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from drivers.modbus.schedule import Backoff, next_tick
+
+
+def test_backoff_doubles_to_the_cap_with_jitter():
+    b = Backoff(1.0, 10.0, jitter=0.2, rng=random.Random(3))
+    delays = [b.next() for _ in range(7)]
+    for d, base in zip(delays, [1, 2, 4, 8, 10, 10, 10], strict=True):
+        assert base * 0.8 <= d <= min(10.0, base * 1.2)
+    assert len(set(delays)) == len(delays)  # jittered, not lockstep
+    assert b.failing
+    b.reset()
+    assert not b.failing and b.next() <= 1.2
+
+
+def test_backoff_without_jitter_is_exact():
+    b = Backoff(0.5, 3.0, jitter=0.0)
+    assert [b.next() for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    with pytest.raises(ValueError):
+        Backoff(0, 1)
+
+
+@pytest.mark.parametrize(
+    ("due", "interval", "now", "expected"),
+    [
+        (10.0, 5.0, 10.2, (15.0, 0)),  # on time
+        (10.0, 5.0, 15.0, (20.0, 1)),  # exactly one tick late: skipped
+        (10.0, 5.0, 16.3, (20.0, 1)),
+        (10.0, 5.0, 31.0, (35.0, 4)),  # 15, 20, 25, 30 skipped, not queued
+        (0.0, 0.1, 0.35, (0.4, 3)),  # float grid
+    ],
+)
+def test_next_tick_skips_late_ticks(due, interval, now, expected):
+    nxt, skipped = next_tick(due, interval, now)
+    assert nxt > now
+    assert nxt == pytest.approx(expected[0]) and skipped == expected[1]
