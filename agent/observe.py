@@ -4,9 +4,11 @@ Everything here is read at scrape/check time from counters the hot path already 
 (``BusStats``/``DeviceStats`` in drivers/base.py, the Pipeline's counters, the sinks' stats):
 observing the agent adds no work per reading.
 
-Sink statistics are duck-typed because sinks differ. For each field below the first attribute
-found on ``sink.stats`` (or, failing that, on the sink itself) is used; a missing one is simply
-not reported:
+Sink statistics are duck-typed because sinks differ. ``sink.stats`` may be an object or a
+method returning one (``MqttSink.stats() -> MqttSinkStats``); its ``link`` and ``outbox``
+members (``LinkStats``, ``OutboxStats``) are searched too. For each field below the first
+attribute found on those objects (or, failing that, on the sink itself) is used; a missing one
+is simply not reported:
 
 ====================  =========================================================  ==========
 field                 attribute names tried, in order                            type
@@ -16,7 +18,7 @@ broker                broker, broker_url                                        
 outbox_depth          outbox_depth, depth, pending                               int
 outbox_oldest_age_s   outbox_oldest_age_s, oldest_age_s                          float (s)
 outbox_oldest_ms      outbox_oldest_ms, oldest_ms                                int (epoch)
-outbox_dropped        outbox_dropped, dropped                                    int
+outbox_dropped        outbox_dropped, dropped, drops                             int
 messages              published_messages, messages_published, messages           int
 readings              published_readings, readings_published, readings, written  int
 last_progress         last_progress, last_puback                                 float
@@ -82,7 +84,7 @@ _FIELDS: dict[str, tuple[str, ...]] = {
     "outbox_depth": ("outbox_depth", "depth", "pending"),
     "outbox_oldest_age_s": ("outbox_oldest_age_s", "oldest_age_s"),
     "outbox_oldest_ms": ("outbox_oldest_ms", "oldest_ms"),
-    "outbox_dropped": ("outbox_dropped", "dropped"),
+    "outbox_dropped": ("outbox_dropped", "dropped", "drops"),
     "messages": ("published_messages", "messages_published", "messages"),
     "readings": ("published_readings", "readings_published", "readings", "written"),
     "last_progress": ("last_progress", "last_puback"),
@@ -127,7 +129,13 @@ class SinkSnapshot:
 def sink_snapshot(sink: object, now_wall_ms: int) -> SinkSnapshot:
     """Read a sink's statistics defensively (see the table in the module docstring)."""
     stats = getattr(sink, "stats", None)
-    objs: list[object] = [stats, sink] if stats is not None else [sink]
+    if callable(stats):  # MqttSink.stats() builds a snapshot on demand
+        stats = stats()
+    objs: list[object] = []
+    if stats is not None:
+        objs.append(stats)
+        objs += [o for n in _NESTED if (o := getattr(stats, n, None)) is not None]
+    objs.append(sink)
     raw = {k: _pick(objs, names) for k, names in _FIELDS.items()}
     age = _num(raw["outbox_oldest_age_s"])
     oldest_ms = _num(raw["outbox_oldest_ms"])
@@ -154,6 +162,7 @@ def sink_snapshot(sink: object, now_wall_ms: int) -> SinkSnapshot:
 
 
 _INT_FIELDS = ("outbox_depth", "outbox_dropped", "messages", "readings")
+_NESTED = ("link", "outbox")  # MqttSinkStats(name, link: LinkStats, outbox: OutboxStats)
 
 
 def bus_of(agent: AgentView) -> dict[str, str]:

@@ -132,7 +132,8 @@ class Outbox:
         self._wake = asyncio.Event()
         self._full = asyncio.Event()
         self._rows_event = asyncio.Event()
-        self._closed = False
+        self._closed = False  # no more submits
+        self._shut = False  # database closed
         self._last_expiry = 0.0
         self.commits = 0
         self.committed = 0
@@ -169,11 +170,15 @@ class Outbox:
                         await self._full.wait()
                 except TimeoutError:
                     pass
+            if self._shut:  # close() committed the rest meanwhile
+                break
             await self.flush()
 
     async def flush(self) -> None:
         """Commit queued rows and acks now."""
         async with self._lock:
+            if self._shut:
+                return
             self._wake.clear()
             self._full.clear()
             rows, self._pending = self._pending, []
@@ -189,7 +194,8 @@ class Outbox:
             loop = asyncio.get_running_loop()
             try:
                 res = await loop.run_in_executor(
-                    self._executor, self._commit_sync, rows, acks, int(now * 1000), expire)
+                    self._executor, self._commit_sync, rows, acks, int(now * 1000), expire
+                )
             except BaseException as exc:
                 err = OutboxError(self.path, f"commit failed: {exc!r}")
                 for w in waiters:
@@ -198,8 +204,9 @@ class Outbox:
                 self._acked_pending += acked  # the rows stay; depth stays honest
                 raise
             if res.dropped:
-                log.warning("outbox %s full: dropped %d oldest reading(s)", self.path.name,
-                            res.dropped)
+                log.warning(
+                    "outbox %s full: dropped %d oldest reading(s)", self.path.name, res.dropped
+                )
             self.commits += 1
             self.committed += len(rows)
             self._drops += res.dropped
@@ -213,7 +220,10 @@ class Outbox:
                 self.wake_readers()
 
     def _commit_sync(
-        self, rows: list[tuple[int, bytes]], acks: list[tuple[int, int]], now_ms: int,
+        self,
+        rows: list[tuple[int, bytes]],
+        acks: list[tuple[int, int]],
+        now_ms: int,
         expire: bool,
     ) -> _Commit:
         db = self._db
@@ -227,15 +237,20 @@ class Outbox:
             depth = self._depth - deleted + len(rows)
             dropped = 0
             if depth > self.max_rows:
-                cut = db.execute("SELECT id FROM outbox ORDER BY id LIMIT 1 OFFSET ?",
-                                 (depth - self.max_rows - 1,)).fetchone()
-                dropped += db.execute("DELETE FROM outbox WHERE id <= ?", cut).rowcount
+                cut = db.execute(
+                    "SELECT id FROM outbox ORDER BY id LIMIT 1 OFFSET ?",
+                    (depth - self.max_rows - 1,),
+                ).fetchone()
+                if cut is not None:
+                    dropped += db.execute("DELETE FROM outbox WHERE id <= ?", cut).rowcount
             if expire and self.max_age is not None:
                 cutoff = now_ms - int(self.max_age * 1000)
-                young = db.execute("SELECT id FROM outbox WHERE ts >= ? ORDER BY id LIMIT 1",
-                                   (cutoff,)).fetchone()
-                dropped += db.execute("DELETE FROM outbox WHERE id < ?",
-                                      young if young else (1 << 62,)).rowcount
+                young = db.execute(
+                    "SELECT id FROM outbox WHERE ts >= ? ORDER BY id LIMIT 1", (cutoff,)
+                ).fetchone()
+                dropped += db.execute(
+                    "DELETE FROM outbox WHERE id < ?", young if young else (1 << 62,)
+                ).rowcount
             if dropped:
                 db.execute("UPDATE meta SET value = value + ? WHERE key='drops'", (dropped,))
                 depth -= dropped
@@ -245,8 +260,7 @@ class Outbox:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return _Commit(seq[0] if seq else 0, deleted, dropped, depth,
-                       oldest[0] if oldest else None)
+        return _Commit(seq[0] if seq else 0, deleted, dropped, depth, oldest[0] if oldest else None)
 
     # -- publisher side ------------------------------------------------------------------
     @property
@@ -256,12 +270,15 @@ class Outbox:
 
     async def read(self, after_id: int, limit: int) -> list[OutboxRow]:
         """Up to ``limit`` committed rows with ``id > after_id``, oldest first."""
+        if self._shut:
+            raise OutboxError(self.path, "closed")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._read_sync, after_id, limit)
 
     def _read_sync(self, after_id: int, limit: int) -> list[OutboxRow]:
         cur = self._db.execute(
-            "SELECT id, ts, data FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))
+            "SELECT id, ts, data FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
+        )
         return [OutboxRow(i, ts, d) for i, ts, d in cur]
 
     async def wait_for_rows(self, after_id: int) -> None:
@@ -283,8 +300,14 @@ class Outbox:
 
     def stats(self) -> OutboxStats:
         age = None if self._oldest_ts is None else max(0.0, self._clock() - self._oldest_ts / 1000)
-        return OutboxStats(max(0, self._depth - self._acked_pending), age, self._drops,
-                           self.commits, self.committed, self._last_id)
+        return OutboxStats(
+            max(0, self._depth - self._acked_pending),
+            age,
+            self._drops,
+            self.commits,
+            self.committed,
+            self._last_id,
+        )
 
     async def close(self) -> None:
         """Commit what is queued, stop ``run`` and close the database."""
@@ -295,6 +318,7 @@ class Outbox:
         self._wake.set()
         self.wake_readers()
         async with self._lock:
+            self._shut = True
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._executor, self._db.close)
         self._executor.shutdown(wait=False)

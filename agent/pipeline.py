@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from agent.reading import Reading
@@ -39,6 +39,8 @@ class Pipeline:
         self.suppressed = 0
         self.last_emit = 0.0  # monotonic; the watchdog checks poll progress with it
         self.last_values: dict[tuple[str, str], Reading] = {}
+        # Marks readings taken while the wall clock is not synchronised (agent.timesync).
+        self.time_mark: Callable[[Sequence[Reading]], Sequence[Reading]] | None = None
 
     def set_bindings(self, bindings: Sequence[DeviceBinding]) -> None:
         """(Re)build filter banks; unchanged chains keep their state (config reload)."""
@@ -58,6 +60,8 @@ class Pipeline:
     async def emit(self, binding: DeviceBinding, batch: Sequence[Reading]) -> None:
         self.last_emit = time.monotonic()
         self.received += len(batch)
+        if self.time_mark is not None:
+            batch = self.time_mark(batch)
         for r in batch:  # what the device said last (pre-filter), for status / read
             self.last_values[(r.device_id, r.point)] = r
         flt = self.filters.get(binding.id)

@@ -36,6 +36,20 @@ class ReloadResult:
     plan: ReloadPlan | None = None
     at_ms: int = 0
 
+    def summary(self) -> str:
+        if not self.ok:
+            return f"reload ({self.source}) refused: " + "; ".join(self.errors[:5])
+        p = self.plan
+        if p is None:
+            return f"reload ({self.source}) applied"
+        text = (
+            f"reload ({self.source}) applied: {len(p.start)} started, {len(p.stop)} "
+            f"stopped, {len(p.restart)} restarted, {len(p.unchanged)} unchanged"
+        )
+        if p.needs_restart:
+            text += f"; restart needed for {', '.join(p.needs_restart)}"
+        return text
+
     def to_dict(self) -> dict[str, object]:
         d: dict[str, object] = {"ok": self.ok, "source": self.source, "at": self.at_ms}
         if self.errors:

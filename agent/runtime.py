@@ -86,6 +86,7 @@ class Agent:
         self._on_reload = on_reload
         self.reloads = 0
         self.last_reload: ReloadResult | None = None
+        self.reload_listeners: list[Callable[[ReloadResult], None]] = []
         self._reload_requests: asyncio.Queue[tuple[str, LoadedConfig | None]] = asyncio.Queue()
         self._reload_lock = asyncio.Lock()
         self._tg: asyncio.TaskGroup | None = None
@@ -277,7 +278,7 @@ class Agent:
                     result = ReloadResult(
                         False, source, [str(i) for i in exc.issues], None, now_ms()
                     )
-                    self.last_reload = result
+                    self._reloaded(result)
                     log.error(
                         "reload (%s) refused, nothing changed:\n  %s",
                         source,
@@ -299,7 +300,7 @@ class Agent:
                     self._start_bus(bid)
             self._config_mtimes = _mtimes(loaded.files)
             result = ReloadResult(True, source, [], plan, now_ms())
-            self.last_reload = result
+            self._reloaded(result)
             log.info(
                 "reload (%s) applied: %d bus(es) started, %d stopped, %d restarted, %d unchanged%s",
                 source,
@@ -312,6 +313,14 @@ class Agent:
                 else "",
             )
             return result
+
+    def _reloaded(self, result: ReloadResult) -> None:
+        self.last_reload = result
+        for listener in self.reload_listeners:
+            try:
+                listener(result)
+            except Exception:
+                log.exception("reload listener failed")
 
     async def _watch_config(self) -> None:
         """Reload when a config or profile file changes (mtime/size poll: cheap, no inotify

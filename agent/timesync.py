@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -57,19 +57,27 @@ class _Timex(ctypes.Structure):
     ]
 
 
+@functools.cache
+def _adjtimex() -> Callable[[Any], int] | None:
+    # CDLL(None): libc is already mapped into the interpreter; ctypes.util.find_library would
+    # run ldconfig in a subprocess on every call.
+    try:
+        fn: Callable[[Any], int] = ctypes.CDLL(None, use_errno=True).adjtimex
+    except (OSError, AttributeError):
+        return None
+    return fn
+
+
 def kernel_unsynced() -> bool | None:
     """True/False from the kernel's NTP state; None when it cannot be read (seccomp, not
     Linux). ``modes = 0`` only reads: no privilege is needed or used."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name, use_errno=True)
-        fn = libc.adjtimex
-    except (OSError, AttributeError, TypeError):
+    fn = _adjtimex()
+    if fn is None:
         return None
     tx = _Timex()
     state = int(fn(ctypes.byref(tx)))
     if state < 0:
-        return None
+        return None  # EPERM from the unit's seccomp filter (see the module docstring)
     return bool(tx.status & _STA_UNSYNC) or state == _TIME_ERROR
 
 

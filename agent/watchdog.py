@@ -11,7 +11,9 @@ Progress rules, checked every ``interval`` (half of ``WatchdogSec``):
   timeouts, exceptions, overruns) changed, or its driver's optional ``stats.last_activity``
   (monotonic) moved, within ``max(min_window, factor × shortest device interval)``;
 - a bus is legitimately idle while disconnected (the driver is in reconnect backoff) or while
-  every device on it is quarantined;
+  every device on it is quarantined; but drivers hand the pipeline stale readings on every
+  poll even then, so ``pipeline.last_emit`` must still move within ``factor ×`` the longest
+  device interval;
 - a sink that reports ``last_progress`` (monotonic, see agent/observe.py) progresses when it is
   within ``publisher_window``; otherwise its ``messages`` counter must move while it has an
   outbox backlog and a connected link. An empty outbox or a broker outage is not a stall: the
@@ -72,6 +74,13 @@ class ProgressWatchdog:
 
     def _bus_stall(self, now: float) -> str | None:
         intervals = bus_intervals(self.agent)
+        if self.agent.drivers and intervals:
+            # Drivers emit every poll, stale readings included (quarantined / disconnected), so
+            # a pipeline that hears from no bus at all means every loop is stuck.
+            window = max(self.min_window, self.factor * max(intervals.values()))
+            since = self._moved("emit", self.agent.pipeline.last_emit, now)
+            if now - since > window:
+                return f"no readings from any bus for {now - since:.0f} s (limit {window:.0f} s)"
         for bus_id, drv in self.agent.drivers.items():
             st = drv.stats
             window = max(self.min_window, self.factor * intervals.get(bus_id, self.min_window))

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
+import contextlib
 import json
 import logging
 import os
@@ -30,17 +32,27 @@ import aiomqtt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.config.outputs import MqttOutput  # noqa: E402
-from agent.outbox import Outbox  # noqa: E402
-from agent.reading import Reading, now_ms  # noqa: E402
-from agent.sinks.mqtt import MqttSink  # noqa: E402
+from agent.config.outputs import MqttOutput
+from agent.outbox import Outbox
+from agent.reading import Reading, now_ms
+from agent.sinks.mqtt import MqttSink
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
 def reading(n: int, dev: int) -> Reading:
-    return Reading("gw1", f"dev-{dev}", "energy_meter", f"p{n % 12}", "activePower",
-                   float(n), "W", "WTT", now_ms(), seq=n)
+    return Reading(
+        "gw1",
+        f"dev-{dev}",
+        "energy_meter",
+        f"p{n % 12}",
+        "activePower",
+        float(n),
+        "W",
+        "WTT",
+        now_ms(),
+        seq=n,
+    )
 
 
 class Broker:
@@ -50,14 +62,18 @@ class Broker:
             self.port = int(s.getsockname()[1])
         self.conf = workdir / "mosquitto.conf"
         root = "user root\n" if os.geteuid() == 0 else ""
-        self.conf.write_text(f"{root}persistence true\npersistence_location {workdir}/\n"
-                             f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-                             "max_queued_messages 0\n")
+        self.conf.write_text(
+            f"{root}persistence true\npersistence_location {workdir}/\n"
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            "max_queued_messages 0\n"
+        )
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        atexit.register(self.stop)  # never leave a broker behind on Ctrl-C or an error
+        self.proc = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         for _ in range(250):
             try:
                 socket.create_connection(("127.0.0.1", self.port), 0.2).close()
@@ -67,6 +83,7 @@ class Broker:
         raise RuntimeError("mosquitto did not start")
 
     def stop(self) -> None:
+        atexit.unregister(self.stop)
         if self.proc is not None:
             self.proc.terminate()
             self.proc.wait(10)
@@ -76,9 +93,18 @@ class Broker:
 class Counter:
     """Independent subscriber with a persistent session (survives broker restarts)."""
 
+    async def wait_for(self, n: int, timeout: float) -> None:
+        """Until ``n`` distinct reading ids arrived (TimeoutError after ``timeout``)."""
+        async with asyncio.timeout(timeout):
+            while len(self.unique) < n:
+                self.changed.clear()
+                await self.changed.wait()
+
     def __init__(self, port: int) -> None:
         self.port = port
         self.ids: list[int] = []
+        self.unique: set[int] = set()
+        self.changed = asyncio.Event()
         self.historical = 0
         self.messages = 0
         self.ready = asyncio.Event()
@@ -86,8 +112,9 @@ class Counter:
     async def run(self) -> None:
         while True:
             try:
-                async with aiomqtt.Client("127.0.0.1", self.port, identifier="bench-platform",
-                                          clean_session=False) as c:
+                async with aiomqtt.Client(
+                    "127.0.0.1", self.port, identifier="bench-platform", clean_session=False
+                ) as c:
                     await c.subscribe("cityedge/gw1/data", qos=1)
                     self.ready.set()
                     async for m in c.messages:
@@ -96,7 +123,9 @@ class Counter:
                         self.messages += 1
                         for r in doc["readings"]:
                             self.ids.append(r["id"])
+                            self.unique.add(r["id"])
                             self.historical += bool(r.get("historical"))
+                        self.changed.set()
             except aiomqtt.MqttError:
                 await asyncio.sleep(0.05)
 
@@ -104,8 +133,7 @@ class Counter:
 async def bench_commit(tmp: Path, total: int, sync: str, devices: int) -> None:
     """``devices`` concurrent submitters, each waiting for its commit before the next batch:
     50 is the field case (latency-bound), 1000 fills ``commit_rows`` (capacity)."""
-    ob = Outbox(tmp / f"commit-{sync}-{devices}.sqlite", synchronous=sync,
-                commit_interval=0.1)
+    ob = Outbox(tmp / f"commit-{sync}-{devices}.sqlite", synchronous=sync, commit_interval=0.1)
     per_dev = max(1, total // (devices * 12))
     lat: list[float] = []
 
@@ -126,17 +154,24 @@ async def bench_commit(tmp: Path, total: int, sync: str, devices: int) -> None:
         await ob.close()
         runner.cancel()
     lat.sort()
-    print(f"commit  sync={sync:6s} {devices:4d} submitters: {st.committed:6d} readings in "
-          f"{dt:5.2f} s = {st.committed / dt:7.0f} readings/s, {st.commits:3d} commits "
-          f"({st.committed / max(1, st.commits):5.0f}/commit), latency p50 "
-          f"{lat[len(lat) // 2] * 1e3:4.0f} ms p99 {lat[int(len(lat) * 0.99)] * 1e3:4.0f} ms, "
-          f"CPU {cpu / st.committed * 1e4:.3f} s/10k")
+    print(
+        f"commit  sync={sync:6s} {devices:4d} submitters: {st.committed:6d} readings in "
+        f"{dt:5.2f} s = {st.committed / dt:7.0f} readings/s, {st.commits:3d} commits "
+        f"({st.committed / max(1, st.commits):5.0f}/commit), latency p50 "
+        f"{lat[len(lat) // 2] * 1e3:4.0f} ms p99 {lat[int(len(lat) * 0.99)] * 1e3:4.0f} ms, "
+        f"CPU {cpu / st.committed * 1e4:.3f} s/10k"
+    )
 
 
 def output(port: int, **kw: object) -> MqttOutput:
-    base: dict[str, object] = {"type": "mqtt", "id": "up",
-                               "brokers": [{"url": f"mqtt://127.0.0.1:{port}"}],
-                               "health_interval": 0, "reconnect_min": 0.2, "reconnect_max": 1.0}
+    base: dict[str, object] = {
+        "type": "mqtt",
+        "id": "up",
+        "brokers": [{"url": f"mqtt://127.0.0.1:{port}"}],
+        "health_interval": 0,
+        "reconnect_min": 0.2,
+        "reconnect_max": 1.0,
+    }
     base.update(kw)
     return MqttOutput.model_validate(base)
 
@@ -155,61 +190,71 @@ async def bench_replay(tmp: Path, backlog: int) -> None:
         ot.cancel()
         t0, c0 = time.perf_counter(), time.process_time()
         st = tg.create_task(sink.run(), name="sink")
-        while len(counter.ids) < backlog:
-            await asyncio.sleep(0.01)
+        await counter.wait_for(backlog, 120)
         dt, cpu = time.perf_counter() - t0, time.process_time() - c0
         await sink.close()
         st.cancel()
         ct.cancel()
     broker.stop()
-    print(f"replay  {backlog} readings / {counter.messages} msgs in {dt:5.2f} s = "
-          f"{backlog / dt:8.0f} readings/s, {counter.messages / dt:6.0f} msg/s at QoS 1; "
-          f"CPU (sink + subscriber) {cpu / backlog * 1e4:.3f} s/10k; "
-          f"historical {counter.historical}")
+    print(
+        f"replay  {backlog} readings / {counter.messages} msgs in {dt:5.2f} s = "
+        f"{backlog / dt:8.0f} readings/s, {counter.messages / dt:6.0f} msg/s at QoS 1; "
+        f"CPU (sink + subscriber) {cpu / backlog * 1e4:.3f} s/10k; "
+        f"historical {counter.historical}"
+    )
 
 
-async def bench_outage(tmp: Path, outage: float, rate: int) -> None:
+async def bench_outage(tmp: Path, outage: float, devices: int) -> None:
+    """``devices`` x 12 points polled every second (50 devices = the issue's 600 readings/s)."""
     broker = Broker(tmp)
     broker.start()
     counter = Counter(broker.port)
-    sink = MqttSink("up", output(broker.port, batch_latency=0.2), "gw1", [], tmp / "outage")
-    produced = 0
+    sink = MqttSink("up", output(broker.port), "gw1", [], tmp / "outage")
+    seq = 0
     stop = asyncio.Event()
 
-    async def produce() -> None:
-        nonlocal produced
+    async def device(d: int) -> None:
+        nonlocal seq
+        loop = asyncio.get_running_loop()
+        tick = loop.time() + d / devices  # spread the polls over the second
         while not stop.is_set():
-            await sink.submit([reading(produced + i, i // 12) for i in range(rate // 10)])
-            produced += rate // 10
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(max(0.0, tick - loop.time()))
+            tick += 1.0
+            batch = [reading(seq + i, d) for i in range(12)]
+            seq += 12
+            await sink.submit(batch)
 
     async with asyncio.TaskGroup() as tg:
         ct = tg.create_task(counter.run(), name="counter")
         await counter.ready.wait()
         st = tg.create_task(sink.run(), name="sink")
         async with asyncio.TaskGroup() as p:
-            p.create_task(produce(), name="producer")
+            for d in range(devices):
+                p.create_task(device(d), name=f"device-{d}")
             await asyncio.sleep(2)
             broker.stop()
             await asyncio.sleep(outage)
             depth = sink.stats().outbox.depth
-            t0 = time.perf_counter()
             broker.start()
-            await asyncio.sleep(2)
+            t0 = time.perf_counter()
+            await counter.wait_for(seq - 12 * devices, 60)  # the backlog made while down
+            drain = time.perf_counter() - t0
+            await asyncio.sleep(1)
             stop.set()
-        while len(set(counter.ids)) < produced and time.perf_counter() - t0 < 60:
-            await asyncio.sleep(0.05)
-        drain = time.perf_counter() - t0
+        produced = seq
+        with contextlib.suppress(TimeoutError):
+            await counter.wait_for(produced, 30)
         await sink.close()
         st.cancel()
         ct.cancel()
     broker.stop()
     uniq = set(counter.ids)
-    print(f"outage  {outage:.0f} s at {rate} readings/s: produced {produced}, received "
-          f"{len(uniq)} unique (lost {produced - len(uniq)}), duplicates "
-          f"{len(counter.ids) - len(uniq)}, historical {counter.historical}, backlog at "
-          f"restart {depth}, caught up {drain:.1f} s after restart, drops "
-          f"{sink.stats().outbox.drops}")
+    print(
+        f"outage  {outage:.0f} s, {devices} devices x 12 points / s: produced {produced}, "
+        f"received {len(uniq)} unique (lost {produced - len(uniq)}), duplicates "
+        f"{len(counter.ids) - len(uniq)}, historical {counter.historical}; backlog {depth} "
+        f"replayed {drain:.2f} s after the restart; drops {sink.stats().outbox.drops}"
+    )
 
 
 def main() -> None:
@@ -217,22 +262,23 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smaller sizes, 5 s outage")
     ap.add_argument("--outage", type=float, default=None, help="broker outage seconds (30)")
     ap.add_argument("--backlog", type=int, default=None, help="readings to replay (50000)")
-    ap.add_argument("--rate", type=int, default=600, help="live readings/s in the outage run")
+    ap.add_argument("--devices", type=int, default=50, help="12-point devices in the outage run")
     a = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)  # reconnect warnings during the outage are noise
     outage = a.outage if a.outage is not None else (5.0 if a.quick else 30.0)
     backlog = a.backlog or (10_000 if a.quick else 50_000)
-    commit_total = 24_000 if a.quick else 120_000
+    commit_total = 60_000 if a.quick else 120_000
     with tempfile.TemporaryDirectory(prefix="bench-outbox-") as d:
         tmp = Path(d)
         for sync in ("FULL", "NORMAL"):
-            for devices in (50, 1000):
-                asyncio.run(bench_commit(tmp, commit_total, sync, devices))
+            for devices in (50, 1000):  # 50 is latency-bound (~6k/s): keep it short
+                total = commit_total // 5 if devices == 50 else commit_total
+                asyncio.run(bench_commit(tmp, total, sync, devices))
         (tmp / "r").mkdir()
         asyncio.run(bench_replay(tmp / "r", backlog))
         if outage > 0:
             (tmp / "o").mkdir()
-            asyncio.run(bench_outage(tmp / "o", outage, a.rate))
+            asyncio.run(bench_outage(tmp / "o", outage, a.devices))
 
 
 if __name__ == "__main__":

@@ -51,11 +51,39 @@ def _leaf(d: Path, name: str, cn: str, ext: str) -> None:
         f"{ext}\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n"
         "basicConstraints=CA:FALSE\n"
     )
-    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}", cwd=d)
-    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-             "-CAcreateserial", "-days", "2", "-out", f"{name}.crt", "-extfile", f"{name}.ext",
-             cwd=d)
+    _openssl(
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.csr",
+        "-subj",
+        f"/CN={cn}",
+        cwd=d,
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        f"{name}.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        f"{name}.crt",
+        "-extfile",
+        f"{name}.ext",
+        cwd=d,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -63,17 +91,45 @@ def mqtt_certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     if shutil.which("openssl") is None:
         raise RuntimeError("openssl CLI is required to generate test certificates")
     d = tmp_path_factory.mktemp("pki")
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-             "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
-             "-subj", "/CN=cityedge-test-ca",
-             "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
-    _leaf(d, "server", "localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
-          "extendedKeyUsage=serverAuth")
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=cityedge-test-ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=d,
+    )
+    _leaf(
+        d,
+        "server",
+        "localhost",
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth",
+    )
     _leaf(d, "client", "gw1", "extendedKeyUsage=clientAuth")
     _leaf(d, "other", "other", "extendedKeyUsage=clientAuth")
-    return Certs(d / "ca.crt", d / "server.crt", d / "server.key", d / "client.crt",
-                 d / "client.key", d / "other.crt", d / "other.key")
+    return Certs(
+        d / "ca.crt",
+        d / "server.crt",
+        d / "server.key",
+        d / "client.crt",
+        d / "client.key",
+        d / "other.crt",
+        d / "other.key",
+    )
 
 
 def free_port() -> int:
@@ -107,13 +163,16 @@ class Mosquitto:
         if self.proc is not None and self.proc.poll() is None:
             return
         with self.log.open("ab") as logf:
-            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=logf,
-                                         stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [MOSQUITTO, "-c", str(self.conf)], stdout=logf, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}:\n"
-                                   + self.log.read_text(errors="replace")[-2000:])
+                raise RuntimeError(
+                    f"mosquitto exited with {self.proc.returncode}:\n"
+                    + self.log.read_text(errors="replace")[-2000:]
+                )
             try:
                 socket.create_connection((self.host, self.port), timeout=0.2).close()
                 return
@@ -163,10 +222,15 @@ def mosquitto(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Mosqui
         d.mkdir()
         certs = request.getfixturevalue("mqtt_certs") if tls else None
         b = Mosquitto(d, port or free_port(), tls, certs)
-        lines = ["per_listener_settings false", f"log_dest file {b.log}",
-                 "log_type error", "log_type warning", "log_type notice",
-                 f"listener {b.port} 127.0.0.1",
-                 f"allow_anonymous {'false' if users or require_certificate else 'true'}"]
+        lines = [
+            "per_listener_settings false",
+            f"log_dest file {b.log}",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            f"listener {b.port} 127.0.0.1",
+            f"allow_anonymous {'false' if users or require_certificate else 'true'}",
+        ]
         if persistence:  # sessions and queued QoS 1 messages survive stop()/start()
             lines += ["persistence true", f"persistence_location {d}/"]
         else:
@@ -183,8 +247,11 @@ def mosquitto(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Mosqui
             (d / "acl").write_text(acl)
             lines.append(f"acl_file {d / 'acl'}")
         if certs is not None:
-            lines += [f"cafile {certs.ca}", f"certfile {certs.server_cert}",
-                      f"keyfile {certs.server_key}"]
+            lines += [
+                f"cafile {certs.ca}",
+                f"certfile {certs.server_cert}",
+                f"keyfile {certs.server_key}",
+            ]
             if require_certificate:
                 lines += ["require_certificate true", "use_identity_as_username true"]
         b.conf.write_text("\n".join(lines) + "\n")

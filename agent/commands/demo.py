@@ -68,7 +68,13 @@ async def _demo(args: argparse.Namespace) -> None:
                 "(Ctrl-C to stop)",
                 file=sys.stderr,
             )
+            from agent.ops import attach_operations
+            from agent.timesync import TimeKeeper
+
             agent = Agent(loaded)
+            # the demo runs anywhere (containers report an unsynchronised kernel clock)
+            ops = attach_operations(agent, timekeeper=TimeKeeper(kernel_probe=lambda: None))
+            agent.pipeline.time_mark = ops.timekeeper.mark
             agent.install_signal_handlers()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(sim.run(), name="simulators")

@@ -35,7 +35,12 @@ def register(sub: Any) -> None:
 
 
 async def serve(loaded: LoadedConfig) -> None:
+    from agent.ops import attach_operations
+
     agent = Agent(loaded)
+    ops = attach_operations(agent)
+    agent.pipeline.time_mark = ops.timekeeper.mark
+    agent.reload_listeners.append(lambda r: ops.note_reload(r.ok, r.summary()))
     agent.install_signal_handlers()
     await agent.run()
 

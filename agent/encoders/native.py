@@ -85,8 +85,19 @@ def reading_json(r: Reading) -> bytes:
 
 def parse_iso_ms(t: str) -> int:
     """Inverse of ``iso_ms`` ("2025-11-23T12:13:20.001Z")."""
-    secs = calendar.timegm((int(t[0:4]), int(t[5:7]), int(t[8:10]), int(t[11:13]),
-                            int(t[14:16]), int(t[17:19]), 0, 0, 0))
+    secs = calendar.timegm(
+        (
+            int(t[0:4]),
+            int(t[5:7]),
+            int(t[8:10]),
+            int(t[11:13]),
+            int(t[14:16]),
+            int(t[17:19]),
+            0,
+            0,
+            0,
+        )
+    )
     return secs * 1000 + int(t[20:23])
 
 
@@ -96,14 +107,31 @@ def reading_from_json(data: bytes | str) -> Reading:
     v = d["value"]
     src = d.get("source")
     return Reading(
-        d["gateway"], d["device"], d["kind"], d["point"], d["metric"],
-        tuple(v) if isinstance(v, list) else v, d["unit"], d["unitCode"],
-        parse_iso_ms(d["observedAt"]), Quality(d["quality"]), d.get("reason"), d["seq"],
-        d.get("historical", False), TimeQuality(d.get("timeQuality", "synced")),
+        d["gateway"],
+        d["device"],
+        d["kind"],
+        d["point"],
+        d["metric"],
+        tuple(v) if isinstance(v, list) else v,
+        d["unit"],
+        d["unitCode"],
+        parse_iso_ms(d["observedAt"]),
+        Quality(d["quality"]),
+        d.get("reason"),
+        d["seq"],
+        d.get("historical", False),
+        TimeQuality(d.get("timeQuality", "synced")),
         d.get("entityId"),
-        None if src is None else Source(src["protocol"], src["bus"], src.get("unitId"),
-                                        src.get("table"), src.get("address"),
-                                        src.get("rawType")),
+        None
+        if src is None
+        else Source(
+            src["protocol"],
+            src["bus"],
+            src.get("unitId"),
+            src.get("table"),
+            src.get("address"),
+            src.get("rawType"),
+        ),
     )
 
 

@@ -1,19 +1,23 @@
-"""MQTT plumbing shared by the publisher: broker addresses, TLS, client options, backoff."""
+"""MQTT plumbing of the publisher: broker addresses, TLS, client options, backoff, send path."""
 
 from agent.mqtt.connect import (
     Backoff,
     BrokerAddress,
     MqttConfigError,
+    PublishRefusedError,
     build_tls_context,
     client_options,
     is_loopback,
     parse_brokers,
 )
+from agent.mqtt.wire import NotConnectedError
 
 __all__ = [
     "Backoff",
     "BrokerAddress",
     "MqttConfigError",
+    "NotConnectedError",
+    "PublishRefusedError",
     "build_tls_context",
     "client_options",
     "is_loopback",

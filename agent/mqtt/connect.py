@@ -56,12 +56,17 @@ def parse_brokers(output: MqttOutput) -> list[BrokerAddress]:
     for j, b in enumerate(output.brokers):
         u = urlsplit(b.url)
         if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
-            raise MqttConfigError(output.id, f"brokers[{j}].url", "use mqtt://host:port or "
-                                  "mqtts://host:port")
+            raise MqttConfigError(
+                output.id, f"brokers[{j}].url", "use mqtt://host:port or mqtts://host:port"
+            )
         tls = u.scheme == "mqtts" or output.tls is not None
         if not tls and not output.allow_insecure and not is_loopback(u.hostname):
-            raise MqttConfigError(output.id, f"brokers[{j}].url", "plain MQTT to a non-loopback "
-                                  "broker: use mqtts:// with [tls], or set allow_insecure = true")
+            raise MqttConfigError(
+                output.id,
+                f"brokers[{j}].url",
+                "plain MQTT to a non-loopback "
+                "broker: use mqtts:// with [tls], or set allow_insecure = true",
+            )
         out.append(BrokerAddress(u.hostname, u.port or (8883 if tls else 1883), tls))
     return out
 
@@ -70,8 +75,9 @@ def build_tls_context(output: MqttOutput) -> ssl.SSLContext:
     """Verify the broker against ``ca_file`` (system store when unset) with hostname check;
     present a client certificate when configured. Blocking (reads files)."""
     t = output.tls
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
-                                     cafile=t.ca_file if t is not None else None)
+    ctx = ssl.create_default_context(
+        ssl.Purpose.SERVER_AUTH, cafile=t.ca_file if t is not None else None
+    )
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if t is not None and t.cert_file is not None:
         ctx.load_cert_chain(t.cert_file, t.key_file)
@@ -91,8 +97,9 @@ def client_options(
     if output.password_secret is not None:
         secret = secrets.get(output.password_secret)
         if secret is None:
-            raise MqttConfigError(output.id, "password_secret",
-                                  f"secret '{output.password_secret}' not found")
+            raise MqttConfigError(
+                output.id, "password_secret", f"secret '{output.password_secret}' not found"
+            )
         password = secret.get_secret_value()
     v5 = output.protocol == "5"
     opts: dict[str, Any] = {
@@ -143,8 +150,9 @@ class Backoff:
     """Exponential backoff with full jitter: sleep uniform(0, min(max, base * 2**n)), but at
     least ``base / 2`` so a flapping broker is not hammered."""
 
-    def __init__(self, base: float, maximum: float,
-                 rand: Callable[[float, float], float] = random.uniform) -> None:
+    def __init__(
+        self, base: float, maximum: float, rand: Callable[[float, float], float] = random.uniform
+    ) -> None:
         self.base = base
         self.maximum = maximum
         self._rand = rand

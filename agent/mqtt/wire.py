@@ -31,8 +31,14 @@ class NotConnectedError(Exception):
 class Unit:
     __slots__ = ("count", "first", "future", "last", "remaining")
 
-    def __init__(self, remaining: int, first: int = 0, last: int = 0, count: int = 0,
-                 future: asyncio.Future[None] | None = None) -> None:
+    def __init__(
+        self,
+        remaining: int,
+        first: int = 0,
+        last: int = 0,
+        count: int = 0,
+        future: asyncio.Future[None] | None = None,
+    ) -> None:
         self.remaining = remaining
         self.first = first
         self.last = last

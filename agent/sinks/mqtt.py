@@ -87,9 +87,12 @@ class MqttSink:
         self._opts = client_options(output, gateway_id, secrets or {})
         self.encoder: Encoder = encoder or make_encoder(output, gateway_id, bindings, state_dir)
         self._row_encoder = isinstance(self.encoder, RowEncoder)
-        self.outbox = Outbox(Path(state_dir) / f"outbox-{output.id}.sqlite",
-                             max_rows=output.outbox_max_rows, max_age=output.outbox_max_age,
-                             commit_interval=output.commit_interval)
+        self.outbox = Outbox(
+            Path(state_dir) / f"outbox-{output.id}.sqlite",
+            max_rows=output.outbox_max_rows,
+            max_age=output.outbox_max_age,
+            commit_interval=output.commit_interval,
+        )
         self.health_topic = output.health_topic or f"{output.topic_prefix}/{gateway_id}/health"
         self.status_provider = device_status
         self.close_timeout = close_timeout
@@ -134,8 +137,9 @@ class MqttSink:
                 async with asyncio.timeout(self.close_timeout):
                     await self._link_done.wait()
             except TimeoutError:
-                log.warning("output %s: publisher did not stop within %.1f s", self.name,
-                            self.close_timeout)
+                log.warning(
+                    "output %s: publisher did not stop within %.1f s", self.name, self.close_timeout
+                )
         await self.outbox.close()
 
     # -- API for the runtime, commands and metrics ----------------------------------------
@@ -145,8 +149,7 @@ class MqttSink:
         self._handlers.append((topic_filter, callback))
         self._subs_changed.set()
 
-    async def publish(self, topic: str, payload: bytes, qos: int = 1,
-                      retain: bool = False) -> None:
+    async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         """Publish outside the outbox (command responses); waits for the PUBACK.
         Raises NotConnectedError when no broker link exists, MqttError when it drops."""
         wire = self._wire
@@ -240,10 +243,13 @@ class MqttSink:
         watch_refusals(client, on_refused)
         async with asyncio.TaskGroup() as tg:
             wire = Wire(client, self.output.window, tg, self._published, self._unit_done)
-            side = [tg.create_task(wire.run(), name=f"mqtt-wire:{self.name}"),
-                    tg.create_task(self._receive(client, wire), name=f"mqtt-rx:{self.name}")]
-            side.append(tg.create_task(self._refusals(refusal, refused),
-                                       name=f"mqtt-refusals:{self.name}"))
+            side = [
+                tg.create_task(wire.run(), name=f"mqtt-wire:{self.name}"),
+                tg.create_task(self._receive(client, wire), name=f"mqtt-rx:{self.name}"),
+            ]
+            side.append(
+                tg.create_task(self._refusals(refusal, refused), name=f"mqtt-refusals:{self.name}")
+            )
             await self._subscribe(client)
             side.append(tg.create_task(self._resubscribe(client), name=f"mqtt-sub:{self.name}"))
             wire.put(self.encoder.on_connect())
@@ -286,8 +292,13 @@ class MqttSink:
         async for m in client.messages:
             topic = m.topic.value
             p = m.payload
-            payload = p if isinstance(p, bytes) else bytes(p) if isinstance(p, bytearray) \
+            payload = (
+                p
+                if isinstance(p, bytes)
+                else bytes(p)
+                if isinstance(p, bytearray)
                 else str(p if p is not None else "").encode()
+            )
             if any(topic_matches_sub(f, topic) for f in enc_filters):
                 wire.put(self.encoder.on_message(topic, payload))
                 self._ctrl.set()
@@ -296,8 +307,7 @@ class MqttSink:
                     raise _Reconnect
             for f, cb in self._handlers:
                 if topic_matches_sub(f, topic) and self._tg is not None:
-                    self._tg.create_task(self._call(cb, topic, payload),
-                                         name=f"mqtt-handler:{f}")
+                    self._tg.create_task(self._call(cb, topic, payload), name=f"mqtt-handler:{f}")
 
     async def _call(self, cb: Handler, topic: str, payload: bytes) -> None:
         try:
@@ -365,10 +375,14 @@ class MqttSink:
             msgs = self.encoder.encode_rows(rows, boundary)  # type: ignore[attr-defined]
         else:
             readings = [r.reading for r in rows]
-            msgs = self.encoder.encode([
-                r if row.id > boundary or r.historical else dataclasses.replace(r, historical=True)
-                for row, r in zip(rows, readings, strict=True)
-            ])
+            msgs = self.encoder.encode(
+                [
+                    r
+                    if row.id > boundary or r.historical
+                    else dataclasses.replace(r, historical=True)
+                    for row, r in zip(rows, readings, strict=True)
+                ]
+            )
         if self.output.qos == 0:
             msgs = [dataclasses.replace(m, qos=0) for m in msgs]
         unit = Unit(len(msgs), rows[0].id, rows[-1].id, len(rows))

@@ -238,7 +238,7 @@ class SerialBus:
             return None
         return await self._next_due()
 
-    async def _poll(self, dev: _Device) -> None:
+    async def _poll(self, dev: _Device) -> bool:
         t0 = self.clock()
         dev.stats.polls += 1
         dev.x.probing = dev.backoff.failing  # a probe costs one timeout, not the retries too
@@ -250,13 +250,14 @@ class SerialBus:
             if not isinstance(exc, BadResponse):
                 self._quarantine(dev)  # a garbled reply is a noisy line, not a dead unit
             await self._emit_bad(dev, exc.reason)
-            return
+            return False
         dev.backoff.reset()
         dev.stats.online = True
         dev.stats.quarantined_until = 0.0
         dev.stats.last_success_ms = dev.x.rx_ms
         dev.stats.last_cycle_s = self.clock() - t0
         await self._emit_values(dev, raw)
+        return True
 
     def _quarantine(self, dev: _Device) -> None:
         delay = dev.backoff.next()
@@ -281,12 +282,18 @@ class SerialBus:
         except DeviceNak as exc:
             dev.stats.exceptions += 1
             result = WriteResult(WriteStatus.FAILED, f"device refused (code {exc.code})")
+        except LinkError:
+            job.future.set_result(WriteResult(WriteStatus.TIMEOUT, "not connected"))
+            raise
         else:
             readback: Value = None
-            if p in dev.handler.read_points:
-                await self._poll(dev)  # confirms the write and publishes the new value
-                readback = dev.last.get(p.name)
-            result = WriteResult(WriteStatus.OK, readback=readback)
+            try:
+                if p in dev.handler.read_points and await self._poll(dev):
+                    readback = dev.last.get(p.name)  # the poll also publishes the new value
+            finally:  # also when the link drops during the read-back: the write did succeed
+                if not job.future.done():
+                    job.future.set_result(WriteResult(WriteStatus.OK, readback=readback))
+            return
         if not job.future.done():
             job.future.set_result(result)
 

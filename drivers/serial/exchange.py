@@ -29,6 +29,9 @@ class LineExchange:
         self.timeout = timeout
         self.retries = retries
         self.probing = False  # a quarantined device gets one attempt, not the retries too
+        # Silence this long inside a frame means the frame is dead. Generous: USB adapters
+        # and serial servers deliver in bursts (FTDI latency timer 16 ms, server packing).
+        self.idle = max(0.1, 30 * bus.endpoint.char_time)
         self.rx_ms = 0  # wall-clock time the last accepted reply completed
 
     async def _pace_and_send(self, request: bytes) -> None:
@@ -90,11 +93,17 @@ class LineExchange:
             remaining = deadline - self.bus.clock()
             if remaining <= 0:
                 break
+            pending = deframer.pending() > 0
             try:
-                data = await self.bus.link.receive(remaining)
+                data = await self.bus.link.receive(
+                    min(remaining, self.idle) if pending else remaining
+                )
             except TimeoutError:
-                break
-            frame = deframer.feed(data)
+                if not pending:
+                    break
+                frame = deframer.salvage()  # quiet mid-candidate: it was a false start
+            else:
+                frame = deframer.feed(data)
             while frame is not None:
                 try:
                     result = accept(frame)

@@ -144,6 +144,21 @@ class Deframer:
     def pending(self) -> int:
         return len(self.buf)
 
+    def salvage(self) -> bytes | None:
+        """The line went quiet with a frame candidate incomplete: it never will complete
+        (a false start marker or length swallowed the real reply). Count it once and look for
+        a complete frame after its first byte."""
+        if not self.buf:
+            return None
+        self._reject(1)
+        del self.buf[:1]
+        while self.buf:
+            frame = self.feed(b"")
+            if frame is not None or not self.buf:
+                return frame
+            del self.buf[:1]  # still waiting on a candidate: skip it too (same junk run)
+        return None
+
     def abandon(self) -> None:
         """A transaction ended with bytes left over (device stopped mid-frame): one bad frame."""
         if self.buf:

@@ -12,7 +12,7 @@ class Faults:
     silent: bool = False  # never answer
     bad_checksum: int = 0  # corrupt the checksum of the next N replies
     noise: bytes = b""  # sent before every reply
-    truncate: int = 0  # cut the next reply after this many bytes (device stops mid-frame)
+    truncate: int = 0  # cut the next reply longer than this after it (stops mid-frame)
 
     def apply(self, reply: bytes, corrupt: Callable[[bytes], bytes]) -> bytes:
         if self.silent:
@@ -20,7 +20,7 @@ class Faults:
         if self.bad_checksum:
             self.bad_checksum -= 1
             reply = corrupt(reply)
-        if self.truncate:
+        if self.truncate and len(reply) > self.truncate:
             reply, self.truncate = reply[: self.truncate], 0
         return self.noise + reply
 

@@ -181,3 +181,41 @@ def test_compile_chain_maps_specs() -> None:
     )
     assert chain[0] == (2, (7.0, 2.0, 0.0, 1.0))
     assert chain[1] == (6, (65536 * 0.1, 0.1, 1.0))
+
+
+def test_the_documented_toml_example_validates(impl: ModuleType) -> None:
+    import tomllib
+
+    doc = tomllib.loads(
+        """
+        [[points]]
+        name = "active_power"
+        type = "uint16"
+        filters = [
+          { type = "range", min = 0, max = 500 },
+          { type = "spike", window = 5, k = 3.0, min_dev = 2.0 },
+          { type = "deadband", abs = 3.0, heartbeat = 900 },
+        ]
+        [[points]]
+        name = "energy"
+        type = "uint32"
+        scale = 0.01
+        filters = [{ type = "totalizer", width = 32, output = "total" },
+                   { type = "swd", deviation = 0.5 }]
+        [[devices]]
+        id = "lamp-17"
+        bus = "rs485-1"
+        profile = "streetlight-x"
+        filters = { active_power = [{ type = "deadband", pct = 5, heartbeat = 300 }] }
+        """
+    )
+    profile = Profile(
+        id="streetlight-x",
+        kind="streetlight",
+        points=tuple(Point.model_validate(p) for p in doc["points"]),
+    )
+    dev = DeviceConfig.model_validate(doc["devices"][0])
+    f = DeviceFilters(DeviceBinding(gateway_id="gw1", device=dev, profile=profile), impl=impl)
+    assert f.points == ("active_power", "energy")
+    out = f.apply([rd("active_power", 100, 0), rd("active_power", 104, 1)])
+    assert len(out) == 1  # the device's 5 % deadband replaced the profile chain

@@ -39,17 +39,25 @@ GW = "gw1"
 
 
 def reading(i: int, device: str = "lamp-1") -> Reading:
-    return Reading(GW, device, "streetlight", "power", "powerConsumption", float(i), "W", "WTT",
-                   T0 + i, seq=i)
+    return Reading(
+        GW, device, "streetlight", "power", "powerConsumption", float(i), "W", "WTT", T0 + i, seq=i
+    )
 
 
 def output(broker: Mosquitto | str, **kw: Any) -> MqttOutput:
     url = broker if isinstance(broker, str) else broker.url
     urls = kw.pop("urls", [url])
     base: dict[str, Any] = {
-        "type": "mqtt", "id": "up", "brokers": [{"url": u} for u in urls],
-        "reconnect_min": 0.05, "reconnect_max": 0.3, "batch_latency": 0.02,
-        "commit_interval": 0.01, "health_interval": 0, "keepalive": 5, "connect_timeout": 1,
+        "type": "mqtt",
+        "id": "up",
+        "brokers": [{"url": u} for u in urls],
+        "reconnect_min": 0.05,
+        "reconnect_max": 0.3,
+        "batch_latency": 0.02,
+        "commit_interval": 0.01,
+        "health_interval": 0,
+        "keepalive": 5,
+        "connect_timeout": 1,
     }
     base.update(kw)
     return MqttOutput.model_validate(base)
@@ -68,8 +76,7 @@ class Collector:
     async def run(self) -> None:
         while True:
             try:
-                async with aiomqtt.Client(self.broker.host, self.broker.port,
-                                          **self.kw) as client:
+                async with aiomqtt.Client(self.broker.host, self.broker.port, **self.kw) as client:
                     await client.subscribe(self.topic, qos=1)
                     self.subscribed.set()
                     async for m in client.messages:
@@ -118,8 +125,14 @@ async def test_publish_receive_status_and_health(
 ) -> None:
     broker = mosquitto()
     col = Collector(broker)
-    sink = MqttSink("up", output(broker, protocol=protocol, health_interval=0.1), GW, [],
-                    tmp_path, device_status=lambda: {"lamp-1": {"online": True}})
+    sink = MqttSink(
+        "up",
+        output(broker, protocol=protocol, health_interval=0.1),
+        GW,
+        [],
+        tmp_path,
+        device_status=lambda: {"lamp-1": {"online": True}},
+    )
     async with started(col, sink):
         await wait_until(lambda: sink.connected)
         for k in range(5):
@@ -137,9 +150,14 @@ async def test_publish_receive_status_and_health(
     assert statuses[0] == "online" and statuses[-1] == "offline"
     health = col.of_type("health")[-1]
     assert health["devices"] == {"lamp-1": {"online": True}} and health["link"]["connected"]
-    assert col.of_type("device")[0] == {"v": 1, "type": "device", "gateway": GW,
-                                        "device": "lamp-0", "state": "offline",
-                                        "since": col.of_type("device")[0]["since"]}
+    assert col.of_type("device")[0] == {
+        "v": 1,
+        "type": "device",
+        "gateway": GW,
+        "device": "lamp-0",
+        "state": "offline",
+        "since": col.of_type("device")[0]["since"],
+    }
     assert sink.outbox.stats().depth == 0  # acked rows deleted (committed by close)
 
 
@@ -169,15 +187,28 @@ async def test_password_auth_acl_and_no_secret_in_logs(
     broker = mosquitto(users={"gw1": "s3cr3t-pw", "platform": "p"}, acl=acl)
     col = Collector(broker, username="platform", password="p")
     caplog.set_level(logging.DEBUG)
-    bad = MqttSink("bad", output(broker, id="bad", username="gw1", password_secret="mqtt"), GW,
-                   [], tmp_path, {"mqtt": SecretStr("wrong-pw")})
-    good = MqttSink("up", output(broker, username="gw1", password_secret="mqtt", protocol="5"),
-                    GW, [], tmp_path, {"mqtt": SecretStr("s3cr3t-pw")})
+    bad = MqttSink(
+        "bad",
+        output(broker, id="bad", username="gw1", password_secret="mqtt"),
+        GW,
+        [],
+        tmp_path,
+        {"mqtt": SecretStr("wrong-pw")},
+    )
+    good = MqttSink(
+        "up",
+        output(broker, username="gw1", password_secret="mqtt", protocol="5"),
+        GW,
+        [],
+        tmp_path,
+        {"mqtt": SecretStr("s3cr3t-pw")},
+    )
     async with started(col, bad, good):
         await bad.submit([reading(1)])
         await good.submit([reading(i) for i in range(20)])
-        await wait_until(lambda: len(col.readings()) == 20 and bad.stats().link.connect_failures
-                         >= 2)
+        await wait_until(
+            lambda: len(col.readings()) == 20 and bad.stats().link.connect_failures >= 2
+        )
         assert not bad.stats().link.connected and bad.outbox.stats().depth == 1
         assert bad.stats().link.last_error
     assert [r["seq"] for r in col.readings()] == list(range(20))
@@ -185,9 +216,7 @@ async def test_password_auth_acl_and_no_secret_in_logs(
     assert "s3cr3t-pw" not in text and "wrong-pw" not in text
 
 
-async def test_tls_client_certificate_and_acl(
-    mosquitto: MosquittoFactory, tmp_path: Path
-) -> None:
+async def test_tls_client_certificate_and_acl(mosquitto: MosquittoFactory, tmp_path: Path) -> None:
     acl = "user gw1\ntopic readwrite cityedge/gw1/#\n\nuser other\ntopic read cityedge/#\n"
     broker = mosquitto(tls=True, require_certificate=True, acl=acl)
     c = broker.certs
@@ -197,14 +226,20 @@ async def test_tls_client_certificate_and_acl(
     sub_ctx.load_cert_chain(str(c.other_cert), str(c.other_key))
     col = Collector(broker, tls_context=sub_ctx)
     sink = MqttSink("up", output(broker, tls=tls), GW, [], tmp_path)
-    nocert = MqttSink("nocert", output(broker, id="nocert", tls={"ca_file": str(c.ca)}), GW, [],
-                      tmp_path)
-    noca = MqttSink("noca", output(broker, id="noca", tls={**tls, "ca_file": None}), GW, [],
-                    tmp_path)
+    nocert = MqttSink(
+        "nocert", output(broker, id="nocert", tls={"ca_file": str(c.ca)}), GW, [], tmp_path
+    )
+    noca = MqttSink(
+        "noca", output(broker, id="noca", tls={**tls, "ca_file": None}), GW, [], tmp_path
+    )
     async with started(col, sink, nocert, noca):
         await sink.submit([reading(i) for i in range(10)])
-        await wait_until(lambda: len(col.readings()) == 10 and all(
-            s.stats().link.connect_failures >= 1 for s in (nocert, noca)))
+        await wait_until(
+            lambda: (
+                len(col.readings()) == 10
+                and all(s.stats().link.connect_failures >= 1 for s in (nocert, noca))
+            )
+        )
         assert not nocert.stats().link.connected and not noca.stats().link.connected
     assert broker.url.startswith("mqtts://")
     assert [r["seq"] for r in col.readings()] == list(range(10))
@@ -230,8 +265,7 @@ def test_plain_mqtt_to_remote_broker_is_refused(tmp_path: Path) -> None:
         MqttSink("up", output("mqtt://10.1.2.3:1883"), GW, [], tmp_path)
     MqttSink("up", output("mqtt://10.1.2.3:1883", allow_insecure=True), GW, [], tmp_path)
     with pytest.raises(MqttConfigError, match="secret"):
-        MqttSink("up", output("mqtts://broker.example", password_secret="nope"), GW, [],
-                 tmp_path)
+        MqttSink("up", output("mqtts://broker.example", password_secret="nope"), GW, [], tmp_path)
 
 
 async def test_handlers_resubscribe_after_broker_restart(
@@ -368,8 +402,14 @@ async def test_kill_9_under_load_then_restart_loses_nothing(
     col = Collector(broker)
     async with started(col):
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", KILLED_AGENT, broker.url, str(tmp_path),
-            stdout=subprocess.PIPE, cwd=Path(__file__).parents[2])
+            sys.executable,
+            "-c",
+            KILLED_AGENT,
+            broker.url,
+            str(tmp_path),
+            stdout=subprocess.PIPE,
+            cwd=Path(__file__).parents[2],
+        )
         assert proc.stdout is not None
         accepted = 0
         try:
@@ -392,8 +432,9 @@ async def test_outbox_full_drops_oldest_and_keeps_running(
 ) -> None:
     broker = mosquitto(persistence=True)
     col = Collector(broker, identifier="platform", clean_session=False)
-    sink = MqttSink("up", output(broker, outbox_max_rows=100, health_interval=0.1), GW, [],
-                    tmp_path)
+    sink = MqttSink(
+        "up", output(broker, outbox_max_rows=100, health_interval=0.1), GW, [], tmp_path
+    )
     async with started(col, sink):
         await wait_until(lambda: sink.connected)
         broker.stop()
@@ -412,11 +453,40 @@ async def test_outbox_full_drops_oldest_and_keeps_running(
 
 async def test_acl_refusal_keeps_rows_mqtt5(mosquitto: MosquittoFactory, tmp_path: Path) -> None:
     broker = mosquitto(users={"gw1": "pw"}, acl="user gw1\ntopic readwrite cityedge/gw1/#\n")
-    sink = MqttSink("up", output(broker, protocol="5", username="gw1", password_secret="p",
-                                 topic_prefix="elsewhere"), GW, [], tmp_path,
-                    {"p": SecretStr("pw")})
+    sink = MqttSink(
+        "up",
+        output(broker, protocol="5", username="gw1", password_secret="p", topic_prefix="elsewhere"),
+        GW,
+        [],
+        tmp_path,
+        {"p": SecretStr("pw")},
+    )
     async with started(sink):
         await sink.submit([reading(i) for i in range(5)])
         await wait_until(lambda: "Not authorized" in (sink.stats().link.last_error or ""))
         await wait_until(lambda: sink.stats().link.connects >= 2)  # retries, still running
         assert sink.outbox.stats().depth == 5 and sink.stats().link.published_readings == 0
+
+
+def test_backoff_grows_caps_and_resets() -> None:
+    from agent.mqtt.connect import Backoff
+
+    b = Backoff(1.0, 8.0, rand=lambda lo, hi: hi)  # worst case of the jitter
+    assert [b.next() for _ in range(6)] == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    b.reset()
+    assert b.next() == 1.0
+    low = Backoff(1.0, 8.0, rand=lambda lo, hi: lo)
+    assert low.next() == 0.5  # never hammers a flapping broker
+
+
+def test_tls_context_verifies_hostname(mqtt_certs: Any) -> None:
+    import ssl
+
+    from agent.mqtt.connect import build_tls_context
+
+    out = output("mqtts://broker.example", tls={"ca_file": str(mqtt_certs.ca)})
+    ctx = build_tls_context(out)
+    assert ctx.check_hostname and ctx.verify_mode == ssl.CERT_REQUIRED
+    assert ctx.minimum_version >= ssl.TLSVersion.TLSv1_2
+    lax = build_tls_context(output("mqtts://b", tls={"insecure_skip_verify": True}))
+    assert not lax.check_hostname and lax.verify_mode == ssl.CERT_NONE

@@ -23,9 +23,16 @@ T0 = 1_763_900_000_000
 
 def reading(i: int, device: str = "lamp-1", **kw: object) -> Reading:
     base: dict[str, object] = {
-        "gateway_id": "gw1", "device_id": device, "device_kind": "streetlight", "point": "power",
-        "metric": "powerConsumption", "value": float(i), "unit": "W", "unit_code": "WTT",
-        "observed_at_ms": T0 + i, "seq": i,
+        "gateway_id": "gw1",
+        "device_id": device,
+        "device_kind": "streetlight",
+        "point": "power",
+        "metric": "powerConsumption",
+        "value": float(i),
+        "unit": "W",
+        "unit_code": "WTT",
+        "observed_at_ms": T0 + i,
+        "seq": i,
     }
     base.update(kw)
     return Reading(**base)  # type: ignore[arg-type]
@@ -46,9 +53,17 @@ def test_data_envelope_carries_ids_and_original_fields() -> None:
     rows = [
         (10, reading(1)),
         (11, reading(2, quality=Quality.BAD, reason="timeout", value=None)),
-        (12, reading(3, historical=True, time_quality=TimeQuality.UNSYNCED, value=("a", "b"),
-                     entity_id="urn:ngsi-ld:Streetlight:gw1:lamp-1",
-                     source=Source("modbus", "bus1", 3, "holding", 40, "float32"))),
+        (
+            12,
+            reading(
+                3,
+                historical=True,
+                time_quality=TimeQuality.UNSYNCED,
+                value=("a", "b"),
+                entity_id="urn:ngsi-ld:Streetlight:gw1:lamp-1",
+                source=Source("modbus", "bus1", 3, "holding", 40, "float32"),
+            ),
+        ),
         (14, reading(4, value=True)),
     ]
     [msg] = enc.encode_rows(rows_of(rows), 0)
@@ -117,8 +132,13 @@ def test_unicode_values_stay_within_size_cap() -> None:
 
 @pytest.mark.parametrize("prefix", ["cityedge", "hcmc/district1"])
 def test_make_encoder_native(tmp_path: Path, prefix: str) -> None:
-    out = MqttOutput(type="mqtt", id="up", brokers=({"url": "mqtt://127.0.0.1"},),
-                     topic_prefix=prefix, max_message_bytes=4096)  # type: ignore[arg-type]
+    out = MqttOutput(
+        type="mqtt",
+        id="up",
+        brokers=({"url": "mqtt://127.0.0.1"},),
+        topic_prefix=prefix,
+        max_message_bytes=4096,
+    )  # type: ignore[arg-type]
     enc = make_encoder(out, "gw1", [], tmp_path)
     assert isinstance(enc, NativeEncoder) and isinstance(enc, RowEncoder)
     assert enc.data_topic == f"{prefix}/gw1/data" and enc.max_message_bytes == 4096
@@ -142,8 +162,13 @@ SAMPLES = [
     reading(4, value=-7),
     reading(5, value="đèn", unit=None, unit_code=None),
     reading(6, value=("a", "b\n")),
-    reading(7, historical=True, time_quality=TimeQuality.CORRECTED, entity_id="urn:x:1",
-            source=Source("modbus", "bus1", 3, "holding", 40, "float32")),
+    reading(
+        7,
+        historical=True,
+        time_quality=TimeQuality.CORRECTED,
+        entity_id="urn:x:1",
+        source=Source("modbus", "bus1", 3, "holding", 40, "float32"),
+    ),
     reading(8, value=1e-300, source=Source("pelco-d", "b2")),
 ]
 

@@ -20,8 +20,9 @@ T0 = 1_763_900_000_000
 
 
 def reading(i: int, device: str = "m1") -> Reading:
-    return Reading("gw1", device, "water_meter", "volume", "volume", float(i), "m3", "MTQ",
-                   T0 + i, seq=i)
+    return Reading(
+        "gw1", device, "water_meter", "volume", "volume", float(i), "m3", "MTQ", T0 + i, seq=i
+    )
 
 
 class Clock:
@@ -49,9 +50,24 @@ async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
 
 
 def test_codec_round_trip() -> None:
-    r = Reading("gw1", "cam-2", "camera", "preset", "preset", ("a", "b"), None, None, T0,
-                Quality.STALE, "quarantined", 42, True, TimeQuality.CORRECTED, "urn:x",
-                Source("pelco-d", "bus2", 2, None, None, None))
+    r = Reading(
+        "gw1",
+        "cam-2",
+        "camera",
+        "preset",
+        "preset",
+        ("a", "b"),
+        None,
+        None,
+        T0,
+        Quality.STALE,
+        "quarantined",
+        42,
+        True,
+        TimeQuality.CORRECTED,
+        "urn:x",
+        Source("pelco-d", "bus2", 2, None, None, None),
+    )
     back = decode_reading(encode_reading(r))
     assert back == r and back.source == r.source
     assert decode_reading(encode_reading(reading(3))) == reading(3)
@@ -63,7 +79,8 @@ async def test_submit_read_ack_in_order(outbox: Outbox) -> None:
     rows = await outbox.read(0, 100)
     assert [r.id for r in rows] == list(range(1, 9))
     assert [r.reading for r in rows] == [reading(i) for i in range(5)] + [
-        reading(i, "m2") for i in range(5, 8)]
+        reading(i, "m2") for i in range(5, 8)
+    ]
     assert [r.id for r in await outbox.read(3, 2)] == [4, 5]
     outbox.ack(1, 5, 5)
     assert outbox.stats().depth == 3
@@ -117,8 +134,9 @@ async def test_full_drops_oldest_counts_and_persists(tmp_path: Path) -> None:
 
 async def test_max_age_expires_old_rows(tmp_path: Path) -> None:
     clock = Clock()
-    async for ob in running(Outbox(tmp_path / "ob.sqlite", max_age=60, clock=clock,
-                                   commit_interval=0.01)):
+    async for ob in running(
+        Outbox(tmp_path / "ob.sqlite", max_age=60, clock=clock, commit_interval=0.01)
+    ):
         await ob.submit([reading(i) for i in range(10)])
         clock.t += 30
         await ob.submit([reading(i) for i in range(10, 15)])
@@ -127,7 +145,7 @@ async def test_max_age_expires_old_rows(tmp_path: Path) -> None:
         await ob.submit([reading(99)])
         st = ob.stats()
         assert st.drops == 10 and st.depth == 6
-        assert [r.id for r in await ob.read(0, 100)][0] == 11
+        assert (await ob.read(0, 100))[0].id == 11
 
 
 async def test_submit_after_close_fails(tmp_path: Path) -> None:
@@ -162,8 +180,12 @@ WRITER = textwrap.dedent("""
 
 def test_kill_9_loses_nothing_committed(tmp_path: Path) -> None:
     path = tmp_path / "ob.sqlite"
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE,
-                            cwd=Path(__file__).parents[2], text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path)],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).parents[2],
+        text=True,
+    )
     assert proc.stdout is not None
     acknowledged = 0
     try:

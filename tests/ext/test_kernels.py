@@ -336,3 +336,19 @@ def test_process_validates_shapes_and_slots(impl: ModuleType) -> None:
     with pytest.raises(ValueError, match="same length"):
         bank.process(array("i", [0]), one, two, b1, one, b1, b1, b1)
     assert bank.get_state(0) == ()
+
+
+def test_any_contiguous_buffer_is_accepted(impl: ModuleType) -> None:
+    # array.array takes the fast path; other buffers (memoryview here, NumPy in practice) the
+    # typed-memoryview path: both give the same answer
+    chain = [(OP_SMOOTH, (0.5,)), (OP_DEADBAND, (1.0, 0.0, 60.0))]
+    xs = [0.0, 4.0, 4.0, 9.0]
+    ref = run(impl, chain, xs)
+    bank = impl.Bank([chain])
+    n = len(xs)
+    y = array("d", bytes(8 * n))
+    qo, rc, em = array("B", bytes(n)), array("B", bytes(n)), array("B", bytes(n))
+    ins = (array("i", bytes(4 * n)), array("d", range(n)), array("d", xs), array("B", bytes(n)))
+    bank.process(*map(memoryview, (*ins, y, qo, rc, em)))
+    assert list(zip(y, qo, rc, em, strict=True)) == ref
+    assert bank.process(*(array(c) for c in "iddBdBBB")) == 0  # empty batch

@@ -28,6 +28,7 @@ def make(layout=None, **kw):
 
 
 def poll_all(agent: FakeAgent) -> None:
+    agent.pipeline.last_emit += 0.5  # every poll hands readings to the pipeline
     for drv in agent.drivers.values():
         drv.stats.requests += 1
         for d in drv.stats.devices.values():
@@ -79,12 +80,26 @@ def test_disconnected_or_quarantined_bus_is_legitimately_idle() -> None:
     assert wd.tick()
     agent.drivers["tcp"].stats.connected = False  # reconnect backoff
     agent.dev("rs485", "lamp1").quarantined_until = clock.t + 10_000
-    clock.advance(300)
-    assert wd.tick(), wd.last_reason
+    for _ in range(10):
+        clock.advance(30)
+        agent.pipeline.last_emit = clock.t  # stale readings still flow
+        assert wd.tick(), wd.last_reason
     agent.dev("rs485", "lamp1").quarantined_until = 0.0  # back from quarantine but no polls
     clock.advance(30)
     assert not wd.tick()
     assert "rs485" in (wd.last_reason or "")
+
+
+def test_idle_buses_but_no_readings_at_all_is_a_stall() -> None:
+    agent, clock, _notes, wd = make({"rs485": {"lamp1": 5.0}, "tcp": {"meter": 10.0}})
+    assert wd.tick()
+    for drv in agent.drivers.values():
+        drv.stats.connected = False  # looks like reconnect backoff...
+    clock.advance(25)
+    assert wd.tick()
+    clock.advance(10)  # ...but nothing reached the pipeline for > max(30, 3 x 10) s
+    assert not wd.tick()
+    assert "no readings from any bus" in (wd.last_reason or "")
 
 
 def test_stalled_publisher_with_progress_timestamp_stops_pings() -> None:

@@ -129,3 +129,22 @@ async def test_three_meters_on_one_line(sims: SerialSims) -> None:
     assert sent.count(H("10 7B 02 7D 16 10 5B 02 5D 16")) == 2
     assert sent.count(H("10 40 02 42 16")) == 1
     assert (await h.bus.write("mbus-1", "volume", 1.0)).status is WriteStatus.REJECTED
+
+
+async def test_meter_faults_are_counted_and_survived(sims: SerialSims) -> None:
+    line = sims.responder("mbus")
+    assert isinstance(line, MBusLine)
+    line.faults[1].bad_checksum = 1  # its "corrupted" E5 ack is no ack at all: lost once
+    line.faults[2].truncate = 30  # meter 2 stops mid-telegram once
+    line.faults[5].noise = b"\x68\x04\x04\x68\x00\xe6"  # a false long-frame start before each
+    h = make_bus("mbus", f"serial://{sims.paths['mbus']}", [1, 2, 5], timeout=0.2, retries=2)
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(h.bus.run(), name="mbus-bus")
+        got = {dev: await h.next_batch(dev) for dev in ("mbus-1", "mbus-2", "mbus-5")}
+        task.cancel()
+    for dev, batch in got.items():
+        assert all(r.quality.value == "good" for r in batch), (dev, batch)
+    st = h.bus.stats.devices
+    assert st["mbus-1"].timeouts == 1 and st["mbus-1"].bad_frames == 0
+    assert st["mbus-2"].bad_frames >= 1  # the fragment (bytes inside it may look like E5)
+    assert st["mbus-5"].bad_frames >= 1

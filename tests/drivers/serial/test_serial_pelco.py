@@ -83,3 +83,21 @@ async def test_three_heads_poll_and_presets(sims: SerialSims) -> None:
         assert len(line.commands) == before
         task.cancel()
     assert h.bus.stats.devices["pelco_d-1"].bad_frames == 0
+
+
+async def test_head_faults_are_counted_and_survived(sims: SerialSims) -> None:
+    line = sims.responder("pelco_d")
+    assert isinstance(line, PelcoLine)
+    line.faults[1].bad_checksum = 1
+    line.faults[2].truncate = 4
+    line.faults[3].noise = b"\xff\x03\x00\x59"  # a false sync + address before each reply
+    h = make_bus("pelco_d", f"serial://{sims.paths['pelco_d']}", [1, 2, 3], timeout=0.1)
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(h.bus.run(), name="pelco-bus")
+        got = {dev: await h.next_batch(dev) for dev in ("pelco_d-1", "pelco_d-2", "pelco_d-3")}
+        task.cancel()
+    for dev, batch in got.items():
+        assert all(r.quality.value == "good" for r in batch), (dev, batch)
+    st = h.bus.stats.devices
+    assert st["pelco_d-1"].bad_frames == 1 and st["pelco_d-2"].bad_frames == 1
+    assert st["pelco_d-3"].bad_frames >= 3  # one per query

@@ -1,0 +1,91 @@
+"""Start-up: time from process start to READY=1 (sd_notify datagram on a socket we bind as
+$NOTIFY_SOCKET; 50 devices on 10 buses, MQTT output), and `cityedge --help` (median of 5).
+Target READY <= 2 s.
+
+    .venv/bin/python bench/bench_startup.py [--quick] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import (
+    Mosquitto,
+    SimFleet,
+    emit_json,
+    gateway_config,
+    start_agent,
+    stop_agent,
+    workdir,
+)
+
+TARGET_READY = 2.0
+CLI = Path(sys.executable).parent / "cityedge"
+
+
+def time_ready(cfg: Path, base: Path, n: int) -> float:
+    sock_path = base / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.bind(str(sock_path))
+        s.settimeout(30.0)
+        t0 = time.monotonic()
+        proc = start_agent(cfg, extra_env={"NOTIFY_SOCKET": str(sock_path)})
+        try:
+            while True:
+                msg = s.recv(4096)
+                if b"READY=1" in msg.split(b"\n"):
+                    return time.monotonic() - t0
+        except TimeoutError:
+            raise RuntimeError(f"no READY=1 within 30 s (run {n})") from None
+        finally:
+            stop_agent(proc, cfg)
+            sock_path.unlink()
+
+
+def time_help() -> float:
+    t0 = time.monotonic()
+    subprocess.run([str(CLI), "--help"], check=True, capture_output=True)
+    return time.monotonic() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="3 READY runs instead of 5")
+    ap.add_argument("--json", action="store_true", help="also print a BENCH-JSON result line")
+    args = ap.parse_args()
+    runs = 3 if args.quick else 5
+    helps = sorted(time_help() for _ in range(5))
+    with workdir("startup") as base:
+        broker = Mosquitto(base)
+        broker.start()
+        fleet = SimFleet(10, 5)
+        try:
+            cfg = gateway_config(base, fleet.ports, 5, points=12, interval=1.0,
+                                 broker_url=broker.url)
+            readys = sorted(time_ready(cfg, base, i) for i in range(runs))
+        finally:
+            fleet.stop()
+            broker.stop()
+    ready = statistics.median(readys)
+    print(f"READY (50 devices, 10 buses, MQTT): median {ready:.2f} s, "
+          f"min {readys[0]:.2f} s, max {readys[-1]:.2f} s over {runs} runs "
+          f"(target <= {TARGET_READY} s)")
+    print(f"cityedge --help: median {statistics.median(helps):.3f} s over 5 runs")
+    if args.json:
+        emit_json({"bench": "startup", "ready_median_s": round(ready, 3),
+                   "ready_runs_s": [round(x, 3) for x in readys],
+                   "help_median_s": round(statistics.median(helps), 3),
+                   "target_ready_s": TARGET_READY})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
