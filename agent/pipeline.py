@@ -42,6 +42,10 @@ class Pipeline:
         # Marks readings taken while the wall clock is not synchronised (agent.timesync).
         self.time_mark: Callable[[Sequence[Reading]], Sequence[Reading]] | None = None
 
+    @property
+    def seq(self) -> int:
+        return self._seq
+
     def set_bindings(self, bindings: Sequence[DeviceBinding]) -> None:
         """(Re)build filter banks; unchanged chains keep their state (config reload)."""
         try:

@@ -76,7 +76,8 @@ class Agent:
         self.loaded = loaded
         self.bindings = bindings_for(loaded)
         self.sinks = list(sinks) if sinks is not None else build_sinks(loaded, self.bindings)
-        self.pipeline = Pipeline(self.sinks, self.bindings)
+        self._seq_file = Path(loaded.config.gateway.state_dir) / "seq"
+        self.pipeline = Pipeline(self.sinks, self.bindings, first_seq=_first_seq(self._seq_file))
         self.drivers: dict[str, BusDriver] = {}
         for bus in loaded.config.buses:
             self._make_driver(bus.id)
@@ -95,6 +96,7 @@ class Agent:
         # time-sync monitor...): (task name, coroutine factory), started in the root TaskGroup
         # and cancelled after the sinks have flushed.
         self.services: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
+        self.services.append(("seq-persist", self._persist_seq))
         if loaded.config.gateway.watch_config > 0:
             self.services.append(("config-watch", self._watch_config))
         from agent.ctl import ControlServer, socket_path
@@ -314,6 +316,16 @@ class Agent:
             )
             return result
 
+    async def _persist_seq(self) -> None:
+        """Keep a high-water mark of the reading sequence so it never goes backwards, even
+        after a reboot with a wrong clock (gateways without RTC before NTP)."""
+        try:
+            while True:
+                await asyncio.sleep(10.0)
+                await asyncio.to_thread(_write_seq, self._seq_file, self.pipeline.seq)
+        finally:
+            _write_seq(self._seq_file, self.pipeline.seq)
+
     def _reloaded(self, result: ReloadResult) -> None:
         self.last_reload = result
         for listener in self.reload_listeners:
@@ -363,3 +375,25 @@ def _mtimes(files: Sequence[str]) -> dict[str, tuple[float, int]]:
         except OSError:
             out[f] = (0.0, -1)
     return out
+
+
+SEQ_MARGIN = 10_000_000  # more than can be produced between two persists of the mark
+
+
+def _first_seq(path: Path) -> int:
+    clock = time.time_ns() // 1000
+    try:
+        persisted = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return clock
+    return max(clock, persisted + SEQ_MARGIN)
+
+
+def _write_seq(path: Path, seq: int) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(f"{seq}\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("cannot persist the sequence mark in %s: %s", path, exc.strerror or exc)

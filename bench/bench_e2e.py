@@ -63,8 +63,9 @@ def measure(
 ) -> dict[str, object]:
     d = base / tag
     d.mkdir()
-    cfg = gateway_config(d, fleet.ports, units, points=points, interval=interval,
-                         broker_url=broker.url)
+    cfg = gateway_config(
+        d, fleet.ports, units, points=points, interval=interval, broker_url=broker.url
+    )
     sub = Counter(broker.port, client_id=f"bench-{tag}")
     proc = start_agent(cfg, no_ext=no_ext, prefix=prefix)
     try:
@@ -123,8 +124,12 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=None)
     ap.add_argument("--window", type=float, default=None)
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
-    ap.add_argument("--profile", type=Path, default=None,
-                    help="only profile the 50x12 compiled run with pyinstrument (pstats file)")
+    ap.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="only profile the 50x12 compiled run with pyinstrument (pstats file)",
+    )
     args = ap.parse_args()
     warmup = args.warmup or (6.0 if args.quick else 10.0)
     window = args.window or (12.0 if args.quick else 25.0)
@@ -142,16 +147,27 @@ def main() -> int:
                 try:
                     for no_ext in (False, True):
                         tag = f"{name}-{'py' if no_ext else 'cy'}"
-                        r = measure(base, broker, fleet, units, points, no_ext=no_ext,
-                                    warmup=warmup, window=window, tag=tag)
+                        r = measure(
+                            base,
+                            broker,
+                            fleet,
+                            units,
+                            points,
+                            no_ext=no_ext,
+                            warmup=warmup,
+                            window=window,
+                            tag=tag,
+                        )
                         results[tag] = r
                         print_row(name, r)
                 finally:
                     fleet.stop()
         finally:
             broker.stop()
-    print(f"targets: <= {TARGET_CPU} CPU-s per 10 000 readings delivered; "
-          f"RSS <= {TARGET_RSS} MB at 50 devices")
+    print(
+        f"targets: <= {TARGET_CPU} CPU-s per 10 000 readings delivered; "
+        f"RSS <= {TARGET_RSS} MB at 50 devices"
+    )
     if args.json:
         emit_json({"bench": "e2e", "results": results})
     return 0
@@ -160,15 +176,24 @@ def main() -> int:
 def profile(out: Path, warmup: float, window: float) -> int:
     """pyinstrument around the agent (50x12, compiled), pstats output for PROFILE.md."""
     out = out.resolve()
-    prefix = (PY, "-m", "pyinstrument", "--show-all", "-i", "0.002", "-r", "pstats", "-o",
-              str(out))
+    prefix = (PY, "-m", "pyinstrument", "--show-all", "-i", "0.002", "-r", "pstats", "-o", str(out))
     with workdir("profile") as base:
         broker = Mosquitto(base)
         broker.start()
         fleet = SimFleet(BUSES, 5)
         try:
-            r = measure(base, broker, fleet, 5, 12, no_ext=False, warmup=warmup,
-                        window=window, tag="profile", prefix=prefix)
+            r = measure(
+                base,
+                broker,
+                fleet,
+                5,
+                12,
+                no_ext=False,
+                warmup=warmup,
+                window=window,
+                tag="profile",
+                prefix=prefix,
+            )
         finally:
             fleet.stop()
             broker.stop()
@@ -180,19 +205,28 @@ def profile(out: Path, warmup: float, window: float) -> int:
 AREAS = (  # (area, path fragments), first match wins
     ("idle (epoll wait)", ("epoll.poll",)),
     ("Modbus client: pymodbus request/response", ("pymodbus/",)),
-    ("decode + Reading construction (drivers/modbus)", ("drivers/modbus/codec", "device.py",
-                                                         "agent/reading.py")),
+    (
+        "decode + Reading construction (drivers/modbus)",
+        ("drivers/modbus/codec", "device.py", "agent/reading.py"),
+    ),
     ("bus owner loop (drivers/modbus/bus, adapter, schedule)", ("drivers/modbus/",)),
-    ("outbox serialization (reading JSON) + SQLite", ("agent/outbox", "encoders/native",
-                                                      "sqlite3", "json/")),
-    ("pipeline (filters, seq stamping, dataclasses.replace)", ("agent/pipeline",
-                                                               "agent/filtering", "ext/",
-                                                               "dataclasses")),
-    ("MQTT publisher (aiomqtt, paho, agent/sinks, agent/mqtt)", ("aiomqtt", "paho",
-                                                                 "agent/sinks", "agent/mqtt")),
+    (
+        "outbox serialization (reading JSON) + SQLite",
+        ("agent/outbox", "encoders/native", "sqlite3", "json/"),
+    ),
+    (
+        "pipeline (filters, seq stamping, dataclasses.replace)",
+        ("agent/pipeline", "agent/filtering", "ext/", "dataclasses"),
+    ),
+    (
+        "MQTT publisher (aiomqtt, paho, agent/sinks, agent/mqtt)",
+        ("aiomqtt", "paho", "agent/sinks", "agent/mqtt"),
+    ),
     ("asyncio event loop, sockets, tasks", ("asyncio/", "selectors", "socket.", "<built-in>")),
-    ("start-up (imports, config loading)", ("<module>", "importlib", "agent/config",
-                                            "pydantic", "<frozen")),
+    (
+        "start-up (imports, config loading)",
+        ("<module>", "importlib", "agent/config", "pydantic", "<frozen"),
+    ),
 )
 
 
@@ -238,8 +272,7 @@ def render_profile(pstats_path: Path, out_md: Path, cmd: str, summary: str) -> l
         "the e2e figures). The sampler itself roughly doubles the agent's CPU, so read the "
         "shares, not the absolute seconds.",
         "",
-        f"Main thread: {idle + busy:.1f} s sampled, {idle:.1f} s idle in epoll, "
-        f"{busy:.2f} s busy.",
+        f"Main thread: {idle + busy:.1f} s sampled, {idle:.1f} s idle in epoll, {busy:.2f} s busy.",
         "",
         "## The three biggest costs",
         "",
@@ -248,8 +281,13 @@ def render_profile(pstats_path: Path, out_md: Path, cmd: str, summary: str) -> l
         L.append(f"{i}. **{a}**: {100 * by_area[a] / busy:.0f} % of busy time.")
     L += ["", "## Busy time by area", "", "| Area | self s | % of busy |", "|---|---|---|"]
     L += [f"| {a} | {t:.3f} | {100 * t / busy:.1f} |" for a, t in areas]
-    L += ["", "## Top 25 functions by self time", "", "| Function | self s | % of busy |",
-          "|---|---|---|"]
+    L += [
+        "",
+        "## Top 25 functions by self time",
+        "",
+        "| Function | self s | % of busy |",
+        "|---|---|---|",
+    ]
     for fn, t in sorted(by_fn.items(), key=lambda kv: -kv[1])[:25]:
         L.append(f"| `{fn}` | {t:.3f} | {100 * t / busy:.1f} |")
     out_md.write_text("\n".join(L) + "\n")

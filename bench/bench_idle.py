@@ -41,8 +41,9 @@ def main() -> int:
         broker.start()
         fleet = SimFleet(10, 5)
         try:
-            cfg = gateway_config(base, fleet.ports, 5, points=12, interval=10.0,
-                                 broker_url=broker.url)
+            cfg = gateway_config(
+                base, fleet.ports, 5, points=12, interval=10.0, broker_url=broker.url
+            )
             proc = start_agent(cfg)
             try:
                 with Sampler(proc.pid, period=2.0) as rss:
@@ -56,13 +57,22 @@ def main() -> int:
             fleet.stop()
             broker.stop()
     pct = 100 * (c1 - c0) / (t1 - t0)
-    print(f"idle: 50 devices x 12 points every 10 s over {t1 - t0:.0f} s: "
-          f"{c1 - c0:.2f} CPU-s = {pct:.2f} % of one core (target < {TARGET_PCT} %); "
-          f"RSS {rss.steady:.1f} MB")
+    print(
+        f"idle: 50 devices x 12 points every 10 s over {t1 - t0:.0f} s: "
+        f"{c1 - c0:.2f} CPU-s = {pct:.2f} % of one core (target < {TARGET_PCT} %); "
+        f"RSS {rss.steady:.1f} MB"
+    )
     if args.json:
-        emit_json({"bench": "idle", "window_s": round(t1 - t0, 1), "cpu_s": round(c1 - c0, 3),
-                   "cpu_pct": round(pct, 3), "rss_mb": round(rss.steady, 1),
-                   "target_pct": TARGET_PCT})
+        emit_json(
+            {
+                "bench": "idle",
+                "window_s": round(t1 - t0, 1),
+                "cpu_s": round(c1 - c0, 3),
+                "cpu_pct": round(pct, 3),
+                "rss_mb": round(rss.steady, 1),
+                "target_pct": TARGET_PCT,
+            }
+        )
     return 0
 
 

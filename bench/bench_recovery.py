@@ -49,14 +49,14 @@ def main() -> int:
         fleet = SimFleet(10, 5)
         sub = Counter(broker.port, keep_ids=True, client_id="bench-recovery")
         try:
-            cfg = gateway_config(base, fleet.ports, 5, points=12, interval=1.0,
-                                 broker_url=broker.url)
+            cfg = gateway_config(
+                base, fleet.ports, 5, points=12, interval=1.0, broker_url=broker.url
+            )
             proc = start_agent(cfg)
             try:
                 time.sleep(8.0)
                 before = sub.readings
                 broker.stop()
-                t_down = time.monotonic()
                 time.sleep(outage)
                 c0 = cpu_seconds(proc.pid)
                 broker.start()
@@ -64,7 +64,7 @@ def main() -> int:
                 # drain: wait until no historical reading arrived for 3 s (or 120 s passed)
                 while time.monotonic() - t_up < 120:
                     time.sleep(0.5)
-                    with sub._lock:  # noqa: SLF001
+                    with sub._lock:
                         hist = [t for t, _, h in sub.log if t >= t_up and h]
                     if hist and time.monotonic() - hist[-1] > 3.0:
                         break
@@ -81,7 +81,7 @@ def main() -> int:
         (last_id,) = db.execute("SELECT seq FROM sqlite_sequence WHERE name='outbox'").fetchone()
         remaining = {i for (i,) in db.execute("SELECT id FROM outbox")}
         db.close()
-    with sub._lock:  # noqa: SLF001
+    with sub._lock:
         after = [(t, n, h) for t, n, h in sub.log if t >= t_up]
     hist_msgs = [(t, h) for t, _, h in after if h]
     backlog = sum(h for _, h in hist_msgs)
@@ -94,21 +94,40 @@ def main() -> int:
     else:
         rate = drain = reconnect = 0.0
     lost = sorted(set(range(1, last_id + 1)) - sub.ids - remaining)
-    print(f"outage {outage:.0f} s at 600 readings/s polled; before the outage "
-          f"{before} readings delivered")
-    print(f"backlog replayed: {backlog} readings (historical) in {drain:.1f} s after the "
-          f"restart (first message {reconnect:.1f} s after it)")
-    print(f"replay rate: {rate:.0f} readings/s (target >= {TARGET_REPLAY:.0f}); "
-          f"agent CPU during drain {c1 - c0:.2f} s")
-    print(f"ids assigned {last_id}, received {len(sub.ids)} distinct "
-          f"({sub.dups} redeliveries), left in outbox {len(remaining)}, lost {len(lost)}")
+    print(
+        f"outage {outage:.0f} s at 600 readings/s polled; before the outage "
+        f"{before} readings delivered"
+    )
+    print(
+        f"backlog replayed: {backlog} readings (historical) in {drain:.1f} s after the "
+        f"restart (first message {reconnect:.1f} s after it)"
+    )
+    print(
+        f"replay rate: {rate:.0f} readings/s (target >= {TARGET_REPLAY:.0f}); "
+        f"agent CPU during drain {c1 - c0:.2f} s"
+    )
+    print(
+        f"ids assigned {last_id}, received {len(sub.ids)} distinct "
+        f"({sub.dups} redeliveries), left in outbox {len(remaining)}, lost {len(lost)}"
+    )
     if args.json:
-        emit_json({"bench": "recovery", "outage_s": outage, "backlog": backlog,
-                   "replay_per_s": round(rate, 1), "drain_s": round(drain, 2),
-                   "reconnect_s": round(reconnect, 2), "ids": last_id,
-                   "received": len(sub.ids), "redeliveries": sub.dups,
-                   "left_in_outbox": len(remaining), "lost": len(lost),
-                   "drain_cpu_s": round(c1 - c0, 2), "target_replay": TARGET_REPLAY})
+        emit_json(
+            {
+                "bench": "recovery",
+                "outage_s": outage,
+                "backlog": backlog,
+                "replay_per_s": round(rate, 1),
+                "drain_s": round(drain, 2),
+                "reconnect_s": round(reconnect, 2),
+                "ids": last_id,
+                "received": len(sub.ids),
+                "redeliveries": sub.dups,
+                "left_in_outbox": len(remaining),
+                "lost": len(lost),
+                "drain_cpu_s": round(c1 - c0, 2),
+                "target_replay": TARGET_REPLAY,
+            }
+        )
     return 0
 
 

@@ -1,15 +1,15 @@
 """Stage throughput: peak readings/s of each step a reading goes through, in this process.
 
-    decode     DeviceState.decode over the plan of a 20-point device (decode_point + Reading)
-    filters    DeviceFilters.apply, range -> deadband(heartbeat) on the analogue points,
-               compiled (ext._filters) and pure-Python twin (ext._pyfilters)
-    native / sparkplug / ngsild   make_encoder(...).encode_rows / encode, batches of 200
-    outbox     Outbox.submit from 50 concurrent producers (120 readings each), group commit,
-               synchronous=FULL on /var/tmp
-    publish    aiomqtt QoS 1 publishes of native messages (200 readings each), 32 in flight,
-               to a local Mosquitto
+decode     DeviceState.decode over the plan of a 20-point device (decode_point + Reading)
+filters    DeviceFilters.apply, range -> deadband(heartbeat) on the analogue points,
+           compiled (ext._filters) and pure-Python twin (ext._pyfilters)
+native / sparkplug / ngsild   make_encoder(...).encode_rows / encode, batches of 200
+outbox     Outbox.submit from 50 concurrent producers (120 readings each), group commit,
+           synchronous=FULL on /var/tmp
+publish    aiomqtt QoS 1 publishes of native messages (200 readings each), 32 in flight,
+           to a local Mosquitto
 
-    .venv/bin/python bench/bench_stages.py [--quick] [--json]
+.venv/bin/python bench/bench_stages.py [--quick] [--json]
 """
 
 from __future__ import annotations
@@ -115,8 +115,10 @@ def batch_of(sample: list[Reading], n: int) -> list[Reading]:
     out: list[Reading] = []
     k = 0
     while len(out) < n:
-        out += [dataclasses.replace(r, device_id=f"sl-0-{1 + k % 5}", seq=len(out) + j)
-                for j, r in enumerate(varied(sample, k))]
+        out += [
+            dataclasses.replace(r, device_id=f"sl-0-{1 + k % 5}", seq=len(out) + j)
+            for j, r in enumerate(varied(sample, k))
+        ]
         k += 1
     return out[:n]
 
@@ -141,12 +143,19 @@ def serialize_stage(batch: list[Reading], seconds: float) -> float:
     return rate(once, seconds)
 
 
-def encoder_stage(name: str, base: Path, bs: list[DeviceBinding], batch: list[Reading],
-                  seconds: float) -> float:
+def encoder_stage(
+    name: str, base: Path, bs: list[DeviceBinding], batch: list[Reading], seconds: float
+) -> float:
     from agent.encoders import RowEncoder, make_encoder
 
-    out = MqttOutput.model_validate({"type": "mqtt", "id": name, "encoding": name,
-                                     "brokers": [{"url": "mqtt://127.0.0.1:1883"}]})
+    out = MqttOutput.model_validate(
+        {
+            "type": "mqtt",
+            "id": name,
+            "encoding": name,
+            "brokers": [{"url": "mqtt://127.0.0.1:1883"}],
+        }
+    )
     sd = base / f"state-{name}"
     sd.mkdir(exist_ok=True)
     enc = make_encoder(out, GID, bs, sd)
@@ -162,6 +171,7 @@ def encoder_stage(name: str, base: Path, bs: list[DeviceBinding], batch: list[Re
         def once() -> int:
             enc.encode(batch)
             return len(batch)
+
     return rate(once, seconds)
 
 
@@ -206,8 +216,9 @@ async def publish_stage(port: int, batch: list[Reading], seconds: float) -> floa
     sem = asyncio.Semaphore(32)
     n = 0
     stop = time.perf_counter() + seconds
-    async with aiomqtt.Client("127.0.0.1", port, identifier="bench-pub",
-                              max_inflight_messages=32) as c:
+    async with aiomqtt.Client(
+        "127.0.0.1", port, identifier="bench-pub", max_inflight_messages=32
+    ) as c:
 
         async def one(m: object) -> None:
             nonlocal n

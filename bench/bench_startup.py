@@ -68,22 +68,30 @@ def main() -> int:
         broker.start()
         fleet = SimFleet(10, 5)
         try:
-            cfg = gateway_config(base, fleet.ports, 5, points=12, interval=1.0,
-                                 broker_url=broker.url)
+            cfg = gateway_config(
+                base, fleet.ports, 5, points=12, interval=1.0, broker_url=broker.url
+            )
             readys = sorted(time_ready(cfg, base, i) for i in range(runs))
         finally:
             fleet.stop()
             broker.stop()
     ready = statistics.median(readys)
-    print(f"READY (50 devices, 10 buses, MQTT): median {ready:.2f} s, "
-          f"min {readys[0]:.2f} s, max {readys[-1]:.2f} s over {runs} runs "
-          f"(target <= {TARGET_READY} s)")
+    print(
+        f"READY (50 devices, 10 buses, MQTT): median {ready:.2f} s, "
+        f"min {readys[0]:.2f} s, max {readys[-1]:.2f} s over {runs} runs "
+        f"(target <= {TARGET_READY} s)"
+    )
     print(f"cityedge --help: median {statistics.median(helps):.3f} s over 5 runs")
     if args.json:
-        emit_json({"bench": "startup", "ready_median_s": round(ready, 3),
-                   "ready_runs_s": [round(x, 3) for x in readys],
-                   "help_median_s": round(statistics.median(helps), 3),
-                   "target_ready_s": TARGET_READY})
+        emit_json(
+            {
+                "bench": "startup",
+                "ready_median_s": round(ready, 3),
+                "ready_runs_s": [round(x, 3) for x in readys],
+                "help_median_s": round(statistics.median(helps), 3),
+                "target_ready_s": TARGET_READY,
+            }
+        )
     return 0
 
 

@@ -26,8 +26,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import PY, machine  # noqa: E402
 from bench.bench_e2e import render_profile  # noqa: E402
+from bench.common import PY, machine  # noqa: E402
 
 
 @dataclass
@@ -60,12 +60,17 @@ STEPS = [
 def run_step(step: Step, quick: bool) -> None:
     args = step.quick_args if quick else step.args
     limit = step.quick_timeout if quick else step.timeout
-    print(f"== {step.name}: bench/{step.script} {' '.join(args)} (limit {limit:.0f} s)",
-          flush=True)
+    print(f"== {step.name}: bench/{step.script} {' '.join(args)} (limit {limit:.0f} s)", flush=True)
     t0 = time.monotonic()
     try:
-        p = subprocess.run([PY, str(ROOT / "bench" / step.script), *args], cwd=ROOT,
-                           capture_output=True, text=True, timeout=limit)
+        p = subprocess.run(
+            [PY, str(ROOT / "bench" / step.script), *args],
+            check=False,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=limit,
+        )
         step.out, step.rc = p.stdout + (p.stderr[-3000:] if p.returncode else ""), p.returncode
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else ""
@@ -73,7 +78,7 @@ def run_step(step: Step, quick: bool) -> None:
     step.seconds = time.monotonic() - t0
     for line in step.out.splitlines():
         if line.startswith("BENCH-JSON "):
-            step.data = json.loads(line[len("BENCH-JSON "):])
+            step.data = json.loads(line[len("BENCH-JSON ") :])
     PARSERS.get(step.name, lambda s: None)(step)
     print(f"   rc={step.rc} in {step.seconds:.0f} s", flush=True)
 
@@ -92,12 +97,22 @@ def parse_planner(s: Step) -> None:
         }
     rows = []
     for line in s.out.splitlines():
-        m2 = re.match(r"^(\S.*?\(\d+ pts.*?\))\s+(\d+) /\s+(\d+) /\s+(\d+)\s+(\d+) /\s+(\d+) /"
-                      r"\s+(\d+)\s+(\d+) /\s+(\d+) /\s+(\d+)\s+(\d+) /\s+(\d+) /\s+(\d+)", line)
+        m2 = re.match(
+            r"^(\S.*?\(\d+ pts.*?\))\s+(\d+) /\s+(\d+) /\s+(\d+)\s+(\d+) /\s+(\d+) /"
+            r"\s+(\d+)\s+(\d+) /\s+(\d+) /\s+(\d+)\s+(\d+) /\s+(\d+) /\s+(\d+)",
+            line,
+        )
         if m2:
             g = m2.groups()
-            rows.append({"map": g[0], "optimal": g[1:4], "per_point": g[4:7],
-                         "contiguous": g[7:10], "greedy": g[10:13]})
+            rows.append(
+                {
+                    "map": g[0],
+                    "optimal": g[1:4],
+                    "per_point": g[4:7],
+                    "contiguous": g[7:10],
+                    "greedy": g[10:13],
+                }
+            )
     s.data["rows"] = rows
 
 
@@ -121,9 +136,11 @@ def parse_filters(s: Step) -> None:
 def parse_outbox(s: Step) -> None:
     s.data["replay_per_s"] = _num(r"replay .*?=\s+([\d.]+) readings/s", s.out)
     s.data["commit_full_50_per_s"] = _num(
-        r"commit\s+sync=FULL\s+50 submitters:.*?=\s+([\d.]+) readings/s", s.out)
+        r"commit\s+sync=FULL\s+50 submitters:.*?=\s+([\d.]+) readings/s", s.out
+    )
     s.data["commit_full_peak_per_s"] = _num(
-        r"commit\s+sync=FULL\s+\d{3,} submitters:.*?=\s+([\d.]+) readings/s", s.out)
+        r"commit\s+sync=FULL\s+\d{3,} submitters:.*?=\s+([\d.]+) readings/s", s.out
+    )
     s.data["outage_lost"] = _num(r"outage .*?lost (\d+)", s.out)
 
 
@@ -151,9 +168,12 @@ class Target:
         ok = self.figure <= self.limit if self.lower_is_better else self.figure >= self.limit
         if ok:
             return "met"
+        diff = f"{self.figure - self.limit:+.3g} {self.unit}".strip()
         if self.lower_is_better:
-            return f"**missed** by {self.figure / self.limit:.2f}x (+{self.figure - self.limit:.3g} {self.unit})"
-        return f"**missed** by {self.limit / max(self.figure, 1e-9):.2f}x ({self.figure - self.limit:.3g} {self.unit})"
+            ratio = self.figure / self.limit if self.limit else float("inf")
+        else:
+            ratio = self.limit / max(self.figure, 1e-9)
+        return f"**missed** by {ratio:.2f}x ({diff})" if self.limit else f"**missed** ({diff})"
 
 
 def _f(x: Any, fmt: str = "{:,.0f}") -> str:
@@ -163,37 +183,125 @@ def _f(x: Any, fmt: str = "{:,.0f}") -> str:
 def targets(st: dict[str, Step]) -> list[Target]:
     e2e = st["e2e"].data.get("results", {})
     t: list[Target] = []
-    for tag, label in (("50x12-cy", "50 dev x 12 pts, compiled filters"),
-                       ("50x12-py", "50 dev x 12 pts, Python filters"),
-                       ("200x20-cy", "200 dev x 20 pts, compiled filters"),
-                       ("200x20-py", "200 dev x 20 pts, Python filters")):
+    for tag, label in (
+        ("50x12-cy", "50 dev x 12 pts, compiled filters"),
+        ("50x12-py", "50 dev x 12 pts, Python filters"),
+        ("200x20-cy", "200 dev x 20 pts, compiled filters"),
+        ("200x20-py", "200 dev x 20 pts, Python filters"),
+    ):
         r = e2e.get(tag, {})
-        t.append(Target(f"CPU per 10 000 readings delivered, {label}", r.get("cpu_s_per_10k"),
-                        0.3, "CPU-s", True, "e2e"))
+        t.append(
+            Target(
+                f"CPU per 10 000 readings delivered, {label}",
+                r.get("cpu_s_per_10k"),
+                0.3,
+                "CPU-s",
+                True,
+                "e2e",
+            )
+        )
     for tag in ("50x12-cy", "50x12-py"):
         r = e2e.get(tag, {})
-        t.append(Target(f"RSS steady at 50 devices ({'compiled' if 'cy' in tag else 'Python'})",
-                        r.get("rss_steady_mb"), 45.0, "MB", True, "e2e"))
-        t.append(Target(f"RSS peak at 50 devices ({'compiled' if 'cy' in tag else 'Python'})",
-                        r.get("rss_peak_mb"), 45.0, "MB", True, "e2e"))
-    t.append(Target("Replay after outage at load (incl. reconnect)",
-                    st["recovery"].data.get("replay_incl_reconnect_per_s"), 5000, "readings/s",
-                    False, "recovery"))
-    t.append(Target("Replay of a committed backlog (bench_outbox)",
-                    st["outbox"].data.get("replay_per_s"), 5000, "readings/s", False, "outbox"))
-    t.append(Target("Readings lost across the broker outage", st["recovery"].data.get("lost"),
-                    0, "readings", True, "recovery"))
-    t.append(Target("Idle CPU, 50 devices at 10 s", st["idle"].data.get("cpu_pct"), 0.3,
-                    "% of one core", True, "idle"))
-    t.append(Target("Start to READY=1 (median)", st["startup"].data.get("ready_median_s"), 2.0,
-                    "s", True, "startup"))
-    t.append(Target("RTU poll cycle / wire-time bound", st["rtu_cycle"].data.get("ratio"), 1.10,
-                    "", True, "rtu_cycle"))
-    t.append(Target("Filters: typical chain, compiled, batch 4096",
-                    st["filters"].data.get("typical_4096_msps"), 20, "M samples/s", False,
-                    "filters"))
-    t.append(Target("Filters: compiled / Python twin, typical chain, batch 4096",
-                    st["filters"].data.get("typical_4096_speedup"), 50, "x", False, "filters"))
+        t.append(
+            Target(
+                f"RSS steady at 50 devices ({'compiled' if 'cy' in tag else 'Python'})",
+                r.get("rss_steady_mb"),
+                45.0,
+                "MB",
+                True,
+                "e2e",
+            )
+        )
+        t.append(
+            Target(
+                f"RSS peak at 50 devices ({'compiled' if 'cy' in tag else 'Python'})",
+                r.get("rss_peak_mb"),
+                45.0,
+                "MB",
+                True,
+                "e2e",
+            )
+        )
+    t.append(
+        Target(
+            "Replay after outage at load (incl. reconnect)",
+            st["recovery"].data.get("replay_incl_reconnect_per_s"),
+            5000,
+            "readings/s",
+            False,
+            "recovery",
+        )
+    )
+    t.append(
+        Target(
+            "Replay of a committed backlog (bench_outbox)",
+            st["outbox"].data.get("replay_per_s"),
+            5000,
+            "readings/s",
+            False,
+            "outbox",
+        )
+    )
+    t.append(
+        Target(
+            "Readings lost across the broker outage",
+            st["recovery"].data.get("lost"),
+            0,
+            "readings",
+            True,
+            "recovery",
+        )
+    )
+    t.append(
+        Target(
+            "Idle CPU, 50 devices at 10 s",
+            st["idle"].data.get("cpu_pct"),
+            0.3,
+            "% of one core",
+            True,
+            "idle",
+        )
+    )
+    t.append(
+        Target(
+            "Start to READY=1 (median)",
+            st["startup"].data.get("ready_median_s"),
+            2.0,
+            "s",
+            True,
+            "startup",
+        )
+    )
+    t.append(
+        Target(
+            "RTU poll cycle / wire-time bound",
+            st["rtu_cycle"].data.get("ratio"),
+            1.10,
+            "",
+            True,
+            "rtu_cycle",
+        )
+    )
+    t.append(
+        Target(
+            "Filters: typical chain, compiled, batch 4096",
+            st["filters"].data.get("typical_4096_msps"),
+            20,
+            "M samples/s",
+            False,
+            "filters",
+        )
+    )
+    t.append(
+        Target(
+            "Filters: compiled / Python twin, typical chain, batch 4096",
+            st["filters"].data.get("typical_4096_speedup"),
+            50,
+            "x",
+            False,
+            "filters",
+        )
+    )
     return t
 
 
@@ -202,24 +310,35 @@ def render(st: dict[str, Step], mach: dict[str, str], quick: bool, total: float)
     a = L.append
     a("# Benchmarks")
     a("")
-    a("Generated by `make bench` (`.venv/bin/python bench/run_all.py"
-      f"{' --quick' if quick else ''}`); every figure below comes from that one run. Re-run it "
-      "on your hardware: the scripts in `bench/` are standalone and print more detail than "
-      "this summary.")
+    a(
+        "Generated by `make bench` (`.venv/bin/python bench/run_all.py"
+        f"{' --quick' if quick else ''}`); every figure below comes from that one run. Re-run it "
+        "on your hardware: the scripts in `bench/` are standalone and print more detail than "
+        "this summary."
+    )
     a("")
     a("## Machine")
     a("")
     a("| | |")
     a("|---|---|")
-    for k, label in (("cpu", "CPU"), ("cores", "Cores"), ("ram", "RAM"), ("python", "Python"),
-                     ("os", "OS"), ("filters", "Filter implementation (default)"),
-                     ("load", "Load average at start (1/5/15 min)"), ("date", "Date")):
+    for k, label in (
+        ("cpu", "CPU"),
+        ("cores", "Cores"),
+        ("ram", "RAM"),
+        ("python", "Python"),
+        ("os", "OS"),
+        ("filters", "Filter implementation (default)"),
+        ("load", "Load average at start (1/5/15 min)"),
+        ("date", "Date"),
+    ):
         a(f"| {label} | {mach.get(k, '?')} |")
     a(f"| Mode | {'quick' if quick else 'full'} run, {total / 60:.1f} min |")
     a("")
-    a("The development machine is a 2-core VM shared with other jobs: the load average above "
-      "tells how busy it was. CPU figures are CPU time of the agent process alone (utime + "
-      "stime from `/proc/<pid>/stat`), so they are less sensitive to the noise than rates.")
+    a(
+        "The development machine is a 2-core VM shared with other jobs: the load average above "
+        "tells how busy it was. CPU figures are CPU time of the agent process alone (utime + "
+        "stime from `/proc/<pid>/stat`), so they are less sensitive to the noise than rates."
+    )
     a("")
     a("## Targets")
     a("")
@@ -232,8 +351,11 @@ def render(st: dict[str, Step], mach: dict[str, str], quick: bool, total: float)
     a("")
     failed = [s for s in st.values() if s.rc != 0]
     if failed:
-        a("Benchmarks that failed or timed out in this run (their output is in the appendix): "
-          + ", ".join(f"`{s.script}` (rc {s.rc})" for s in failed) + ".")
+        a(
+            "Benchmarks that failed or timed out in this run (their output is in the appendix): "
+            + ", ".join(f"`{s.script}` (rc {s.rc})" for s in failed)
+            + "."
+        )
         a("")
     _e2e(a, st["e2e"])
     _stages(a, st["stages"])
@@ -247,8 +369,7 @@ def render(st: dict[str, Step], mach: dict[str, str], quick: bool, total: float)
         a(f"<details><summary>bench/{s.script} (rc {s.rc}, {s.seconds:.0f} s)</summary>")
         a("")
         a("```")
-        a("\n".join(ln for ln in s.out.rstrip().splitlines()
-                    if not ln.startswith("BENCH-JSON ")))
+        a("\n".join(ln for ln in s.out.rstrip().splitlines() if not ln.startswith("BENCH-JSON ")))
         a("```")
         a("</details>")
         a("")
@@ -258,24 +379,32 @@ def render(st: dict[str, Step], mach: dict[str, str], quick: bool, total: float)
 def _e2e(a: Callable[[str], None], s: Step) -> None:
     a("## End to end (Modbus TCP simulators -> agent -> Mosquitto)")
     a("")
-    a("Devices split over 10 Modbus TCP simulator servers (10 buses, 10 bus owner tasks), "
-      "simulators and Mosquitto in other processes, native JSON envelope at QoS 1 through the "
-      "SQLite outbox (synchronous=FULL, on disk). Four analogue points per device run a "
-      "range -> deadband(heartbeat 60 s) chain. A separate subscriber counts the readings "
-      "delivered to the broker. Figures over the steady window after a warm-up.")
+    a(
+        "Devices split over 10 Modbus TCP simulator servers (10 buses, 10 bus owner tasks), "
+        "simulators and Mosquitto in other processes, native JSON envelope at QoS 1 through the "
+        "SQLite outbox (synchronous=FULL, on disk). Four analogue points per device run a "
+        "range -> deadband(heartbeat 60 s) chain. A separate subscriber counts the readings "
+        "delivered to the broker. Figures over the steady window after a warm-up."
+    )
     a("")
-    a("| Workload | Filters | CPU-s / 10k delivered | % of one core | RSS steady MB | "
-      "RSS peak MB | delivered/s | polled/s | filter pass ratio |")
+    a(
+        "| Workload | Filters | CPU-s / 10k delivered | % of one core | RSS steady MB | "
+        "RSS peak MB | delivered/s | polled/s | filter pass ratio |"
+    )
     a("|---|---|---|---|---|---|---|---|---|")
-    for tag, r in s.data.get("results", {}).items():
-        a(f"| {r['devices']} x {r['points']} @ 1 s | {r['filters']} | {r['cpu_s_per_10k']} | "
-          f"{r['cpu_pct']} | {r['rss_steady_mb']} | {r['rss_peak_mb']} | "
-          f"{r['delivered_per_s']} | {r['polled_expected_per_s']:.0f} | "
-          f"{r['filter_pass_ratio']} |")
+    for r in s.data.get("results", {}).values():
+        a(
+            f"| {r['devices']} x {r['points']} @ 1 s | {r['filters']} | {r['cpu_s_per_10k']} | "
+            f"{r['cpu_pct']} | {r['rss_steady_mb']} | {r['rss_peak_mb']} | "
+            f"{r['delivered_per_s']} | {r['polled_expected_per_s']:.0f} | "
+            f"{r['filter_pass_ratio']} |"
+        )
     a("")
-    a("`polled/s` is what the devices produce (devices x points / interval); the filters "
-      "drop unchanged samples (pass ratio over the whole run), so delivered/s below polled/s "
-      "is expected. See [PROFILE.md](PROFILE.md) for where the CPU goes.")
+    a(
+        "`polled/s` is what the devices produce (devices x points / interval); the filters "
+        "drop unchanged samples (pass ratio over the whole run), so delivered/s below polled/s "
+        "is expected. See [PROFILE.md](PROFILE.md) for where the CPU goes."
+    )
     a("")
 
 
@@ -287,11 +416,13 @@ def _stages(a: Callable[[str], None], s: Step) -> None:
     for k, v in s.data.get("per_s", {}).items():
         a(f"| {k} | {v:,} | {1e6 / v:.2f} |" if v else f"| {k} | 0 | - |")
     a("")
-    a("decode = `DeviceState.decode` (codec + `Reading` construction) over a 20-point plan; "
-      "filters = `DeviceFilters.apply`; serialize = the reading JSON the outbox stores; "
-      "encode = the publisher's encoder call on 200-reading batches; outbox commit = group "
-      "commits with enough producers that each commit is full; publish = aiomqtt QoS 1 "
-      "publishes of 200-reading native messages, 32 in flight.")
+    a(
+        "decode = `DeviceState.decode` (codec + `Reading` construction) over a 20-point plan; "
+        "filters = `DeviceFilters.apply`; serialize = the reading JSON the outbox stores; "
+        "encode = the publisher's encoder call on 200-reading batches; outbox commit = group "
+        "commits with enough producers that each commit is full; publish = aiomqtt QoS 1 "
+        "publishes of 200-reading native messages, 32 in flight."
+    )
     a("")
 
 
@@ -300,34 +431,47 @@ def _bus(a: Callable[[str], None], p: Step, r: Step) -> None:
     a("")
     vs = p.data.get("vs_optimal", {})
     if vs:
-        a("Total RTU wire time per scan over all maps, relative to the optimal planner: "
-          + ", ".join(f"{k} {v:.2f}x" for k, v in vs.items()) + ".")
+        a(
+            "Total RTU wire time per scan over all maps, relative to the optimal planner: "
+            + ", ".join(f"{k} {v:.2f}x" for k, v in vs.items())
+            + "."
+        )
         a("")
     rows = p.data.get("rows", [])
     if rows:
         a("| Map | optimal req / regs / ms | one per point | contiguous only | greedy gap fill |")
         a("|---|---|---|---|---|")
         for row in rows:
-            a(f"| {row['map']} | " + " | ".join(
-                " / ".join(row[k]) for k in ("optimal", "per_point", "contiguous", "greedy"))
-              + " |")
+            a(
+                f"| {row['map']} | "
+                + " | ".join(
+                    " / ".join(row[k]) for k in ("optimal", "per_point", "contiguous", "greedy")
+                )
+                + " |"
+            )
         a("")
-    a(f"RTU at 9600 baud 8E1 (pty pair holding each byte for its wire time): measured cycle "
-      f"{_f(r.data.get('cycle_ms'), '{:.1f}')} ms vs wire-time lower bound "
-      f"{_f(r.data.get('bound_ms'), '{:.1f}')} ms, ratio {_f(r.data.get('ratio'), '{:.3f}')} "
-      "(target within 10 %).")
+    a(
+        f"RTU at 9600 baud 8E1 (pty pair holding each byte for its wire time): measured cycle "
+        f"{_f(r.data.get('cycle_ms'), '{:.1f}')} ms vs wire-time lower bound "
+        f"{_f(r.data.get('bound_ms'), '{:.1f}')} ms, ratio {_f(r.data.get('ratio'), '{:.3f}')} "
+        "(target within 10 %)."
+    )
     a("")
 
 
 def _idle_start(a: Callable[[str], None], i: Step, s: Step) -> None:
     a("## Idle and start-up")
     a("")
-    a(f"- Idle, 50 devices x 12 points every 10 s: {_f(i.data.get('cpu_pct'), '{:.2f}')} % of "
-      f"one core over {_f(i.data.get('window_s'))} s ({_f(i.data.get('cpu_s'), '{:.2f}')} "
-      f"CPU-s), RSS {_f(i.data.get('rss_mb'), '{:.1f}')} MB.")
+    a(
+        f"- Idle, 50 devices x 12 points every 10 s: {_f(i.data.get('cpu_pct'), '{:.2f}')} % of "
+        f"one core over {_f(i.data.get('window_s'))} s ({_f(i.data.get('cpu_s'), '{:.2f}')} "
+        f"CPU-s), RSS {_f(i.data.get('rss_mb'), '{:.1f}')} MB."
+    )
     runs = ", ".join(f"{x:.2f}" for x in s.data.get("ready_runs_s", []))
-    a(f"- Process start to `READY=1` (sd_notify), 50 devices on 10 buses + MQTT output: median "
-      f"{_f(s.data.get('ready_median_s'), '{:.2f}')} s (runs: {runs} s).")
+    a(
+        f"- Process start to `READY=1` (sd_notify), 50 devices on 10 buses + MQTT output: median "
+        f"{_f(s.data.get('ready_median_s'), '{:.2f}')} s (runs: {runs} s)."
+    )
     a(f"- `cityedge --help`: median {_f(s.data.get('help_median_s'), '{:.3f}')} s of 5 runs.")
     a("")
 
@@ -337,24 +481,30 @@ def _recovery(a: Callable[[str], None], r: Step, o: Step) -> None:
     a("## Outage recovery")
     a("")
     if d:
-        a(f"At load (50 devices x 12 points at 1 s), Mosquitto stopped for {d['outage_s']:.0f} s "
-          f"and restarted on the same port. Backlog replayed: {d['backlog']:,} historical "
-          f"readings, drained {d['drain_s']:.1f} s after the restart (first message after "
-          f"{d['reconnect_s']:.1f} s): {d['replay_incl_reconnect_per_s']:,.0f} readings/s "
-          f"counting the reconnect, {d['replay_per_s']:,.0f} readings/s from the first "
-          f"replayed message to the last. Agent CPU during the drain: {d['drain_cpu_s']} s.")
+        a(
+            f"At load (50 devices x 12 points at 1 s), Mosquitto stopped for {d['outage_s']:.0f} s "
+            f"and restarted on the same port. Backlog replayed: {d['backlog']:,} historical "
+            f"readings, drained {d['drain_s']:.1f} s after the restart (first message after "
+            f"{d['reconnect_s']:.1f} s): {d['replay_incl_reconnect_per_s']:,.0f} readings/s "
+            f"counting the reconnect, {d['replay_per_s']:,.0f} readings/s from the first "
+            f"replayed message to the last. Agent CPU during the drain: {d['drain_cpu_s']} s."
+        )
         a("")
-        a(f"Loss check by outbox id: {d['ids']:,} ids assigned, {d['received']:,} received "
-          f"({d['redeliveries']} redeliveries), {d['left_in_outbox']} still in the outbox at "
-          f"the graceful stop, **{d['lost']} lost**.")
+        a(
+            f"Loss check by outbox id: {d['ids']:,} ids assigned, {d['received']:,} received "
+            f"({d['redeliveries']} redeliveries), {d['left_in_outbox']} still in the outbox at "
+            f"the graceful stop, **{d['lost']} lost**."
+        )
         a("")
     od = o.data
     if od:
-        a(f"bench_outbox.py: replay of a committed backlog {_f(od.get('replay_per_s'))} "
-          f"readings/s; group commit (synchronous=FULL) {_f(od.get('commit_full_50_per_s'))} "
-          f"readings/s with 50 submitters (bounded by the commit interval) and "
-          f"{_f(od.get('commit_full_peak_per_s'))} readings/s at peak; outage run lost "
-          f"{_f(od.get('outage_lost'))}.")
+        a(
+            f"bench_outbox.py: replay of a committed backlog {_f(od.get('replay_per_s'))} "
+            f"readings/s; group commit (synchronous=FULL) {_f(od.get('commit_full_50_per_s'))} "
+            f"readings/s with 50 submitters (bounded by the commit interval) and "
+            f"{_f(od.get('commit_full_peak_per_s'))} readings/s at peak; outage run lost "
+            f"{_f(od.get('outage_lost'))}."
+        )
         a("")
 
 
@@ -362,11 +512,13 @@ def _filters(a: Callable[[str], None], s: Step) -> None:
     d = s.data
     a("## Filter kernels")
     a("")
-    a(f"Typical chain (range -> spike(5) -> deadband with heartbeat), batch 4096: compiled "
-      f"{_f(d.get('typical_4096_msps'), '{:.1f}')} M samples/s on one core, Python twin "
-      f"{_f(d.get('typical_4096_py_msps'), '{:.3f}')} M samples/s; compiled/Python by batch: "
-      + ", ".join(f"{b}: {x}x" for b, x in d.get("typical_speedups", {}).items())
-      + ". Per-kernel figures and compression ratios are in the raw output below.")
+    a(
+        f"Typical chain (range -> spike(5) -> deadband with heartbeat), batch 4096: compiled "
+        f"{_f(d.get('typical_4096_msps'), '{:.1f}')} M samples/s on one core, Python twin "
+        f"{_f(d.get('typical_4096_py_msps'), '{:.3f}')} M samples/s; compiled/Python by batch: "
+        + ", ".join(f"{b}: {x}x" for b, x in d.get("typical_speedups", {}).items())
+        + ". Per-kernel figures and compression ratios are in the raw output below."
+    )
     a("")
 
 

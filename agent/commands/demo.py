@@ -46,14 +46,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> None:
+    from drivers.sim.serial_sims import serve_serial_sims
     from drivers.sim.server import SimSpec, SimulatorServer
 
     sim = SimulatorServer(SimSpec(speed=args.speed))
     await sim.start()
+    serial = await serve_serial_sims({"serial": [1], "pelco_d": [1], "mbus": [5]})
     try:
         with tempfile.TemporaryDirectory(prefix="cityedge-demo-") as tmp:
             text = (resources.files("agent") / "defaults" / "demo.toml").read_text("utf-8")
             text = text.replace("@PORT@", str(sim.port)).replace("@STATE_DIR@", tmp)
+            for proto, path in serial.paths.items():
+                text = text.replace(f"@{proto.upper()}@", path)
             cfg_path = Path(tmp) / "demo.toml"
             cfg_path.write_text(text, encoding="utf-8")
             if args.config_out:
@@ -64,7 +68,8 @@ async def _demo(args: argparse.Namespace) -> None:
                 args._failed = True
                 return
             print(
-                f"cityedge demo: simulators on 127.0.0.1:{sim.port}; readings follow "
+                f"cityedge demo: Modbus TCP simulators on 127.0.0.1:{sim.port}, serial "
+                f"simulators on {', '.join(serial.paths.values())}; readings follow "
                 "(Ctrl-C to stop)",
                 file=sys.stderr,
             )
@@ -86,6 +91,7 @@ async def _demo(args: argparse.Namespace) -> None:
                     if t.get_name() in ("simulators", "demo-timer"):
                         t.cancel()
     finally:
+        await serial.close()
         await sim.stop()
 
 

@@ -37,6 +37,12 @@ def register(sub: Any) -> None:
     p.add_argument("--water-meters", type=int, default=2, metavar="N")
     p.add_argument("--cameras", type=int, default=1, metavar="N")
     p.add_argument(
+        "--serial-dir",
+        metavar="DIR",
+        help="also serve serial buses over pty pairs (ASCII streetlights 1-2, Pelco-D heads "
+        "1-2, M-Bus meters 1 and 5); DIR receives the device links serial, pelco_d, mbus",
+    )
+    p.add_argument(
         "--speed",
         type=float,
         default=1.0,
@@ -120,6 +126,15 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {kind:<12} units {_ranges(units):<8} profile {ref}")
         if args.leak:
             print(f"  leak alarm raised on unit(s) {', '.join(map(str, args.leak))}")
+        serial = None
+        if args.serial_dir:
+            from drivers.sim.serial_sims import serve_serial_sims
+
+            serial = await serve_serial_sims(
+                {"serial": [1, 2], "pelco_d": [1, 2], "mbus": [1, 5]}, link_dir=args.serial_dir
+            )
+            for proto, path in serial.paths.items():
+                print(f"  {proto:<12} serial://{path}?baudrate=9600")
         print("serving until SIGINT/SIGTERM", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -129,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
             runner = tg.create_task(sim.run(), name="simulators")
             await stop.wait()
             runner.cancel()
+        if serial is not None:
+            await serial.close()
         print("cityedge simulate: stopped", file=sys.stderr)
         return 0
 

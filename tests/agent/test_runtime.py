@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -167,3 +168,13 @@ async def test_reload_applies_only_the_difference(agent_cfg: Path) -> None:
     assert agent.loaded.config.devices[1].interval == 9  # nothing changed
     agent.request_shutdown()
     await asyncio.wait_for(task, 5)
+
+
+def test_sequence_never_goes_backwards_after_a_clock_reset(tmp_path: Path) -> None:
+    from agent.runtime import _first_seq, _write_seq
+
+    mark = tmp_path / "seq"
+    future = (time.time_ns() // 1000) * 2  # numbers issued while the clock was far ahead
+    _write_seq(mark, future)
+    assert _first_seq(mark) > future
+    assert _first_seq(tmp_path / "missing") > 0

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from array import array
 from collections.abc import Sequence
 from types import ModuleType
@@ -29,6 +32,7 @@ from ext._common import (
     R_RESET,
     R_SPIKE,
 )
+from tests.ext.conftest import compiled
 
 G, B, S = 0, 1, 2
 
@@ -78,6 +82,18 @@ def emitted(out: list[Out]) -> list[int]:
 def test_ext_exports_an_implementation() -> None:
     assert ext.IMPLEMENTATION in ("cython", "python")
     assert ext.Bank is ext.impl.Bank
+
+
+@pytest.mark.parametrize("no_ext", ["1", "0"])
+def test_ext_picks_the_compiled_module_unless_told_not_to(no_ext: str) -> None:
+    if no_ext == "0":
+        compiled()  # fails under CITYEDGE_REQUIRE_EXT=1 when the build is missing
+    env = {**os.environ, "CITYEDGE_NO_EXT": no_ext}
+    code = "import ext; print(ext.IMPLEMENTATION, ext.Bank.__module__)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == (["python", "ext._pyfilters"] if no_ext == "1" else ["cython", "ext._filters"])
 
 
 # --- common rules --------------------------------------------------------------------------
@@ -352,3 +368,15 @@ def test_any_contiguous_buffer_is_accepted(impl: ModuleType) -> None:
     bank.process(*map(memoryview, (*ins, y, qo, rc, em)))
     assert list(zip(y, qo, rc, em, strict=True)) == ref
     assert bank.process(*(array(c) for c in "iddBdBBB")) == 0  # empty batch
+
+
+def test_both_modules_export_the_same_api() -> None:
+    import ext._pyfilters as py
+
+    cy = compiled()
+    for name in py.__all__:
+        assert hasattr(cy, name), name
+        if name != "Bank":
+            assert getattr(cy, name) == getattr(py, name), name
+    for meth in ("process", "get_state", "set_state", "reset", "chain", "carry_state_from"):
+        assert callable(getattr(cy.Bank, meth)) and callable(getattr(py.Bank, meth))
