@@ -37,6 +37,7 @@ class Pipeline:
         self.received = 0
         self.delivered = 0
         self.suppressed = 0
+        self.forwarded = 0
         self.last_emit = 0.0  # monotonic; the watchdog checks poll progress with it
         self.last_values: dict[tuple[str, str], Reading] = {}
         # Marks readings taken while the wall clock is not synchronised (agent.timesync).
@@ -70,7 +71,9 @@ class Pipeline:
             self.last_values[(r.device_id, r.point)] = r
         flt = self.filters.get(binding.id)
         out = flt.apply(batch) if flt is not None else list(batch)
-        self.suppressed += len(batch) - len(out)
+        # a swinging door may release a held-back sample with a later batch: count net
+        self.forwarded += len(out)
+        self.suppressed = max(0, self.received - self.forwarded)
         if not out:
             return
         seq = self._seq

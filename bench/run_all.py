@@ -523,8 +523,12 @@ def _filters(a: Callable[[str], None], s: Step) -> None:
 
 
 def profile_step(out_md: Path, quick: bool) -> None:
+    import importlib.util
     import tempfile
 
+    if importlib.util.find_spec("pyinstrument") is None:
+        print("== profile: skipped, pyinstrument missing (pip install -e '.[bench]')")
+        return
     with tempfile.TemporaryDirectory() as d:
         ps = Path(d) / "e2e.pstats"
         window = "12" if quick else "25"

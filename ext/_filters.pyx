@@ -181,8 +181,9 @@ cdef class Bank:
         for i in range(n):
             if not 0 <= slot[i] < self.nslots:
                 raise IndexError(f"slot {slot[i]} out of range (bank has {self.nslots})")
-        with nogil:
-            total = self._run(n, slot, t, x, q, y, qo, reason, emit)
+        # the GIL stays held: the fast path uses raw pointers into array.array objects that
+        # export no buffer, so no other thread may resize them (or touch this bank) meanwhile
+        total = self._run(n, slot, t, x, q, y, qo, reason, emit)
         return total
 
     cdef int _run(self, Py_ssize_t n, const int* slot, const double* t, const double* x,

@@ -6,6 +6,8 @@ Usage::
         broker = mosquitto()                              # anonymous, plain TCP
         broker = mosquitto(users={"gw1": "secret"})       # password file, no anonymous
         broker = mosquitto(tls=True, require_certificate=True)  # client certs (broker.certs)
+        broker = mosquitto(tls=True, wrong_server_name=True)  # cert for wrong.example only
+        broker = mosquitto(persistence=True)  # sessions/queued messages survive stop()/start()
         broker = mosquitto(users=..., acl="user gw1\\ntopic readwrite cityedge/gw1/#\\n")
         broker.url, broker.host, broker.port
         broker.stop(); broker.start()                    # same port (outage tests)
@@ -40,6 +42,8 @@ class Certs:
     client_key: Path
     other_cert: Path  # CN=other
     other_key: Path
+    wrong_cert: Path  # a server certificate for wrong.example only (hostname-check tests)
+    wrong_key: Path
 
 
 def _openssl(*args: str | Path, cwd: Path) -> None:
@@ -121,6 +125,9 @@ def mqtt_certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     )
     _leaf(d, "client", "gw1", "extendedKeyUsage=clientAuth")
     _leaf(d, "other", "other", "extendedKeyUsage=clientAuth")
+    _leaf(
+        d, "wrong", "wrong.example", "subjectAltName=DNS:wrong.example\nextendedKeyUsage=serverAuth"
+    )
     return Certs(
         d / "ca.crt",
         d / "server.crt",
@@ -129,6 +136,8 @@ def mqtt_certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
         d / "client.key",
         d / "other.crt",
         d / "other.key",
+        d / "wrong.crt",
+        d / "wrong.key",
     )
 
 
@@ -217,6 +226,7 @@ def mosquitto(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Mosqui
         acl: str | None = None,
         port: int | None = None,
         persistence: bool = False,
+        wrong_server_name: bool = False,
     ) -> Mosquitto:
         d = tmp_path / f"mosquitto{len(started)}"
         d.mkdir()
@@ -249,8 +259,8 @@ def mosquitto(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Mosqui
         if certs is not None:
             lines += [
                 f"cafile {certs.ca}",
-                f"certfile {certs.server_cert}",
-                f"keyfile {certs.server_key}",
+                f"certfile {certs.wrong_cert if wrong_server_name else certs.server_cert}",
+                f"keyfile {certs.wrong_key if wrong_server_name else certs.server_key}",
             ]
             if require_certificate:
                 lines += ["require_certificate true", "use_identity_as_username true"]

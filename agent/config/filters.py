@@ -15,6 +15,7 @@ Common rules (docs/FILTERS.md has the details and the worked examples):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -126,3 +127,21 @@ FilterSpec = Annotated[
     | SwingingDoorFilter,
     Field(discriminator="type"),
 ]
+
+
+def check_chain(
+    specs: Sequence[
+        RangeFilter
+        | SpikeFilter
+        | SmoothFilter
+        | DeadbandFilter
+        | RateFilter
+        | TotalizerFilter
+        | SwingingDoorFilter
+    ],
+) -> None:
+    """Rules across the steps of one chain (call from a config validator so a bad chain is
+    refused at load time, not when the filter bank is built)."""
+    for i, spec in enumerate(specs):
+        if isinstance(spec, SwingingDoorFilter) and i != len(specs) - 1:
+            raise ValueError("swd must be the last step of a filter chain")

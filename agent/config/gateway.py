@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from agent.config.endpoint import parse_endpoint
-from agent.config.filters import FilterSpec
+from agent.config.filters import FilterSpec, check_chain
 from agent.config.outputs import OutputConfig
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
@@ -69,6 +69,13 @@ class DeviceConfig(_M):
     filters: dict[str, tuple[FilterSpec, ...]] = {}  # point name -> chain (replaces profile's)
 
     _id = field_validator("id")(_check_id)
+
+    @field_validator("filters")
+    @classmethod
+    def _chains(cls, v: dict[str, tuple[FilterSpec, ...]]) -> dict[str, tuple[FilterSpec, ...]]:
+        for chain in v.values():
+            check_chain(chain)
+        return v
 
 
 class CommandsSection(_M):

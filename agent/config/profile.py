@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from agent.config.filters import FilterSpec
+from agent.config.filters import FilterSpec, check_chain
 from drivers.serial.spec import SerialSpec, profile_problems
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
@@ -130,6 +130,7 @@ class Point(_M):
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
         if self.scale == 0:
             raise ValueError("scale must not be 0")
+        check_chain(self.filters)
         if self.address + self.registers - 1 > 65535:
             raise ValueError("point extends past address 65535")
         return self

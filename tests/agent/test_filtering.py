@@ -150,7 +150,8 @@ def test_unknown_override_and_bad_chain_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown points"):
         DeviceFilters(binding({"nope": ()}), impl=py)
     bad = (SwingingDoorFilter(type="swd", deviation=1.0), SmoothFilter(type="smooth", alpha=0.5))
-    with pytest.raises(ValueError, match="point temp: swd must be the last"):
+    # refused when the config is validated, before any filter bank is built
+    with pytest.raises(ValueError, match="swd must be the last"):
         DeviceFilters(binding({"temp": bad}), impl=py)
 
 
@@ -219,3 +220,12 @@ def test_the_documented_toml_example_validates(impl: ModuleType) -> None:
     assert f.points == ("active_power", "energy")
     out = f.apply([rd("active_power", 100, 0), rd("active_power", 104, 1)])
     assert len(out) == 1  # the device's 5 % deadband replaced the profile chain
+
+
+def test_check_chain_refuses_swd_before_another_step() -> None:
+    from agent.config.filters import check_chain
+
+    swd = SwingingDoorFilter(type="swd", deviation=1.0)
+    check_chain((RangeFilter(type="range"), swd))
+    with pytest.raises(ValueError, match="swd must be the last"):
+        check_chain((swd, RangeFilter(type="range")))

@@ -6,10 +6,12 @@ Every message the independent subscriber receives is validated against the nativ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -222,7 +224,7 @@ async def test_tls_client_certificate_and_acl(mosquitto: MosquittoFactory, tmp_p
     c = broker.certs
     assert c is not None
     tls = {"ca_file": str(c.ca), "cert_file": str(c.client_cert), "key_file": str(c.client_key)}
-    sub_ctx = __import__("ssl").create_default_context(cafile=str(c.ca))
+    sub_ctx = ssl.create_default_context(cafile=str(c.ca))
     sub_ctx.load_cert_chain(str(c.other_cert), str(c.other_key))
     col = Collector(broker, tls_context=sub_ctx)
     sink = MqttSink("up", output(broker, tls=tls), GW, [], tmp_path)
@@ -480,8 +482,6 @@ def test_backoff_grows_caps_and_resets() -> None:
 
 
 def test_tls_context_verifies_hostname(mqtt_certs: Any) -> None:
-    import ssl
-
     from agent.mqtt.connect import build_tls_context
 
     out = output("mqtts://broker.example", tls={"ca_file": str(mqtt_certs.ca)})
@@ -490,3 +490,90 @@ def test_tls_context_verifies_hostname(mqtt_certs: Any) -> None:
     assert ctx.minimum_version >= ssl.TLSVersion.TLSv1_2
     lax = build_tls_context(output("mqtts://b", tls={"insecure_skip_verify": True}))
     assert not lax.check_hostname and lax.verify_mode == ssl.CERT_NONE
+
+
+async def test_tls_hostname_mismatch_is_refused(
+    mosquitto: MosquittoFactory, tmp_path: Path
+) -> None:
+    broker = mosquitto(tls=True, wrong_server_name=True)
+    assert broker.certs is not None
+    sink = MqttSink("up", output(broker, tls={"ca_file": str(broker.certs.ca)}), GW, [], tmp_path)
+    async with started(sink):
+        await wait_until(lambda: sink.stats().link.connect_failures >= 1)
+        assert not sink.connected
+        assert "match" in (sink.stats().link.last_error or "")  # IP address mismatch
+
+
+class AckBlackhole:
+    """TCP proxy agent -> broker whose broker -> agent direction can be frozen: the broker gets
+    (and forwards) every PUBLISH but the agent never sees the PUBACKs, then the link is cut."""
+
+    def __init__(self, broker: Mosquitto) -> None:
+        self.broker = broker
+        self.frozen = False
+        self.writers: list[asyncio.StreamWriter] = []
+        self.port = 0
+
+    async def run(self) -> None:
+        server = await asyncio.start_server(self._conn, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        async with server:
+            await server.serve_forever()
+
+    async def _conn(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        br, bw = await asyncio.open_connection(self.broker.host, self.broker.port)
+        self.writers += [cw, bw]
+
+        async def pump(r: asyncio.StreamReader, w: asyncio.StreamWriter, down: bool) -> None:
+            while data := await r.read(65536):
+                if not (down and self.frozen):
+                    w.write(data)
+            w.close()
+
+        with contextlib.suppress(OSError):
+            await asyncio.gather(pump(cr, bw, False), pump(br, cw, True))
+
+    def cut(self) -> None:
+        for w in self.writers:
+            w.close()
+        self.writers = []
+
+
+async def test_lost_pubacks_give_flagged_redeliveries_only(
+    mosquitto: MosquittoFactory, tmp_path: Path
+) -> None:
+    broker = mosquitto()
+    col = Collector(broker)
+    proxy = AckBlackhole(broker)
+    async with asyncio.TaskGroup() as tg:
+        pt = tg.create_task(proxy.run(), name="proxy")
+        await wait_until(lambda: proxy.port != 0)
+        sink = MqttSink(
+            "up", output(f"mqtt://127.0.0.1:{proxy.port}", max_batch=10), GW, [], tmp_path
+        )
+        async with started(col, sink):
+            await wait_until(lambda: sink.connected)
+            await sink.submit([reading(i) for i in range(30)])
+            await wait_until(lambda: len(col.readings()) == 30)
+            proxy.frozen = True
+            await sink.submit([reading(i) for i in range(30, 80)])
+            await wait_until(lambda: len(col.readings()) == 80)  # delivered, never acked
+            assert sink.outbox.stats().depth == 50
+            proxy.cut()
+            proxy.frozen = False
+            await wait_until(lambda: sink.stats().link.connects >= 2)
+            await sink.submit([reading(i) for i in range(80, 90)])
+            await wait_until(
+                lambda: (
+                    {r["seq"] for r in col.readings()} == set(range(90))
+                    and sink.outbox.stats().depth == 0
+                )
+            )
+        pt.cancel()
+    got = col.readings()
+    copies = check_stream(got, list(range(90)))
+    dups = {s: cs for s, cs in copies.items() if len(cs) > 1}
+    assert set(dups) == set(range(30, 80))  # exactly the unacknowledged ones, once more
+    for cs in dups.values():
+        assert not cs[0].get("historical") and all(c.get("historical") for c in cs[1:])
+    assert not any(c.get("historical") for s in range(80, 90) for c in copies[s])

@@ -305,6 +305,18 @@ CASES: list[tuple[str, Edit, str, str, str, bool]] = [
         True,
     ),
     (
+        "filter-swd-not-last",
+        prof(
+            'unit_code = "WTT"',
+            'unit_code = "WTT"\nfilters = [{ type = "swd", deviation = 1 }, '
+            '{ type = "smooth", alpha = 0.5 }]',
+        ),
+        "lamp.toml",
+        "points[1]",
+        "swd must be the last",
+        True,
+    ),
+    (
         "filter-bad-spec",
         prof('unit_code = "WTT"', 'unit_code = "WTT"\nfilters = [{ type = "smooth", alpha = 2 }]'),
         "lamp.toml",
