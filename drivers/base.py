@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from agent.config.gateway import BusConfig, DeviceConfig
-from agent.config.profile import Profile
-from agent.reading import Reading, Value
+from agent.config.profile import Point, Profile
+from agent.reading import Quality, Reading, Source, Value
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +32,33 @@ class DeviceBinding:
 
 
 Emit = Callable[[DeviceBinding, Sequence[Reading]], Awaitable[None]]
+
+
+def point_reading(
+    binding: DeviceBinding,
+    point: Point,
+    value: Value,
+    ts: int,
+    source: Source,
+    quality: Quality = Quality.GOOD,
+    reason: str | None = None,
+) -> Reading:
+    """The Reading of one profile point: every driver builds its readings here."""
+    return Reading(
+        gateway_id=binding.gateway_id,
+        device_id=binding.id,
+        device_kind=binding.profile.kind,
+        point=point.name,
+        metric=point.metric_name,
+        value=value,
+        unit=point.unit,
+        unit_code=point.unit_code,
+        observed_at_ms=ts,
+        quality=quality,
+        reason=reason,
+        entity_id=binding.device.entity_id,
+        source=source,
+    )
 
 
 class WriteStatus(enum.StrEnum):

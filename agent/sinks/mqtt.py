@@ -278,7 +278,10 @@ class MqttSink:
         wanted = [*self.encoder.subscriptions(), *(f for f, _ in self._handlers)]
         for f in dict.fromkeys(wanted):
             if f not in self._subscribed:
-                await client.subscribe(f, qos=1)
+                granted = await client.subscribe(f, qos=1)
+                # SUBACK 0x80 (3.1.1) or a reason code >= 0x80 (5): typically an ACL
+                if any((g if isinstance(g, int) else g.value) >= 0x80 for g in granted):
+                    log.warning("output %s: broker refused subscription %s", self.name, f)
                 self._subscribed.add(f)
 
     async def _resubscribe(self, client: aiomqtt.Client) -> None:

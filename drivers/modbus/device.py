@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from agent.config.profile import Point, Table, WordOrder
 from agent.reading import Quality, Reading, Source, Value
-from drivers.base import DeviceBinding, DeviceStats
+from drivers.base import DeviceBinding, DeviceStats, point_reading
 from drivers.modbus.codec import CodecError, decode_point
 from drivers.modbus.planner import PlanError, ReadRequest, plan_reads
 from drivers.modbus.schedule import Backoff, next_tick
@@ -137,24 +137,10 @@ class DeviceState:
         quality: Quality = Quality.GOOD,
         reason: str | None = None,
     ) -> Reading:
-        b = self.binding
-        return Reading(
-            gateway_id=b.gateway_id,
-            device_id=b.id,
-            device_kind=b.profile.kind,
-            point=point.name,
-            metric=point.metric_name,
-            value=value,
-            unit=point.unit,
-            unit_code=point.unit_code,
-            observed_at_ms=ts,
-            quality=quality,
-            reason=reason,
-            entity_id=b.device.entity_id,
-            source=Source(
-                "modbus", self.bus_id, self.unit, point.table.value, point.address, point.type.value
-            ),
+        source = Source(
+            "modbus", self.bus_id, self.unit, point.table.value, point.address, point.type.value
         )
+        return point_reading(self.binding, point, value, ts, source, quality, reason)
 
     def decode(
         self, points: Iterable[Point], start: int, values: Sequence[int] | Sequence[bool], ts: int

@@ -31,7 +31,15 @@ from agent.config.endpoint import parse_endpoint
 from agent.config.gateway import BusConfig
 from agent.config.profile import Point
 from agent.reading import Quality, Reading, Source, Value, now_ms
-from drivers.base import BusStats, DeviceBinding, DeviceStats, Emit, WriteResult, WriteStatus
+from drivers.base import (
+    BusStats,
+    DeviceBinding,
+    DeviceStats,
+    Emit,
+    WriteResult,
+    WriteStatus,
+    point_reading,
+)
 from drivers.modbus.schedule import Backoff
 from drivers.serial.exchange import LineExchange
 from drivers.serial.generic import DeviceNak
@@ -308,27 +316,13 @@ class SerialBus:
         quality: Quality = Quality.GOOD,
         reason: str | None = None,
     ) -> Reading:
-        b = dev.binding
-        return Reading(
-            gateway_id=b.gateway_id,
-            device_id=b.id,
-            device_kind=b.profile.kind,
-            point=p.name,
-            metric=p.metric_name,
-            value=value,
-            unit=p.unit,
-            unit_code=p.unit_code,
-            observed_at_ms=ts,
-            quality=quality,
-            reason=reason,
-            entity_id=b.device.entity_id,
-            source=Source(
-                protocol=dev.handler.protocol,
-                bus=self.bus_id,
-                unit_id=b.device.unit_id,
-                raw_type=p.type.value,
-            ),
+        source = Source(
+            protocol=dev.handler.protocol,
+            bus=self.bus_id,
+            unit_id=dev.binding.device.unit_id,
+            raw_type=p.type.value,
         )
+        return point_reading(dev.binding, p, value, ts, source, quality, reason)
 
     async def _emit_values(self, dev: _Device, raw: dict[str, RawValue]) -> None:
         ts = dev.x.rx_ms
