@@ -62,6 +62,10 @@ class DeviceConfig(_M):
     bus: str
     profile: str
     unit_id: int = Field(1, ge=0, le=255)
+    # Protocol-specific device address when the unit id is not enough (M-Bus secondary
+    # address: 8-digit identification number, optionally ID.MAN.VER.MED, e.g. "12345678" or
+    # "12345678.ELS.*.07"); checked per protocol in validate.cross_check.
+    address: str | None = None
     entity_id: str | None = None  # NGSI-LD URN; default urn:ngsi-ld:<Type>:<gateway>:<id>
     interval: float = Field(5.0, gt=0, le=86400)
     enabled: bool = True

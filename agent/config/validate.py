@@ -10,6 +10,7 @@ from agent.config.endpoint import parse_endpoint
 from agent.config.gateway import GatewayConfig
 from agent.config.outputs import MqttOutput
 from agent.config.profile import DataType, Point, Profile
+from drivers.serial.mbus import SecondaryAddress
 
 Loc = tuple[str | int, ...]
 
@@ -54,6 +55,7 @@ def cross_check(cfg: GatewayConfig, profiles: Mapping[str, Profile]) -> list[tup
                 (("buses", i, "endpoint"), f"{b.protocol} buses use serial:// or serial+tcp://")
             )
     seen_units: dict[tuple[str, int], int] = {}
+    seen_addresses: dict[tuple[str, str], int] = {}
     for i, d in enumerate(cfg.devices):
         bus = buses.get(d.bus)
         if bus is None:
@@ -64,8 +66,13 @@ def cross_check(cfg: GatewayConfig, profiles: Mapping[str, Profile]) -> list[tup
                 )
             )
             continue
+        # An M-Bus meter polled by secondary address is selected by it and talked to at 0xFD:
+        # its unit id never goes on the wire, so it may be shared (or be 253).
+        secondary = bus.protocol == "mbus" and d.address is not None
+        if d.address is not None:
+            out.extend(_address_problems(i, d.bus, d.address, bus.protocol, seen_addresses))
         key = (d.bus, d.unit_id)
-        if key in seen_units:
+        if key in seen_units and not secondary:
             out.append(
                 (
                     ("devices", i, "unit_id"),
@@ -73,7 +80,8 @@ def cross_check(cfg: GatewayConfig, profiles: Mapping[str, Profile]) -> list[tup
                     f"bus '{d.bus}' by devices[{seen_units[key]}]",
                 )
             )
-        seen_units.setdefault(key, i)
+        if not secondary:
+            seen_units.setdefault(key, i)
         ep = parse_endpoint(bus.endpoint)
         kind = (
             bus.protocol
@@ -81,7 +89,7 @@ def cross_check(cfg: GatewayConfig, profiles: Mapping[str, Profile]) -> list[tup
             else ("modbus-tcp" if ep.scheme == "tcp" else "modbus-serial")
         )
         lo, hi = UNIT_RANGES[kind]
-        if not lo <= d.unit_id <= hi:
+        if not lo <= d.unit_id <= hi and not secondary:
             out.append(
                 (
                     ("devices", i, "unit_id"),
@@ -128,6 +136,24 @@ def cross_check(cfg: GatewayConfig, profiles: Mapping[str, Profile]) -> list[tup
         if isinstance(o, MqttOutput):
             out.extend(_mqtt_checks(i, o, cfg))
     return out
+
+
+def _address_problems(
+    i: int, bus: str, address: str, protocol: str, seen: dict[tuple[str, str], int]
+) -> list[tuple[Loc, str]]:
+    loc: Loc = ("devices", i, "address")
+    if protocol != "mbus":
+        return [(loc, "address is only used by M-Bus devices")]
+    try:
+        norm = str(SecondaryAddress.parse(address))
+    except ValueError as exc:
+        return [(loc, str(exc))]
+    first = seen.setdefault((bus, norm), i)
+    if first != i:
+        return [
+            (loc, f"secondary address {norm} is already used on bus '{bus}' by devices[{first}]")
+        ]
+    return []
 
 
 def _unique(out: list[tuple[Loc, str]], section: str, ids: list[str]) -> None:

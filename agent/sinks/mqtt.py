@@ -231,7 +231,6 @@ class MqttSink:
     async def _serve(self, client: aiomqtt.Client) -> None:
         await self.outbox.flush()  # acks of the last session, so they are not replayed
         boundary = self.outbox.last_id
-        self.link.connected, self.link.connected_since_ms = True, now_ms()
         self._subscribed = set()
         refused: list[str] = []
         refusal = asyncio.Event()
@@ -254,6 +253,7 @@ class MqttSink:
             side.append(tg.create_task(self._resubscribe(client), name=f"mqtt-sub:{self.name}"))
             wire.put(self.encoder.on_connect())
             self._wire = wire
+            self.link.connected, self.link.connected_since_ms = True, now_ms()  # and subscribed
             try:
                 if self.output.health_interval > 0:
                     side.append(tg.create_task(self._health(wire), name=f"mqtt-hb:{self.name}"))

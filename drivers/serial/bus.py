@@ -102,7 +102,7 @@ class SerialBus:
         for b in devices:
             if not b.device.enabled:
                 continue
-            h = make_handler(b.profile, b.device.unit_id)
+            h = make_handler(b.profile, b.device.unit_id, b.device.address)
             st = self.stats.devices.setdefault(b.id, DeviceStats())
             timeout = h.timeout or bus.timeout or DEFAULT_TIMEOUT[h.protocol]
             retries = h.retries if h.retries is not None else bus.retries

@@ -168,8 +168,13 @@ class MBusHandler:
     retries: int | None = None
     MAX_TELEGRAMS = 4  # DIF 0x1F chains; a bound so a confused meter cannot hold the bus
 
-    def __init__(self, profile: Profile, addr: int) -> None:
-        self.addr = addr
+    def __init__(
+        self, profile: Profile, addr: int, secondary: mbus.SecondaryAddress | None = None
+    ) -> None:
+        # A secondary-addressed meter is talked to at 0xFD once selected: its primary address
+        # (often the factory default 0, shared by many meters) is never used on the wire.
+        self.secondary = secondary
+        self.addr = addr if secondary is None else mbus.ADDR_SECONDARY
         self.read_points = tuple(p for p in profile.points if p.field is not None)
         self.fcb = True
         self.need_reset = True
@@ -186,24 +191,38 @@ class MBusHandler:
             return None
         return f
 
+    @staticmethod
+    async def _acked(x: Exchange, request: bytes) -> None:
+        await x.transact(request, mbus.MBusDeframer(), lambda f: True if f[0] == mbus.ACK else None)
+
+    def _telegram(self, raw: bytes) -> Telegram | None:
+        f = self._accept(raw)
+        if f is None:
+            return None
+        if self.secondary is not None and (f.ci != 0x72 or not self.secondary.matches(f.data)):
+            # another meter answered at 0xFD (a selection that also matched it, or one left
+            # selected): never report its values as ours. Only the long header carries the ID.
+            raise ValueError("RSP_UD from a meter with another secondary address")
+        return decode_rsp_ud(f.a, f.ci, f.data)
+
     async def read(self, x: Exchange) -> Fields:
         try:
-            if self.need_reset:
-                await x.transact(
-                    mbus.snd_nke(self.addr),
-                    mbus.MBusDeframer(),
-                    lambda f: True if f[0] == mbus.ACK else None,
-                )
+            if self.secondary is not None:
+                # Selection (EN 13757-3, CI 0x52) before every poll: selecting another meter
+                # deselected this one. A meter stays selected until a non-matching selection
+                # or SND_NKE to 0xFD, so the session reset is select, SND_NKE, select again.
+                await self._acked(x, self.secondary.select())
+                if self.need_reset:
+                    await self._acked(x, mbus.snd_nke(mbus.ADDR_SECONDARY))
+                    await self._acked(x, self.secondary.select())
+                    self.need_reset, self.fcb = False, True
+            elif self.need_reset:
+                await self._acked(x, mbus.snd_nke(self.addr))
                 self.need_reset, self.fcb = False, True
             out: Fields = {}
             for _ in range(self.MAX_TELEGRAMS):
-
-                def accept(raw: bytes) -> Telegram | None:
-                    f = self._accept(raw)
-                    return None if f is None else decode_rsp_ud(f.a, f.ci, f.data)
-
                 tel = await x.transact(
-                    mbus.req_ud2(self.addr, self.fcb), mbus.MBusDeframer(), accept
+                    mbus.req_ud2(self.addr, self.fcb), mbus.MBusDeframer(), self._telegram
                 )
                 self.fcb = not self.fcb  # only after a good exchange (EN 13757-2 5.7.6)
                 for k, v in tel.fields().items():
@@ -222,11 +241,14 @@ class MBusHandler:
         raise PointValueError(point.name, "M-Bus writes are not supported")
 
 
-def make_handler(profile: Profile, addr: int) -> Handler:
+def make_handler(profile: Profile, addr: int, address: str | None = None) -> Handler:
+    """``address``: the device's protocol-specific address (``DeviceConfig.address``); only
+    M-Bus uses it (a secondary address, see ``mbus.SecondaryAddress.parse``)."""
     if profile.protocol == "serial":
         return GenericHandler(profile, addr)
     if profile.protocol == "pelco_d":
         return PelcoHandler(profile, addr)
     if profile.protocol == "mbus":
-        return MBusHandler(profile, addr)
+        sec = None if address is None else mbus.SecondaryAddress.parse(address)
+        return MBusHandler(profile, addr, sec)
     raise ValueError(f"protocol {profile.protocol!r} is not a serial protocol")

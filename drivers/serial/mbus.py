@@ -14,6 +14,9 @@ at 0xFD. Record decoding is in ``drivers.serial.mbus_records``.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+
 from drivers.serial.framing import Deframer
 
 ACK = 0xE5
@@ -88,6 +91,76 @@ def select_secondary(
     )
     sel += bytes((0xFF if version is None else version, 0xFF if medium is None else medium))
     return long_frame(SND_UD, ADDR_SECONDARY, CI_SELECT, sel)
+
+
+_SECONDARY_RE = re.compile(
+    r"(?P<id>[0-9Ff]{8})(?:\.(?P<man>[A-Za-z]{3}|\*)\.(?P<ver>[0-9A-Fa-f]{2}|\*)"
+    r"\.(?P<med>[0-9A-Fa-f]{2}|\*))?"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SecondaryAddress:
+    """A selection mask (EN 13757-3 secondary addressing): the 8-digit identification number
+    with F as a per-digit wildcard, manufacturer, version and medium (None = wildcard)."""
+
+    ident: str  # 8 characters, most significant digit first, "F" = any digit
+    manufacturer: str | None = None
+    version: int | None = None
+    medium: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> SecondaryAddress:
+        """``12345678`` or ``ID.MAN.VER.MED`` (VER, MED two hex digits; ``*`` = any)."""
+        m = _SECONDARY_RE.fullmatch(text)
+        if m is None:
+            raise ValueError(
+                f"'{text}' is not an M-Bus secondary address: 8 digits (F = any digit), "
+                "optionally followed by .MAN.VER.MED, e.g. '12345678' or '12345678.ELS.*.07'"
+            )
+
+        def byte(part: str | None) -> int | None:
+            # 0xFF is the protocol's own wildcard byte: treat it like '*'
+            return None if part in (None, "*") or int(part, 16) == 0xFF else int(part, 16)
+
+        man = m["man"]
+        return cls(
+            m["id"].upper(),
+            None if man in (None, "*") else man.upper(),
+            byte(m["ver"]),
+            byte(m["med"]),
+        )
+
+    def __str__(self) -> str:
+        if (self.manufacturer, self.version, self.medium) == (None, None, None):
+            return self.ident
+        ver = "*" if self.version is None else f"{self.version:02X}"
+        med = "*" if self.medium is None else f"{self.medium:02X}"
+        return f"{self.ident}.{self.manufacturer or '*'}.{ver}.{med}"
+
+    def select(self) -> bytes:
+        """SND_UD CI 0x52 to 0xFD; the ID goes as BCD nibbles LSB first, F nibbles kept."""
+        sel = bytes.fromhex(self.ident)[::-1]
+        man = 0xFFFF if self.manufacturer is None else manufacturer_code(self.manufacturer)
+        sel += man.to_bytes(2, "little")
+        sel += bytes((0xFF if self.version is None else self.version,))
+        sel += bytes((0xFF if self.medium is None else self.medium,))
+        return long_frame(SND_UD, ADDR_SECONDARY, CI_SELECT, sel)
+
+    def matches(self, header: bytes) -> bool:
+        """True if a CI 0x72 long header (ID, manufacturer, version, medium) fits the mask."""
+        if len(header) < 8:
+            return False
+        got = header[3::-1].hex().upper()
+        if any(w not in ("F", g) for w, g in zip(self.ident, got, strict=True)):
+            return False
+        man = int.from_bytes(header[4:6], "little")
+        if self.manufacturer is not None and man != manufacturer_code(self.manufacturer):
+            return False
+        return all(
+            want is None or want == got_b
+            for want, got_b in ((self.version, header[6]), (self.medium, header[7]))
+        )
 
 
 class MBusDeframer(Deframer):

@@ -185,23 +185,30 @@ class Meter:
     last: bytes = b""
     split: bool = False  # answer in two telegrams (DIF 0x1F), exercising FCB toggling
     part: int = 0
+    primary: int = 0  # primary address; meters may share one (then only secondary works)
 
 
 class MBusLine(Responder):
     """Wired M-Bus water meters (EN 13757-2/-3): SND_NKE -> E5; REQ_UD2 -> RSP_UD (CI 0x72,
     volume BCD VIF 0x13 = litres, flow VIF 0x3B, fabrication number, date-time type F, error
     flags VIF FD 17); a repeated FCB gets the previous telegram again; secondary selection by
-    SND_UD CI 0x52 at address 0xFD."""
+    SND_UD CI 0x52 at address 0xFD (version 0x01, medium 0x07 water, manufacturer CTY): every
+    matching meter is selected and acks, a non-matching selection or SND_NKE to 0xFD deselects.
+
+    ``meters`` and ``faults`` are keyed by the address given at creation; set
+    ``meters[k].primary`` to put several meters behind one primary address. Meters answering
+    together collide: a slave sends a 0 bit by drawing extra current, so the master reads the
+    AND of the overlapping bytes."""
 
     MAN = ((ord("C") - 64) << 10) | ((ord("T") - 64) << 5) | (ord("Y") - 64)  # "CTY"
 
     def __init__(self, addrs: Sequence[int], clock: Callable[[], float] = time.time) -> None:
         super().__init__(addrs, clock)
         self.meters = {
-            a: Meter(ident=12345600 + a, volume_l=123456 + 1000 * a, split=(i == 1))
+            a: Meter(ident=12345600 + a, volume_l=123456 + 1000 * a, split=(i == 1), primary=a)
             for i, a in enumerate(addrs)
         }
-        self.selected: int | None = None
+        self.selected: set[int] = set()
 
     def feed(self, data: bytes) -> list[bytes]:
         self.buf += data
@@ -232,41 +239,60 @@ class MBusLine(Responder):
                 del b[0]
         return out
 
-    def _target(self, a: int) -> int | None:
+    def _targets(self, a: int) -> list[int]:
         if a == 0xFD:
-            return self.selected
-        return a if a in self.meters else None
+            return sorted(self.selected)
+        return [k for k, m in self.meters.items() if m.primary == a]
+
+    @staticmethod
+    def _collide(replies: list[bytes]) -> list[bytes]:
+        replies = [r for r in replies if r]
+        if len(replies) < 2:
+            return replies
+        out = bytearray(max(replies, key=len))
+        for r in replies:
+            for i, byte in enumerate(r):
+                out[i] &= byte
+        return [bytes(out)]
 
     def _short(self, c: int, a: int) -> list[bytes]:
-        t = self._target(a)
-        if t is None:
-            return []
+        targets = self._targets(a)
+        if c == 0x40 and a == 0xFD:
+            self.selected = set()  # EN 13757-3: SND_NKE to 0xFD ends the selection
+        return self._collide([self._short_one(c, t) for t in targets])
+
+    def _short_one(self, c: int, t: int) -> bytes:
         m, faults = self.meters[t], self.faults[t]
         if c == 0x40:
             m.fcb, m.last, m.part = None, b"", 0
-            return [faults.apply(b"\xe5", lambda r: b"")]
+            return faults.apply(b"\xe5", lambda r: b"")
         if c & 0xDF != 0x5B:
-            return []
+            return b""
         fcb = bool(c & 0x20)
         if m.fcb is None or fcb != m.fcb or not m.last:
-            m.last = self._telegram(t, m)
+            m.last = self._telegram(m)
         m.fcb = fcb
-        return [faults.apply(m.last, lambda r: r[:-2] + bytes(((r[-2] + 1) & 0xFF, 0x16)))]
+        return faults.apply(m.last, lambda r: r[:-2] + bytes(((r[-2] + 1) & 0xFF, 0x16)))
 
     def _long(self, c: int, a: int, ci: int, data: bytes) -> list[bytes]:
         if a == 0xFD and ci == 0x52 and len(data) == 8 and c & 0xDF == 0x53:
             want = data[:4].hex()[::-1]
-            self.selected = None
-            for addr, m in self.meters.items():
+            man, ver, med = int.from_bytes(data[4:6], "little"), data[6], data[7]
+            self.selected = set()
+            for k, m in self.meters.items():
                 mine = _bcd(m.ident, 4).hex()[::-1]
-                if all(
-                    w in "fF" or w == x for w, x in zip(want, mine, strict=True)
-                ) and int.from_bytes(data[4:6], "little") in (0xFFFF, self.MAN):
-                    self.selected = addr
-                    return [b"\xe5"]
+                if (
+                    all(w in "fF" or w == x for w, x in zip(want, mine, strict=True))
+                    and man in (0xFFFF, self.MAN)
+                    and ver in (0xFF, 0x01)
+                    and med in (0xFF, 0x07)
+                ):
+                    self.selected.add(k)
+            acks = [self.faults[k].apply(b"\xe5", lambda r: b"") for k in sorted(self.selected)]
+            return self._collide(acks)
         return []
 
-    def _telegram(self, addr: int, m: Meter) -> bytes:
+    def _telegram(self, m: Meter) -> bytes:
         m.access = (m.access + 1) & 0xFF
         m.volume_l += 7
         t = time.gmtime(self.clock())
@@ -303,5 +329,5 @@ class MBusLine(Responder):
             records, m.part = part2, 0
         else:
             records = part1 + part2
-        body = bytes((0x08, addr, 0x72)) + head + records
+        body = bytes((0x08, m.primary, 0x72)) + head + records
         return bytes((0x68, len(body), len(body), 0x68)) + body + bytes((sum(body) & 0xFF, 0x16))

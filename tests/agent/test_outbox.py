@@ -99,6 +99,14 @@ async def test_group_commit_batches_concurrent_submitters(outbox: Outbox) -> Non
     assert st.commits <= 3  # one window (sometimes split by timing), not 50 fsyncs
 
 
+async def test_submit_returns_within_the_commit_latency(tmp_path: Path) -> None:
+    async for ob in running(Outbox(tmp_path / "ob.sqlite")):  # default commit_interval 0.1 s
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await ob.submit([reading(1)])
+        assert loop.time() - t0 < 0.2 + 0.1  # 200 ms target, plus slack for a busy CI box
+
+
 async def test_commit_rows_triggers_immediate_commit(tmp_path: Path) -> None:
     async for ob in running(Outbox(tmp_path / "ob.sqlite", commit_interval=5, commit_rows=100)):
         async with asyncio.timeout(2):  # would take 5 s without the row trigger

@@ -146,6 +146,14 @@ CASES: list[tuple[str, Edit, str, str, str, bool]] = [
         True,
     ),
     (
+        "address-not-mbus",
+        gw("unit_id = 1\n", 'unit_id = 1\naddress = "12345678"\n'),
+        "gateway.toml",
+        "devices[0].address",
+        "only used by M-Bus devices",
+        True,
+    ),
+    (
         "unit-id-shared",
         gw(
             'bus = "rs485"\nprofile = "test/lamp"\nunit_id = 2',
