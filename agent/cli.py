@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "agent.commands.plan",
     "agent.commands.tools",
     "agent.commands.scan",
+    "agent.commands.outbox",
 )
 
 

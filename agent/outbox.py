@@ -201,7 +201,8 @@ class Outbox:
                 for w in waiters:
                     if not w.done():
                         w.set_exception(err)
-                self._acked_pending += acked  # the rows stay; depth stays honest
+                self._acks[:0] = acks  # retried with the next commit
+                self._acked_pending += acked
                 raise
             if res.dropped:
                 log.warning(
@@ -297,6 +298,28 @@ class Outbox:
         self._acks.append((first_id, last_id))
         self._acked_pending += count
         self._wake.set()
+
+    def correct_unsynced(self, fix: Callable[[Reading], Reading]) -> int:
+        """Rewrite the stored readings taken before the wall clock was synchronised (gateways
+        without RTC boot in 1970 or at the last shutdown time). Runs on the database thread,
+        between group commits; rows already published are the platform's to correct (they carry
+        ``timeQuality: unsynced``)."""
+
+        def work() -> int:
+            rows = self._db.execute(
+                "SELECT id, data FROM outbox WHERE instr(data, ?) > 0",
+                (b'"timeQuality":"unsynced"',),
+            ).fetchall()
+            updates = [(encode_reading(fix(decode_reading(d))), i) for i, d in rows]
+            if updates:
+                self._db.execute("BEGIN")
+                self._db.executemany("UPDATE outbox SET data = ? WHERE id = ?", updates)
+                self._db.execute("COMMIT")
+            return len(updates)
+
+        if self._shut:
+            return 0
+        return self._executor.submit(work).result(timeout=60)
 
     def stats(self) -> OutboxStats:
         age = None if self._oldest_ts is None else max(0.0, self._clock() - self._oldest_ts / 1000)

@@ -105,6 +105,15 @@ class Agent:
         self.services.append(("control", self.control.run))
         self.router: CommandRouter | None = None
         self._install_commands()
+        for sink in self.sinks:  # per-device status in the MQTT health message
+            if hasattr(sink, "status_provider"):
+                sink.status_provider = self.device_status
+
+    def device_status(self) -> dict[str, Any]:
+        from agent.ctl import status_of
+
+        devices: dict[str, Any] = status_of(self)["devices"]
+        return devices
         if any(hasattr(s, "device_status") for s in self.sinks):
             self.services.append(("device-status", self._device_status_watch))
 

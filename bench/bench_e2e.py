@@ -68,6 +68,7 @@ def measure(
         d, fleet.ports, units, points=points, interval=interval, broker_url=broker.url
     )
     sub = Counter(broker.port, client_id=f"bench-{tag}")
+    t_start = time.monotonic()
     proc = start_agent(cfg, no_ext=no_ext, prefix=prefix)
     try:
         with Sampler(proc.pid) as rss:
@@ -80,6 +81,7 @@ def measure(
             steady = rss.samples[len(rss.samples) // 3 :]
             _, peak = rss_mb(proc.pid)
     finally:
+        t_stop = time.monotonic()
         log = stop_agent(proc, cfg)
         time.sleep(0.5)
         sub.close()
@@ -100,6 +102,8 @@ def measure(
         "delivered": delivered,
         "delivered_per_s": round(delivered / (t1 - t0), 1),
         "polled_expected_per_s": expected,
+        # readings the agent read per second over its whole life (start-up ~0.5 s included)
+        "polled_actual_per_s": round(totals[0] / (t_stop - t_start), 1) if totals else None,
         "filter_pass_ratio": None if pass_ratio is None else round(pass_ratio, 3),
         "cpu_s_per_10k": round(cpu / delivered * 10_000, 3) if delivered else None,
         "cpu_s_per_10k_polled": round(cpu / (expected * (t1 - t0)) * 10_000, 3),

@@ -50,6 +50,36 @@ def time_ready(cfg: Path, base: Path, n: int) -> float:
             sock_path.unlink()
 
 
+FOOTPRINT = """
+import re, sys, json
+def rss():
+    return int(re.search(r"VmRSS:\\s+(\\d+)", open("/proc/self/status").read())[1]) / 1024
+steps = [("interpreter", rss())]
+for label, mods in (
+    ("stdlib (asyncio, ssl, sqlite3, json)", "asyncio ssl sqlite3 json"),
+    ("pydantic + pydantic-settings", "pydantic pydantic_settings"),
+    ("pymodbus", "pymodbus.client pymodbus.server"),
+    ("aiomqtt + paho-mqtt", "aiomqtt"),
+    ("prometheus-client", "prometheus_client"),
+    ("agent (runtime, MQTT sink, CLI)", "agent.runtime agent.sinks.mqtt agent.cli"),
+):
+    for m in mods.split():
+        __import__(m)
+    steps.append((label, rss()))
+print(json.dumps(steps))
+"""
+
+
+def import_footprint() -> list[tuple[str, float]]:
+    """RSS (MiB) after importing each dependency group in turn, in a fresh interpreter."""
+    import json
+
+    out = subprocess.run(
+        [sys.executable, "-c", FOOTPRINT], check=True, capture_output=True, text=True
+    ).stdout
+    return [(k, v) for k, v in json.loads(out)]
+
+
 def time_help() -> float:
     t0 = time.monotonic()
     subprocess.run([str(CLI), "--help"], check=True, capture_output=True)
@@ -82,6 +112,12 @@ def main() -> int:
         f"(target <= {TARGET_READY} s)"
     )
     print(f"cityedge --help: median {statistics.median(helps):.3f} s over 5 runs")
+    foot = import_footprint()
+    print("RSS after imports (fresh interpreter, cumulative):")
+    prev = 0.0
+    for label, mb in foot:
+        print(f"  {label:<40} {mb:6.1f} MB  (+{mb - prev:.1f})")
+        prev = mb
     if args.json:
         emit_json(
             {
@@ -90,6 +126,7 @@ def main() -> int:
                 "ready_runs_s": [round(x, 3) for x in readys],
                 "help_median_s": round(statistics.median(helps), 3),
                 "target_ready_s": TARGET_READY,
+                "import_rss_mb": [[k, round(v, 1)] for k, v in foot],
             }
         )
     return 0

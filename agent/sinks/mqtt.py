@@ -47,6 +47,7 @@ from agent.mqtt.stats import LinkStats, MqttSinkStats, health_payload
 from agent.mqtt.wire import NotConnectedError, Unit, Wire
 from agent.outbox import Outbox, OutboxRow
 from agent.reading import Reading, now_ms
+from agent.timesync import ClockOffset, correct_reading
 from drivers.base import DeviceBinding
 
 log = logging.getLogger("cityedge.mqtt")
@@ -163,6 +164,15 @@ class MqttSink:
         msgs = self.encoder.device_status(device_id, online)
         if self._wire is not None:
             self._wire.put(msgs)
+
+    def correct_unsynced(self, offset: ClockOffset) -> int:
+        """Clock synchronised: fix the timestamps of pre-sync readings still in the outbox."""
+        return self.outbox.correct_unsynced(lambda r: correct_reading(r, offset))
+
+    def rebirth(self) -> None:
+        """Re-send what a (re)connect sends: births (Sparkplug) / online status (native)."""
+        if self._wire is not None:
+            self._wire.put(self.encoder.on_connect())
 
     def stats(self) -> MqttSinkStats:
         return MqttSinkStats(self.name, dataclasses.replace(self.link), self.outbox.stats())

@@ -216,3 +216,40 @@ def test_kill_9_loses_nothing_committed(tmp_path: Path) -> None:
         assert [r.reading.seq for r in rows] == list(range(len(rows)))
 
     asyncio.run(check())
+
+
+async def test_pre_sync_timestamps_are_corrected_in_place(tmp_path: Path) -> None:
+    from agent.reading import Reading, TimeQuality
+    from agent.timesync import ClockOffset, correct_reading
+
+    box = Outbox(tmp_path / "o.sqlite")
+    runner = asyncio.create_task(box.run())
+    boot_1970 = 86_400_000  # a gateway without RTC believes it is 2 January 1970
+    readings = [
+        Reading(
+            "gw",
+            "lamp",
+            "streetlight",
+            "p",
+            "p",
+            float(i),
+            None,
+            None,
+            boot_1970 + i,
+            seq=i,
+            time_quality=TimeQuality.UNSYNCED,
+        )
+        for i in range(5)
+    ] + [Reading("gw", "lamp", "streetlight", "p", "p", 9.0, None, None, 1_795_000_000_000, seq=9)]
+    await box.submit(readings)
+    offset = ClockOffset(
+        offset_s=1_795_000_000.0 - 86_400.0, wall_at=1_795_000_000.0, mono_at=0.0, source="test"
+    )
+    assert box.correct_unsynced(lambda r: correct_reading(r, offset)) == 5
+    rows = await box.read(0, 10)
+    fixed = [r.reading for r in rows]
+    assert [r.observed_at_ms for r in fixed[:5]] == [1_795_000_000_000 + i for i in range(5)]
+    assert {r.time_quality for r in fixed[:5]} == {TimeQuality.CORRECTED}
+    assert fixed[5].observed_at_ms == 1_795_000_000_000 and fixed[5].time_quality.value == "synced"
+    await box.close()
+    await runner
