@@ -479,8 +479,10 @@ def _idle_start(a: Callable[[str], None], i: Step, s: Step) -> None:
     foot = s.data.get("import_rss_mb", [])
     if foot:
         a("")
-        a("RSS after importing each dependency group in turn (fresh interpreter, cumulative) - ")
-        a("the floor under the agent's RSS before it reads a single register:")
+        a(
+            "RSS after importing each dependency group in turn (fresh interpreter, cumulative): "
+            "the floor under the agent's RSS before it reads a single register."
+        )
         a("")
         a("| Imported | RSS MB | added MB |")
         a("|---|---|---|")

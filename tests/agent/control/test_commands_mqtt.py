@@ -248,3 +248,71 @@ async def test_remote_config_update(sim: SimulatorServer, mosquitto: Any, tmp_pa
     finally:
         agent.request_shutdown()
         await asyncio.wait_for(task, 10)
+
+
+async def test_sparkplug_dcmd_and_malformed_protobuf(
+    sim: SimulatorServer, mosquitto: Any, tmp_path: Path
+) -> None:
+    from agent.encoders import sparkplug_b_pb2 as pb
+    from agent.encoders.sparkplug_codec import DOUBLE, set_value
+
+    broker = mosquitto()
+    agent, task = await run_agent(tmp_path, sim, broker, encoding="sparkplug")
+    try:
+        async with aiomqtt.Client("127.0.0.1", broker.port, identifier="scada") as client:
+            await client.subscribe("cityedge/gw-cmd/#", qos=1)
+            platform = Platform(client)
+            listener = asyncio.create_task(platform.listen())
+            await asyncio.sleep(0.5)
+            topic = "spBv1.0/cityedge/DCMD/gw-cmd/lamp-1"
+            cmd = pb.Payload(timestamp=int(time.time() * 1000), seq=0)
+            m = cmd.metrics.add(name="dim_level", datatype=DOUBLE)
+            set_value(m, DOUBLE, 0.3)
+            await client.publish(topic, cmd.SerializeToString(), qos=1)
+            for _ in range(200):
+                if sim.registers(1, "holding", 0, 1) == [30]:
+                    break
+                await asyncio.sleep(0.025)
+            assert sim.registers(1, "holding", 0, 1) == [30]
+            for _ in range(100):
+                if platform.answers:
+                    break
+                await asyncio.sleep(0.025)
+            (answer,) = platform.answers.values()
+            assert answer["status"] == "ok" and answer["target"] == "dim_level"
+
+            platform.answers.clear()
+            await client.publish(topic, b"\x0a\xff\xff\xff garbage", qos=1)
+            for _ in range(100):
+                if platform.answers:
+                    break
+                await asyncio.sleep(0.025)
+            (bad,) = platform.answers.values()
+            assert bad["status"] == "rejected" and "protobuf" in bad["reason"]
+            assert sim.registers(1, "holding", 0, 1) == [30]
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+    finally:
+        agent.request_shutdown()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_fiware_iot_agent_command(
+    sim: SimulatorServer, mosquitto: Any, tmp_path: Path
+) -> None:
+    broker = mosquitto()
+    agent, task = await run_agent(tmp_path, sim, broker, encoding="ngsild")
+    try:
+        async with aiomqtt.Client("127.0.0.1", broker.port, identifier="iota") as client:
+            await client.subscribe("/gw-cmd/lamp-1/cmdexe", qos=1)
+            await asyncio.sleep(0.5)
+            await client.publish("/gw-cmd/lamp-1/cmd", b'{"illuminanceLevel": 0.55}', qos=1)
+            async with asyncio.timeout(10):
+                async for msg in client.messages:
+                    result = json.loads(msg.payload)  # type: ignore[arg-type]
+                    break
+            assert result["illuminanceLevel"]["status"] == "ok", result
+            assert sim.registers(1, "holding", 0, 1) == [55]
+    finally:
+        agent.request_shutdown()
+        await asyncio.wait_for(task, 10)
