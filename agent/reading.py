@@ -106,7 +106,14 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+_iso_second: tuple[int, str] = (-1, "")
+
+
 def iso_ms(ms: int) -> str:
     """ISO 8601 UTC with millisecond precision and an explicit Z."""
-    base = datetime.fromtimestamp(ms // 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{base}.{ms % 1000:03d}Z"
+    # Readings come in bursts within one second: format the second once (strftime dominates).
+    global _iso_second
+    sec = ms // 1000
+    if _iso_second[0] != sec:
+        _iso_second = (sec, datetime.fromtimestamp(sec, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{_iso_second[1]}.{ms % 1000:03d}Z"

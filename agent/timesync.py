@@ -204,12 +204,12 @@ class TimeKeeper:
         """Stamp a batch taken now: unchanged while synced (no copy), UNSYNCED otherwise."""
         if self._synced:
             return batch
-        return [
-            dataclasses.replace(r, time_quality=TimeQuality.UNSYNCED)
-            if r.time_quality is TimeQuality.SYNCED
-            else r
-            for r in batch
-        ]
+        # in place: the batch is fresh from the driver and owned by the pipeline until the
+        # sinks serialize it (a copy per reading cost as much as decoding it)
+        for r in batch:
+            if r.time_quality is TimeQuality.SYNCED:
+                object.__setattr__(r, "time_quality", TimeQuality.UNSYNCED)
+        return batch
 
     def snapshot(self) -> dict[str, object]:
         """For the health document."""

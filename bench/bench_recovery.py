@@ -47,7 +47,7 @@ def main() -> int:
         broker = Mosquitto(base)
         broker.start()
         fleet = SimFleet(10, 5)
-        sub = Counter(broker.port, keep_ids=True, client_id="bench-recovery")
+        sub = Counter(broker.port, keep_ids=True, client_id="bench-recovery", persistent=True)
         try:
             cfg = gateway_config(
                 base, fleet.ports, 5, points=12, interval=1.0, broker_url=broker.url

@@ -388,9 +388,16 @@ class Counter:
     """paho-mqtt subscriber (network thread) on the native data topic: counts readings,
     arrival times per message, distinct reading ids and historical readings. A persistent
     session (fixed client id, clean_session False) keeps the subscription across a broker
-    restart, so nothing published while it reconnects is missed."""
+    restart (``persistent``), so nothing published while it reconnects is missed."""
 
-    def __init__(self, port: int, *, keep_ids: bool = False, client_id: str = "bench-sub") -> None:
+    def __init__(
+        self,
+        port: int,
+        *,
+        keep_ids: bool = False,
+        client_id: str = "bench-sub",
+        persistent: bool = False,
+    ) -> None:
         import paho.mqtt.client as mqtt
 
         self.readings = 0
@@ -402,7 +409,9 @@ class Counter:
         self.log: list[tuple[float, int, int]] = []  # (monotonic, readings, historical)
         self._lock = threading.Lock()
         self._connected = threading.Event()
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+        c = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not persistent
+        )
         c.on_connect = self._on_connect
         c.on_message = self._on_message
         c.reconnect_delay_set(0.1, 0.5)

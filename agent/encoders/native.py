@@ -12,6 +12,7 @@ of the message; a replay may cut messages differently, so de-duplicate on readin
 from __future__ import annotations
 
 import calendar
+import functools
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -78,9 +79,26 @@ def reading_json(r: Reading) -> bytes:
     if r.entity_id is not None:
         s += f',"entityId":{_esc(r.entity_id)}'
     if r.source is not None:
-        src = r.to_dict()["source"]
-        s += ',"source":' + json.dumps(src, separators=(",", ":"))
+        s += _source_json(r.source)
     return (s + "}").encode()
+
+
+@functools.lru_cache(maxsize=8192)
+def _source_json(src: Source) -> str:
+    # one Source object per point (drivers cache them), so this is a dictionary hit
+    d = {
+        k: v
+        for k, v in (
+            ("protocol", src.protocol),
+            ("bus", src.bus),
+            ("unitId", src.unit_id),
+            ("table", src.table),
+            ("address", src.address),
+            ("rawType", src.raw_type),
+        )
+        if v is not None
+    }
+    return ',"source":' + json.dumps(d, separators=(",", ":"))
 
 
 def parse_iso_ms(t: str) -> int:

@@ -43,6 +43,7 @@ class DeviceState:
         self.bus_id = bus_id
         self.unit = binding.device.unit_id
         self.stats = DeviceStats()
+        self._sources: dict[str, Source] = {}
         self.backoff = Backoff(quarantine_min, max(quarantine_min, quarantine_max), rng=rng)
         self.excluded: set[tuple[Table, int]] = set()
         self.unsupported: dict[str, str] = {}  # point name -> reason
@@ -137,9 +138,17 @@ class DeviceState:
         quality: Quality = Quality.GOOD,
         reason: str | None = None,
     ) -> Reading:
-        source = Source(
-            "modbus", self.bus_id, self.unit, point.table.value, point.address, point.type.value
-        )
+        source = self._sources.get(point.name)
+        if source is None:  # one immutable Source per point, shared by all its readings
+            source = Source(
+                "modbus",
+                self.bus_id,
+                self.unit,
+                point.table.value,
+                point.address,
+                point.type.value,
+            )
+            self._sources[point.name] = source
         return point_reading(self.binding, point, value, ts, source, quality, reason)
 
     def decode(

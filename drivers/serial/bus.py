@@ -89,6 +89,7 @@ class SerialBus:
         self.bus_id = bus.id
         self.config = bus
         self.stats = BusStats()
+        self._sources: dict[tuple[str, str], Source] = {}
         self.endpoint = parse_endpoint(bus.endpoint)
         self.link = Link(self.endpoint)
         self._emit = emit
@@ -316,12 +317,16 @@ class SerialBus:
         quality: Quality = Quality.GOOD,
         reason: str | None = None,
     ) -> Reading:
-        source = Source(
-            protocol=dev.handler.protocol,
-            bus=self.bus_id,
-            unit_id=dev.binding.device.unit_id,
-            raw_type=p.type.value,
-        )
+        key = (dev.binding.id, p.name)
+        source = self._sources.get(key)
+        if source is None:  # one immutable Source per point, shared by all its readings
+            source = Source(
+                protocol=dev.handler.protocol,
+                bus=self.bus_id,
+                unit_id=dev.binding.device.unit_id,
+                raw_type=p.type.value,
+            )
+            self._sources[key] = source
         return point_reading(dev.binding, p, value, ts, source, quality, reason)
 
     async def _emit_values(self, dev: _Device, raw: dict[str, RawValue]) -> None:
