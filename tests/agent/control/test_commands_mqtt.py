@@ -66,6 +66,14 @@ async def sim() -> AsyncIterator[SimulatorServer]:
     await server.stop()
 
 
+async def until(cond: Any, tries: int = 200) -> None:
+    """Poll a condition every 25 ms (the broker and the bus run in real time)."""
+    for _ in range(tries):
+        if cond():
+            return
+        await asyncio.sleep(0.025)
+
+
 class Platform:
     """The city platform's side: sends commands, collects answers and readings."""
 
@@ -132,10 +140,7 @@ async def test_dim_round_trip_and_rejections(
             assert ok["status"] == "ok" and ok["value"] == pytest.approx(0.4)
             assert sim.registers(1, "holding", 0, 1) == [40]
             # the power reading falls with the dim level (150 W rated -> about 60 W)
-            for _ in range(200):
-                if platform.power()[-1] < before * 0.6:
-                    break
-                await asyncio.sleep(0.05)
+            await until(lambda: platform.power()[-1] < before * 0.6, 200)
             after = platform.power()[-1]
             assert after == pytest.approx(before * 0.4, rel=0.15)
 
@@ -269,24 +274,15 @@ async def test_sparkplug_dcmd_and_malformed_protobuf(
             m = cmd.metrics.add(name="dim_level", datatype=DOUBLE)
             set_value(m, DOUBLE, 0.3)
             await client.publish(topic, cmd.SerializeToString(), qos=1)
-            for _ in range(200):
-                if sim.registers(1, "holding", 0, 1) == [30]:
-                    break
-                await asyncio.sleep(0.025)
+            await until(lambda: sim.registers(1, "holding", 0, 1) == [30], 200)
             assert sim.registers(1, "holding", 0, 1) == [30]
-            for _ in range(100):
-                if platform.answers:
-                    break
-                await asyncio.sleep(0.025)
+            await until(lambda: platform.answers, 100)
             (answer,) = platform.answers.values()
             assert answer["status"] == "ok" and answer["target"] == "dim_level"
 
             platform.answers.clear()
             await client.publish(topic, b"\x0a\xff\xff\xff garbage", qos=1)
-            for _ in range(100):
-                if platform.answers:
-                    break
-                await asyncio.sleep(0.025)
+            await until(lambda: platform.answers, 100)
             (bad,) = platform.answers.values()
             assert bad["status"] == "rejected" and "protobuf" in bad["reason"]
             assert sim.registers(1, "holding", 0, 1) == [30]
