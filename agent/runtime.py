@@ -228,6 +228,7 @@ class Agent:
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
             sink_tasks = [tg.create_task(s.run(), name=f"sink:{s.name}") for s in self.sinks]
+            sink_tasks += [tg.create_task(f(), name=n) for n, f in self.pipeline.feeders()]
             for bid in list(self.drivers):
                 self._start_bus(bid)
             ready_task = tg.create_task(self._announce_ready(), name="ready")
@@ -243,6 +244,10 @@ class Agent:
                 t.cancel()
             if bus_tasks:
                 await asyncio.wait(bus_tasks, timeout=max(0.0, deadline - time.monotonic()))
+            try:  # what the buses read is handed to the sinks before they flush and close
+                await asyncio.wait_for(self.pipeline.drain(), max(0.1, deadline - time.monotonic()))
+            except TimeoutError:
+                log.error("sinks did not accept every reading within the grace period")
             for s in self.sinks:
                 try:
                     await asyncio.wait_for(s.close(), max(0.1, deadline - time.monotonic()))

@@ -312,24 +312,21 @@ def _area_of(
     return "other"
 
 
-NOTES = """## Reading it (notes written with the November 2026 code; re-check after changes)
+NOTES = """## Reading it (notes written with the code of 2026-11-23; re-check after changes)
 
-- Per reading, the hot path builds several objects: `DeviceState.reading` constructs a frozen
-  `Reading` (plus a `Source`), `TimeKeeper.mark` copies it with `dataclasses.replace` when the
-  wall clock is not NTP-synchronised (true on the benchmark VM, and on a gateway before its
-  first sync), and `Pipeline.emit` copies it again to stamp `seq`. `dataclasses.replace` is
-  slow (it reads every field by name and runs the frozen `__init__`, one
-  `object.__setattr__` per field); each copy costs about as much as the decode itself.
-- The outbox stores each reading as native JSON built from `Reading.to_dict()` +
-  `json.dumps` + `datetime.strftime` for the timestamp: one dict, one JSON encode and one
-  date format per reading, on the event loop thread before the commit.
-- `socket.send` is one syscall per Modbus request (pymodbus writes each ADU on its own) plus
-  the MQTT publishes; the asyncio share is the cost of one task wake-up per request and per
-  response. Fewer, larger requests (the planner) already keep this down; it scales with
-  requests, not readings.
-- Filters are not a visible cost (under 1 % with the compiled kernels, a few % with the
-  Python twin), so compiled vs Python filters differ by less than the run-to-run noise in the
-  end-to-end figures.
+- Per-request work dominates: the asyncio loop (a task wake-up per request and per
+  response, the selector), `socket.send` (one syscall per Modbus request: pymodbus writes each
+  ADU on its own) and pymodbus' transaction handling. It scales with requests, not readings:
+  here 50 devices x 2 requests per second, each request carrying ~6 readings. Fewer, larger
+  requests (the planner) already help; the rest is per-request overhead in pymodbus + asyncio.
+- Decode: `decode_point` per point, the `Point.registers` property recomputed on every call,
+  and one frozen-dataclass `Reading` built per value (`drivers/base.py:point_reading`).
+- Serialization: the native JSON of every reading (`reading_json`) is built on the event
+  loop thread when the batch is submitted to the outbox.
+- Filters are not a visible cost (about 1 % with the compiled kernels), so compiled vs Python
+  filters differ by less than the run-to-run noise in the end-to-end figures.
+- Not in these samples: the outbox thread (SQLite insert/delete + fsync of every group
+  commit), whose CPU is in the end-to-end figures.
 """
 
 

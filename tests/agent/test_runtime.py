@@ -178,3 +178,28 @@ def test_sequence_never_goes_backwards_after_a_clock_reset(tmp_path: Path) -> No
     _write_seq(mark, future)
     assert _first_seq(mark) > future
     assert _first_seq(tmp_path / "missing") > 0
+
+
+class SlowCommitSink(SlowSink):
+    """Accepts a batch only after a slow commit, like the outbox's group commit + fsync."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.submits = 0
+
+    async def submit(self, batch: Sequence[Reading]) -> None:
+        await asyncio.sleep(0.2)
+        self.submits += 1
+        await super().submit(batch)
+
+
+async def test_slow_sink_commit_does_not_slow_polling(agent_cfg: Path) -> None:
+    sink = SlowCommitSink()
+    agent = Agent(load_config(agent_cfg), sinks=[sink])
+    task = asyncio.create_task(agent.run())
+    await asyncio.sleep(0.6)
+    assert agent.pipeline.received >= 40  # ~10 ms per poll, not 200 ms per poll
+    assert sink.submits <= 4  # queued batches were coalesced into few commits
+    agent.request_shutdown()
+    await asyncio.wait_for(task, agent.grace + 1)
+    assert len(sink.flushed) == agent.pipeline.delivered == agent.pipeline.received
