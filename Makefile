@@ -60,6 +60,7 @@ test: system-deps $(STAMP)
 	$(MAKE) --no-print-directory lint typecheck pytest
 
 bench: $(STAMP) system-deps
+	CITYEDGE_REQUIRE_EXT=1 $(PY) -m pip install -q --no-build-isolation -e '.[test,bench]'
 	$(PY) bench/run_all.py
 
 clean:
