@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.control.audit import AuditLog
+from agent.control.audit import AuditLog, audit_path
 from agent.control.model import Command, CommandResult, CommandStatus
+from agent.observe import sink_snapshot
 from agent.reading import now_ms
 
 if TYPE_CHECKING:
@@ -38,7 +39,8 @@ class ControlError(Exception):
         super().__init__(message)
 
 
-def status_of(agent: Agent) -> dict[str, Any]:
+def devices_of(agent: Agent) -> dict[str, Any]:
+    """Per-device status from the bus owners' counters (CLI status, MQTT health message)."""
     devices: dict[str, Any] = {}
     for bus_id, driver in agent.drivers.items():
         for dev_id, st in driver.stats.devices.items():
@@ -53,21 +55,23 @@ def status_of(agent: Agent) -> dict[str, Any]:
                 else round((now_ms() - st.last_success_ms) / 1000, 1),
                 "unsupported": list(st.unsupported_points),
             }
+    return devices
+
+
+def status_of(agent: Agent) -> dict[str, Any]:
+    devices = devices_of(agent)
     sinks = []
     for s in agent.sinks:
-        entry: dict[str, Any] = {"name": s.name, "type": type(s).__name__}
-        stats_fn = getattr(s, "stats", None)
-        if callable(stats_fn):
-            with contextlib.suppress(Exception):
-                st = stats_fn()
-                entry["connected"] = getattr(getattr(st, "link", None), "connected", None)
-                ob = getattr(st, "outbox", None)
-                if ob is not None:
-                    entry["outbox"] = {
-                        k: getattr(ob, k)
-                        for k in ("depth", "oldest_age", "drops")
-                        if hasattr(ob, k)
-                    }
+        snap = sink_snapshot(s, now_ms())
+        entry: dict[str, Any] = {"name": snap.name, "type": snap.kind}
+        if snap.connected is not None:
+            entry["connected"] = snap.connected
+        if snap.has_outbox:
+            entry["outbox"] = {
+                "depth": snap.outbox_depth,
+                "oldestAgeS": snap.outbox_oldest_age_s,
+                "drops": snap.outbox_dropped,
+            }
         sinks.append(entry)
     return {
         "gateway": agent.loaded.config.gateway.id,
@@ -99,9 +103,7 @@ class ControlServer:
         self.agent = agent
         self.path = path
         cfg = agent.loaded.config
-        self.audit = AuditLog(
-            Path(cfg.commands.audit_file or Path(cfg.gateway.state_dir) / "audit.jsonl")
-        )
+        self.audit = AuditLog(audit_path(cfg))
 
     async def run(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,10 +2,8 @@
 
 One call from ``agent/commands/run.py`` after the Agent is built and before ``agent.run()``::
 
-    ops = attach_operations(agent)           # appends its tasks to agent.services
-    ...
-    ops.note_reload(True, "applied: ...")    # from the reload handler, good or bad
-    batch = ops.timekeeper.mark(batch)       # in Pipeline.emit, before the filters
+    ops = attach_operations(agent)   # appends its tasks to agent.services, sets the pipeline's
+                                     # time marking and listens to the agent's reloads
 
 At clock sync the readings still held in ``pipeline.last_values`` are corrected and every sink
 with a ``correct_unsynced(offset)`` method is asked to correct what it stores (the outbox).
@@ -71,6 +69,8 @@ def attach_operations(
         endpoint, factory = http_service(agent, cfg.metrics.host, cfg.metrics.port, health)
         agent.services.append(("http", factory))
     keeper.on_sync(lambda _offset_s: _correct_presync(agent, keeper))
+    agent.pipeline.time_mark = keeper.mark
+    agent.reload_listeners.append(lambda r: health.note_reload(r.ok, r.summary()))
     if not keeper.synced:
         log.warning(
             "wall clock not synchronised (%s): readings are flagged timeQuality=unsynced "

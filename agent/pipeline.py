@@ -39,7 +39,6 @@ class Pipeline:
         # without a write per reading; the outbox row id is the durable delivery id.
         self._seq = first_seq if first_seq is not None else time.time_ns() // 1000
         self.received = 0
-        self.suppressed = 0
         self.forwarded = 0
         self.last_emit = 0.0  # monotonic; the watchdog checks poll progress with it
         self.last_values: dict[tuple[str, str], Reading] = {}
@@ -74,9 +73,7 @@ class Pipeline:
             self.last_values[(r.device_id, r.point)] = r
         flt = self.filters.get(binding.id)
         out = flt.apply(batch) if flt is not None else list(batch)
-        # a swinging door may release a held-back sample with a later batch: count net
         self.forwarded += len(out)
-        self.suppressed = max(0, self.received - self.forwarded)
         if not out:
             return
         # The pipeline owns readings between the driver and the sinks: it stamps the sequence
@@ -89,6 +86,11 @@ class Pipeline:
         self._seq = seq
         for feed in self._feeds:
             await feed.queue.put(out)  # waits only when a sink is MAX_QUEUED batches behind
+
+    @property
+    def suppressed(self) -> int:
+        """Net of samples a swinging door held back and released with a later batch."""
+        return max(0, self.received - self.forwarded)
 
     @property
     def delivered(self) -> int:

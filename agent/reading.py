@@ -39,6 +39,20 @@ class Source:
     address: int | None = None  # 0-based protocol address
     raw_type: str | None = None  # "uint32", "float32", ...
 
+    def to_dict(self) -> dict[str, object]:
+        return {
+            k: v
+            for k, v in (
+                ("protocol", self.protocol),
+                ("bus", self.bus),
+                ("unitId", self.unit_id),
+                ("table", self.table),
+                ("address", self.address),
+                ("rawType", self.raw_type),
+            )
+            if v is not None
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class Reading:
@@ -87,18 +101,7 @@ class Reading:
         if self.entity_id is not None:
             d["entityId"] = self.entity_id
         if self.source is not None:
-            d["source"] = {
-                k: v
-                for k, v in (
-                    ("protocol", self.source.protocol),
-                    ("bus", self.source.bus),
-                    ("unitId", self.source.unit_id),
-                    ("table", self.source.table),
-                    ("address", self.source.address),
-                    ("rawType", self.source.raw_type),
-                )
-                if v is not None
-            }
+            d["source"] = self.source.to_dict()
         return d
 
 

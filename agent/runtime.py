@@ -20,7 +20,7 @@ from typing import Any
 from agent.config.errors import ConfigError
 from agent.config.loader import LoadedConfig, load_config
 from agent.config.outputs import JsonLinesOutput
-from agent.control.audit import AuditLog
+from agent.control.audit import AuditLog, audit_path
 from agent.control.binding import CommandBinding
 from agent.control.model import Command
 from agent.control.router import CommandRouter
@@ -108,14 +108,13 @@ class Agent:
         for sink in self.sinks:  # per-device status in the MQTT health message
             if hasattr(sink, "status_provider"):
                 sink.status_provider = self.device_status
-
-    def device_status(self) -> dict[str, Any]:
-        from agent.ctl import status_of
-
-        devices: dict[str, Any] = status_of(self)["devices"]
-        return devices
         if any(hasattr(s, "device_status") for s in self.sinks):
             self.services.append(("device-status", self._device_status_watch))
+
+    def device_status(self) -> dict[str, Any]:
+        from agent.ctl import devices_of
+
+        return devices_of(self)
 
     def _install_commands(self) -> None:
         """The command router (always: the technician CLI writes through it too) and its
@@ -127,7 +126,7 @@ class Agent:
         key = None
         if cfg.commands.hmac_secret is not None:
             key = cfg.secrets[cfg.commands.hmac_secret].get_secret_value().encode()
-        audit = Path(cfg.commands.audit_file or Path(cfg.gateway.state_dir) / "audit.jsonl")
+        audit = audit_path(cfg)
 
         async def ping(_: Command) -> str | None:
             return None

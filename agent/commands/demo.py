@@ -78,8 +78,7 @@ async def _demo(args: argparse.Namespace) -> None:
 
             agent = Agent(loaded)
             # the demo runs anywhere (containers report an unsynchronised kernel clock)
-            ops = attach_operations(agent, timekeeper=TimeKeeper(kernel_probe=lambda: None))
-            agent.pipeline.time_mark = ops.timekeeper.mark
+            attach_operations(agent, timekeeper=TimeKeeper(kernel_probe=lambda: None))
             agent.install_signal_handlers()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(sim.run(), name="simulators")

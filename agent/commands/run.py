@@ -38,9 +38,7 @@ async def serve(loaded: LoadedConfig) -> None:
     from agent.ops import attach_operations
 
     agent = Agent(loaded)
-    ops = attach_operations(agent)
-    agent.pipeline.time_mark = ops.timekeeper.mark
-    agent.reload_listeners.append(lambda r: ops.note_reload(r.ok, r.summary()))
+    attach_operations(agent)
     agent.install_signal_handlers()
     await agent.run()
 

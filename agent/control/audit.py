@@ -7,10 +7,15 @@ import logging
 import os
 from pathlib import Path
 
+from agent.config.gateway import GatewayConfig
 from agent.control.model import Command, CommandResult
 from agent.reading import iso_ms, now_ms
 
 log = logging.getLogger("cityedge.audit")
+
+
+def audit_path(cfg: GatewayConfig) -> Path:
+    return Path(cfg.commands.audit_file or Path(cfg.gateway.state_dir) / "audit.jsonl")
 
 
 class AuditLog:

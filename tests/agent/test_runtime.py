@@ -203,3 +203,30 @@ async def test_slow_sink_commit_does_not_slow_polling(agent_cfg: Path) -> None:
     agent.request_shutdown()
     await asyncio.wait_for(task, agent.grace + 1)
     assert len(sink.flushed) == agent.pipeline.delivered == agent.pipeline.received
+
+
+class StatusSink(SlowSink):
+    """A sink that wants device liveness (Sparkplug DDEATH / DBIRTH, native device status)."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.status: list[tuple[str, bool]] = []
+
+    def device_status(self, device_id: str, online: bool) -> None:
+        self.status.append((device_id, online))
+
+
+async def test_sinks_hear_when_a_device_stops_answering(agent_cfg: Path) -> None:
+    from drivers.base import DeviceStats
+
+    sink = StatusSink()
+    agent = Agent(load_config(agent_cfg), sinks=[sink])
+    stats = agent.drivers["bus1"].stats
+    stats.devices["lamp1"] = DeviceStats(polls=1, online=True)
+    task = asyncio.create_task(agent.run())
+    await asyncio.sleep(0.2)
+    stats.devices["lamp1"].online = False
+    await asyncio.sleep(1.2)
+    agent.request_shutdown()
+    await asyncio.wait_for(task, agent.grace + 1)
+    assert ("lamp1", False) in sink.status

@@ -46,6 +46,7 @@ class FakeAgent:
     def __init__(self, layout: dict[str, dict[str, float]], now: float = 1000.0) -> None:
         """layout: bus id -> {device id: poll interval}."""
         self.drivers = {}
+        self.reload_listeners: list[Any] = []
         self.bindings = []
         for bus, devs in layout.items():
             st = BusStats(connected=True)
