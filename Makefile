@@ -29,7 +29,7 @@ ext:
 # missing; needs root (CI runs as root). Fails loudly otherwise.
 system-deps:
 	@missing=""; \
-	for b in /usr/sbin/mosquitto /usr/bin/socat; do test -x $$b || missing="$$missing $$(basename $$b)"; done; \
+	for b in /usr/sbin/mosquitto /usr/bin/socat /usr/bin/openssl; do test -x $$b || missing="$$missing $$(basename $$b)"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing:$$missing"; \
