@@ -2,7 +2,7 @@
 
 A custom collector walks the counters the hot path keeps anyway (drivers' ``BusStats``, the
 pipeline, the sinks' stats): no metric object is touched per reading. Every family is prefixed
-``cityedge_``; counters get prometheus-client's ``_total`` suffix. Rates (utilization, publish
+``cityedge_``; counters get the ``_total`` suffix. Rates (utilization, publish
 rate) are for PromQL: ``rate(cityedge_bus_busy_seconds_total[5m])`` is the bus utilization,
 ``rate(cityedge_published_messages_total[5m])`` the publish rate.
 
@@ -19,33 +19,28 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
-from prometheus_client.registry import Collector
-
-from agent import __version__
+from agent import __version__, promtext
 from agent.observe import AgentView, bus_of, sink_snapshot
+from agent.promtext import CONTENT_TYPE, Counter, Family, Gauge, Info
 
 if TYPE_CHECKING:
-    from prometheus_client.metrics_core import Metric
-
     from agent.timesync import TimeKeeper
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+__all__ = ["CONTENT_TYPE", "AgentCollector", "make_registry", "render"]
 _NAN = math.nan
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def _g(name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
-    return GaugeMetricFamily(f"cityedge_{name}", doc, labels=list(labels))
+def _g(name: str, doc: str, labels: Iterable[str] = ()) -> Gauge:
+    return Gauge(f"cityedge_{name}", doc, labels=list(labels))
 
 
-def _c(name: str, doc: str, labels: Iterable[str] = ()) -> CounterMetricFamily:
-    return CounterMetricFamily(f"cityedge_{name}", doc, labels=list(labels))
+def _c(name: str, doc: str, labels: Iterable[str] = ()) -> Counter:
+    return Counter(f"cityedge_{name}", doc, labels=list(labels))
 
 
-class AgentCollector(Collector):
+class AgentCollector:
     def __init__(
         self,
         agent: AgentView,
@@ -59,57 +54,51 @@ class AgentCollector(Collector):
         self._mono = mono
         self._wall = wall
 
-    def collect(self) -> Iterable[Metric]:
+    def collect(self) -> Iterable[Family]:
         yield from self._agent()
         yield from self._devices()
         yield from self._buses()
         yield from self._sinks()
         yield from _process()
 
-    def _agent(self) -> Iterable[Metric]:
+    def _agent(self) -> Iterable[Family]:
         a, p = self.agent, self.agent.pipeline
         try:
             from ext import IMPLEMENTATION as impl
         except ImportError:
             impl = "unavailable"
-        info = InfoMetricFamily("cityedge_build", "Agent version and filter implementation.")
-        info.add_metric([], {"version": __version__, "filters": str(impl)})
+        info = Info("cityedge_build", "Agent version and filter implementation.")
+        info.add_info({"version": __version__, "filters": str(impl)})
         yield info
-        yield GaugeMetricFamily(
+        yield Gauge(
             "cityedge_ready", "1 once buses are open and READY=1 was sent.", a.ready_at is not None
         )
-        yield GaugeMetricFamily(
+        yield Gauge(
             "cityedge_uptime_seconds",
             "Seconds since the agent started.",
             self._mono() - a.started_at,
         )
-        yield CounterMetricFamily("cityedge_config_reloads", "Reload requests (SIGHUP).", a.reloads)
-        yield CounterMetricFamily(
-            "cityedge_readings_received", "Readings from drivers.", p.received
-        )
-        yield CounterMetricFamily(
-            "cityedge_readings_delivered", "Readings accepted by the sinks.", p.delivered
-        )
-        yield CounterMetricFamily(
-            "cityedge_readings_suppressed", "Readings dropped by filters.", p.suppressed
-        )
+        yield Counter("cityedge_config_reloads", "Reload requests (SIGHUP).", a.reloads)
+        yield Counter("cityedge_readings_received", "Readings from drivers.", p.received)
+        yield Counter("cityedge_readings_delivered", "Readings accepted by the sinks.", p.delivered)
+        yield Counter("cityedge_readings_suppressed", "Readings dropped by filters.", p.suppressed)
         ratio = p.suppressed / p.received if p.received else 0.0
-        yield GaugeMetricFamily(
+        yield Gauge(
             "cityedge_filter_suppression_ratio",
             "Share of readings suppressed by filters since start (deadband, compression...).",
             ratio,
         )
         if self.timekeeper is not None:
-            yield GaugeMetricFamily(
+            yield Gauge(
                 "cityedge_time_synchronized",
                 "1 when the wall clock is believed NTP-synchronised.",
                 self.timekeeper.synced,
             )
-            yield CounterMetricFamily(
+            yield Counter(
                 "cityedge_time_jumps", "Wall-clock steps detected.", self.timekeeper.jumps
             )
 
-    def _devices(self) -> Iterable[Metric]:
+    def _devices(self) -> Iterable[Family]:
         lab = ("bus", "device")
         lat = _g("device_poll_latency_seconds", "Duration of the last poll cycle.", lab)
         polls = _c("device_polls", "Completed polls (reads attempted on the wire).", lab)
@@ -142,7 +131,7 @@ class AgentCollector(Collector):
                 age.add_metric(lv, max(0.0, now_w - ok / 1000.0) if ok is not None else _NAN)
         yield from (lat, polls, reqs, tmo, exc, badf, over, online, quar, last_ts, age)
 
-    def _buses(self) -> Iterable[Metric]:
+    def _buses(self) -> Iterable[Family]:
         busy = _c(
             "bus_busy_seconds", "Time the bus carried our traffic; rate() = utilization.", ["bus"]
         )
@@ -163,7 +152,7 @@ class AgentCollector(Collector):
             devices.add_metric([bus_id], sum(1 for b in buses.values() if b == bus_id))
         yield from (busy, reqs, reco, conn, util, devices)
 
-    def _sinks(self) -> Iterable[Metric]:
+    def _sinks(self) -> Iterable[Family]:
         lab = ["output"]
         conn = _g("output_connected", "1 while the output's broker link is up.", lab)
         depth = _g("outbox_depth", "Readings waiting in the outbox.", lab)
@@ -190,7 +179,7 @@ class AgentCollector(Collector):
         yield from (conn, depth, oldest, drops, msgs, rds)
 
 
-def _process() -> Iterable[Metric]:
+def _process() -> Iterable[Family]:
     try:
         with open("/proc/self/stat", "rb") as f:
             parts = f.read().split(b")")[-1].split()
@@ -202,33 +191,29 @@ def _process() -> Iterable[Metric]:
     except (OSError, IndexError, ValueError):
         return
     boot = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
-    yield CounterMetricFamily(
+    yield Counter(
         "process_cpu_seconds",
         "Total user and system CPU time spent in seconds.",
         (float(parts[11]) + float(parts[12])) / _TICKS,
     )
-    yield GaugeMetricFamily(
+    yield Gauge(
         "process_resident_memory_bytes", "Resident memory size in bytes.", float(parts[21]) * _PAGE
     )
-    yield GaugeMetricFamily(
-        "process_virtual_memory_bytes", "Virtual memory size in bytes.", float(parts[20])
-    )
-    yield GaugeMetricFamily(
+    yield Gauge("process_virtual_memory_bytes", "Virtual memory size in bytes.", float(parts[20]))
+    yield Gauge(
         "process_start_time_seconds",
         "Start time of the process since unix epoch in seconds.",
         boot + float(parts[19]) / _TICKS,
     )
-    yield GaugeMetricFamily("process_open_fds", "Number of open file descriptors.", open_fds)
-    yield GaugeMetricFamily("process_max_fds", "Maximum number of open file descriptors.", max_fds)
+    yield Gauge("process_open_fds", "Number of open file descriptors.", open_fds)
+    yield Gauge("process_max_fds", "Maximum number of open file descriptors.", max_fds)
 
 
-def make_registry(agent: AgentView, timekeeper: TimeKeeper | None = None) -> CollectorRegistry:
-    """A private registry (never the global one: tests and reloads build several)."""
-    reg = CollectorRegistry(auto_describe=False)
-    reg.register(AgentCollector(agent, timekeeper=timekeeper))
-    return reg
+def make_registry(agent: AgentView, timekeeper: TimeKeeper | None = None) -> AgentCollector:
+    """The collector the HTTP endpoint renders at every scrape (one per endpoint)."""
+    return AgentCollector(agent, timekeeper=timekeeper)
 
 
-def render(registry: CollectorRegistry) -> bytes:
-    """The text exposition (format 0.0.4) of everything in ``registry``."""
-    return generate_latest(registry)
+def render(registry: AgentCollector) -> bytes:
+    """The text exposition (format 0.0.4) of everything ``registry`` collects."""
+    return promtext.render(registry.collect)

@@ -1,5 +1,10 @@
 """The one module that talks to pymodbus (pinned ``>=3.16.1,<3.17``; see LIBRARY-NOTES.md).
 
+Modbus TCP (``tcp://``) goes through ``drivers/modbus/mbap.py`` instead, our own seven-byte
+framing: pymodbus' per-request overhead was the largest CPU cost of polling TCP devices, and a
+TCP-only gateway then never imports pymodbus at all. Serial RTU / ASCII and RTU over TCP
+(CRC, inter-frame timing, echo handling) stay with pymodbus, imported on first use.
+
 pymodbus reports failures on three channels: a device exception is a *response* whose
 ``isError()`` is true, a missing answer raises ``ModbusIOException`` and a closed link raises
 ``ConnectionException``. This adapter folds them into our own exceptions with attributes so the
@@ -17,15 +22,13 @@ own backoff, so one dead unit cannot burn 12 s of bus time in library retries.
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Sequence
 from typing import Any
 
-from pymodbus import FramerType
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ConnectionException, ModbusIOException
-
 from agent.config.endpoint import Endpoint
 from agent.config.profile import Table
+from drivers.modbus.mbap import MbapClient, MbapClosed, MbapTimeout
 
 # Modbus exception codes (spec, section 7) the bus owner reacts to.
 ILLEGAL_FUNCTION = 1
@@ -102,9 +105,129 @@ def response_timeout(
 
 
 class ModbusClient:
-    """One pymodbus client for one physical bus. Not reentrant: the bus owner serializes."""
+    """One client for one physical bus. Not reentrant: the bus owner serializes."""
 
     def __init__(self, endpoint: Endpoint, timeout: float) -> None:
+        self.endpoint = endpoint
+        self._impl: _MbapBackend | _PymodbusBackend
+        if endpoint.scheme == "tcp":
+            self._impl = _MbapBackend(endpoint)
+        elif endpoint.scheme in ("rtu+tcp", "rtu", "ascii"):
+            self._impl = _PymodbusBackend(endpoint, timeout)
+        else:
+            raise ValueError(f"not a Modbus endpoint: {endpoint.url}")
+
+    @property
+    def connected(self) -> bool:
+        return self._impl.connected
+
+    async def connect(self, timeout: float) -> None:
+        await self._impl.connect(timeout)
+
+    def close(self) -> None:
+        self._impl.close()
+
+    async def read(
+        self, table: Table, start: int, count: int, unit: int, timeout: float
+    ) -> list[int] | list[bool]:
+        return await self._impl.read(table, start, count, unit, timeout)
+
+    async def write_registers(
+        self, unit: int, address: int, values: Sequence[int], timeout: float
+    ) -> None:
+        """FC06 for one register, FC16 otherwise (some devices refuse FC16 for one register)."""
+        await self._impl.write_registers(unit, address, values, timeout)
+
+    async def write_coil(self, unit: int, address: int, value: bool, timeout: float) -> None:
+        await self._impl.write_coil(unit, address, value, timeout)
+
+
+_READ_FC: dict[Table, int] = {Table.COIL: 1, Table.DISCRETE: 2, Table.HOLDING: 3, Table.INPUT: 4}
+_REQ = struct.Struct(">BHH")  # function code, address, quantity / value
+
+
+class _MbapBackend:
+    """Modbus TCP through drivers/modbus/mbap.py: request PDUs built and replies checked here
+    (Modbus Application Protocol V1.1b3, sections 6.1-6.6, 6.11, 6.12, 7)."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.url = endpoint.url
+        self._mbap = MbapClient(endpoint.host or "", endpoint.port or 502)
+
+    @property
+    def connected(self) -> bool:
+        return self._mbap.connected
+
+    async def connect(self, timeout: float) -> None:
+        try:
+            await self._mbap.connect(timeout)
+        except TimeoutError as exc:
+            raise NotConnected(self.url, "connect timed out") from exc
+        except OSError as exc:
+            raise NotConnected(self.url, f"{type(exc).__name__}: {exc}") from exc
+
+    def close(self) -> None:
+        self._mbap.close()
+
+    async def _call(self, unit: int, fc: int, pdu: bytes, timeout: float) -> bytes:
+        try:
+            reply = await self._mbap.transact(unit, pdu, timeout)
+        except MbapTimeout as exc:
+            if not self._mbap.connected:
+                raise NotConnected(self.url, "stream corrupt; connection reset") from exc
+            raise NoResponse(unit, fc, bad_frame=exc.bad_frame) from exc
+        except MbapClosed as exc:
+            raise NotConnected(self.url, str(exc)) from exc
+        except OSError as exc:
+            raise NotConnected(self.url, str(exc)) from exc
+        if reply and reply[0] == fc | 0x80:
+            if len(reply) != 2:
+                raise NoResponse(unit, fc, bad_frame=True)
+            raise DeviceException(unit, fc, reply[1])
+        if not reply or reply[0] != fc:
+            raise NoResponse(unit, fc, bad_frame=True)
+        return reply
+
+    async def read(
+        self, table: Table, start: int, count: int, unit: int, timeout: float
+    ) -> list[int] | list[bool]:
+        fc = _READ_FC[table]
+        reply = await self._call(unit, fc, _REQ.pack(fc, start, count), timeout)
+        n = (count + 7) // 8 if fc <= 2 else 2 * count
+        if len(reply) != 2 + n or reply[1] != n:
+            raise NoResponse(unit, fc, bad_frame=True)
+        if fc <= 2:  # coils / discrete inputs: LSB of the first data byte is the first bit
+            return [bool(reply[2 + i // 8] >> (i % 8) & 1) for i in range(count)]
+        return list(struct.unpack_from(f">{count}H", reply, 2))
+
+    async def write_registers(
+        self, unit: int, address: int, values: Sequence[int], timeout: float
+    ) -> None:
+        if len(values) == 1:
+            pdu = _REQ.pack(6, address, values[0])
+            reply = await self._call(unit, 6, pdu, timeout)
+            if reply != pdu:  # FC06 answers with an echo of the request
+                raise NoResponse(unit, 6, bad_frame=True)
+            return
+        n = len(values)
+        pdu = _REQ.pack(16, address, n) + struct.pack(f">B{n}H", 2 * n, *values)
+        reply = await self._call(unit, 16, pdu, timeout)
+        if reply != pdu[:5]:
+            raise NoResponse(unit, 16, bad_frame=True)
+
+    async def write_coil(self, unit: int, address: int, value: bool, timeout: float) -> None:
+        pdu = _REQ.pack(5, address, 0xFF00 if value else 0)
+        if await self._call(unit, 5, pdu, timeout) != pdu:
+            raise NoResponse(unit, 5, bad_frame=True)
+
+
+class _PymodbusBackend:
+    """Serial RTU / ASCII and RTU over TCP through pymodbus (imported here, on first use)."""
+
+    def __init__(self, endpoint: Endpoint, timeout: float) -> None:
+        from pymodbus import FramerType
+        from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+
         self.endpoint = endpoint
         self._rx_seen = False
         self._client: Any
@@ -115,15 +238,11 @@ class ModbusClient:
             "trace_packet": self._trace_packet,
             "name": endpoint.url,
         }
-        if endpoint.scheme == "tcp":
-            self._client = AsyncModbusTcpClient(
-                endpoint.host or "", port=endpoint.port or 502, framer=FramerType.SOCKET, **common
-            )
-        elif endpoint.scheme == "rtu+tcp":
+        if endpoint.scheme == "rtu+tcp":
             self._client = AsyncModbusTcpClient(
                 endpoint.host or "", port=endpoint.port or 0, framer=FramerType.RTU, **common
             )
-        elif endpoint.scheme in ("rtu", "ascii"):
+        else:
             self._client = AsyncModbusSerialClient(
                 endpoint.path or "",
                 framer=FramerType.RTU if endpoint.scheme == "rtu" else FramerType.ASCII,
@@ -133,8 +252,6 @@ class ModbusClient:
                 bytesize=endpoint.bytesize,
                 **common,
             )
-        else:
-            raise ValueError(f"not a Modbus endpoint: {endpoint.url}")
 
     def _trace_packet(self, sending: bool, data: bytes) -> bytes:
         if not sending and data:
@@ -177,7 +294,6 @@ class ModbusClient:
     async def write_registers(
         self, unit: int, address: int, values: Sequence[int], timeout: float
     ) -> None:
-        """FC06 for one register, FC16 otherwise (some devices refuse FC16 for one register)."""
         if len(values) == 1:
             await self._call(6, unit, timeout, "write_register", address, values[0], device_id=unit)
         else:
@@ -191,6 +307,8 @@ class ModbusClient:
     async def _call(
         self, fc: int, unit: int, timeout: float, method: str, *args: Any, **kwargs: Any
     ) -> Any:
+        from pymodbus.exceptions import ConnectionException, ModbusIOException
+
         if not self._client.connected:
             raise NotConnected(self.endpoint.url, "link closed")
         # pymodbus reads the response timeout from comm_params on every execute

@@ -1,0 +1,224 @@
+"""Modbus TCP through our MBAP framing: against a real pymodbus server for the function codes,
+and against a scripted peer for what real devices and gateways get wrong on the wire."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from agent.config.endpoint import parse_endpoint
+from agent.config.profile import Table
+from drivers.modbus.adapter import DeviceException, ModbusClient, NoResponse, NotConnected
+from tests.drivers.modbus.conftest import TcpServer, sim_device
+
+Reply = Callable[[int, int, bytes], Awaitable[bytes | None]]  # (tid, unit, pdu) -> raw bytes
+
+
+class Peer:
+    """A TCP peer that answers each request ADU with whatever ``reply`` returns (raw bytes)."""
+
+    def __init__(self, reply: Reply) -> None:
+        self.reply = reply
+        self.server: asyncio.Server | None = None
+        self.requests: list[tuple[int, int, bytes]] = []
+
+    async def _handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await r.readexactly(7)
+                tid, _pid, length, unit = struct.unpack(">HHHB", head)
+                pdu = await r.readexactly(length - 1)
+                self.requests.append((tid, unit, pdu))
+                out = await self.reply(tid, unit, pdu)
+                if out is None:
+                    w.close()
+                    return
+                w.write(out)
+                await w.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"tcp://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+
+@pytest.fixture
+async def peer() -> AsyncIterator[Callable[[Reply], Awaitable[Peer]]]:
+    peers: list[Peer] = []
+
+    async def start(reply: Reply) -> Peer:
+        p = Peer(reply)
+        p.server = await asyncio.start_server(p._handle, "127.0.0.1", 0)
+        peers.append(p)
+        return p
+
+    yield start
+    for p in peers:
+        assert p.server is not None
+        p.server.close()
+
+
+def adu(tid: int, unit: int, pdu: bytes, pid: int = 0) -> bytes:
+    return struct.pack(">HHHB", tid, pid, len(pdu) + 1, unit) + pdu
+
+
+async def client_for(url: str) -> ModbusClient:
+    c = ModbusClient(parse_endpoint(url), 0.2)
+    await c.connect(1.0)
+    return c
+
+
+async def test_every_function_code_against_pymodbus(modbus_tcp_server) -> None:  # type: ignore[no-untyped-def]
+    srv: TcpServer = await modbus_tcp_server(
+        [
+            sim_device(
+                3,
+                holding={0: 1, 1: 2, 2: 0xFFFF},
+                inputs={5: 42},
+                coils={0: True, 9: True},
+                discrete={3: True},
+            )
+        ]
+    )
+    c = await client_for(srv.url)
+    try:
+        assert await c.read(Table.HOLDING, 0, 3, 3, 1.0) == [1, 2, 0xFFFF]
+        assert await c.read(Table.INPUT, 5, 1, 3, 1.0) == [42]
+        assert await c.read(Table.COIL, 0, 10, 3, 1.0) == [True] + [False] * 8 + [True]
+        assert await c.read(Table.DISCRETE, 0, 4, 3, 1.0) == [False, False, False, True]
+        await c.write_registers(3, 1, [7], 1.0)
+        await c.write_registers(3, 0, [8, 9], 1.0)
+        await c.write_coil(3, 9, False, 1.0)
+        assert await c.read(Table.HOLDING, 0, 3, 3, 1.0) == [8, 9, 0xFFFF]
+        assert (await c.read(Table.COIL, 0, 10, 3, 1.0))[9] is False
+        with pytest.raises(DeviceException) as exc:
+            await c.read(Table.HOLDING, 100, 2, 3, 1.0)
+        assert (exc.value.unit, exc.value.function_code, exc.value.code) == (3, 3, 2)
+    finally:
+        c.close()
+
+
+async def test_late_reply_to_a_timed_out_request_is_skipped(peer) -> None:  # type: ignore[no-untyped-def]
+    release = asyncio.Event()
+
+    async def reply(tid: int, unit: int, pdu: bytes) -> bytes:
+        if tid == 1:  # the first answer comes after the client gave up on it
+            await release.wait()
+            return adu(tid, unit, b"\x03\x02\x00\x01")
+        return adu(tid, unit, b"\x03\x02\x00\x02")
+
+    p = await peer(reply)
+    c = await client_for(p.url)
+    with pytest.raises(NoResponse) as exc:
+        await c.read(Table.HOLDING, 0, 1, 1, 0.05)
+    assert exc.value.bad_frame is False
+    release.set()
+    # the stale answer (tid 1) arrives first on the stream and must not be taken for tid 2
+    assert await c.read(Table.HOLDING, 0, 1, 1, 1.0) == [2]
+    assert c.connected
+    c.close()
+
+
+@pytest.mark.parametrize(
+    ("raw", "what"),
+    [
+        (adu(1, 1, b"\x03\x02\x00\x01", pid=7), "protocol id 7"),
+        (struct.pack(">HHHB", 1, 0, 400, 1) + b"\x00" * 8, "length 400"),
+        (adu(1, 9, b"\x03\x02\x00\x01"), "another unit's id"),
+    ],
+    ids=["protocol-id", "length", "unit-id"],
+)
+async def test_corrupt_stream_resets_the_connection(peer, raw: bytes, what: str) -> None:  # type: ignore[no-untyped-def]
+    async def reply(tid: int, unit: int, pdu: bytes) -> bytes:
+        return raw
+
+    p = await peer(reply)
+    c = await client_for(p.url)
+    with pytest.raises(NotConnected, match="stream corrupt"):
+        await c.read(Table.HOLDING, 0, 1, 1, 1.0)
+    assert not c.connected, what
+
+
+@pytest.mark.parametrize(
+    ("pdu", "why"),
+    [
+        (b"\x03\x04\x00\x01", "byte count says 4, one register asked"),
+        (b"\x03\x02\x00", "truncated data"),
+        (b"\x04\x02\x00\x01", "answer for another function code"),
+        (b"\x83", "exception PDU without its code"),
+    ],
+    ids=["byte-count", "truncated", "function-code", "exception"],
+)
+async def test_malformed_pdu_is_a_bad_frame(peer, pdu: bytes, why: str) -> None:  # type: ignore[no-untyped-def]
+    async def reply(tid: int, unit: int, _: bytes) -> bytes:
+        return adu(tid, unit, pdu)
+
+    p = await peer(reply)
+    c = await client_for(p.url)
+    with pytest.raises(NoResponse) as exc:
+        await c.read(Table.HOLDING, 0, 1, 1, 1.0)
+    assert exc.value.bad_frame, why
+    assert c.connected  # the frame boundaries were fine: the stream is still usable
+    c.close()
+
+
+async def test_silence_and_partial_frames(peer) -> None:  # type: ignore[no-untyped-def]
+    async def reply(tid: int, unit: int, pdu: bytes) -> bytes:
+        if pdu[1:3] == b"\x00\x00":
+            await asyncio.sleep(3600)  # address 0: never answers
+        return adu(tid, unit, b"\x03\x02\x00\x01")[:8]  # address 1: half a frame
+
+    p = await peer(reply)
+    c = await client_for(p.url)
+    with pytest.raises(NoResponse) as silent:
+        await c.read(Table.HOLDING, 0, 1, 1, 0.05)
+    assert silent.value.bad_frame is False
+    c.close()
+    c = await client_for(p.url)
+    with pytest.raises(NoResponse) as partial:
+        await c.read(Table.HOLDING, 1, 1, 1, 0.05)
+    assert partial.value.bad_frame is True
+    c.close()
+
+
+async def test_peer_closing_mid_request_is_not_connected(peer) -> None:  # type: ignore[no-untyped-def]
+    async def reply(tid: int, unit: int, pdu: bytes) -> None:
+        return None
+
+    p = await peer(reply)
+    c = await client_for(p.url)
+    with pytest.raises(NotConnected):
+        await c.read(Table.HOLDING, 0, 1, 1, 1.0)
+    assert not c.connected
+    with pytest.raises(NotConnected):
+        await c.read(Table.HOLDING, 0, 1, 1, 1.0)
+
+
+async def test_connect_refused_is_not_connected() -> None:
+    srv = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    srv.close()
+    await srv.wait_closed()
+    c = ModbusClient(parse_endpoint(f"tcp://127.0.0.1:{port}"), 0.2)
+    with pytest.raises(NotConnected, match="ConnectionRefusedError"):
+        await c.connect(1.0)
+
+
+async def test_request_adu_on_the_wire(peer) -> None:  # type: ignore[no-untyped-def]
+    async def reply(tid: int, unit: int, pdu: bytes) -> bytes:
+        return adu(tid, unit, pdu[:5] if pdu[0] == 16 else pdu)
+
+    p = await peer(reply)
+    c = await client_for(p.url)
+    await c.write_registers(17, 0x0102, [0xABCD, 1], 1.0)
+    await c.write_coil(17, 5, True, 1.0)
+    assert p.requests == [
+        (1, 17, bytes.fromhex("10 0102 0002 04 ABCD 0001")),
+        (2, 17, bytes.fromhex("05 0005 FF00")),
+    ]
+    c.close()
