@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from agent.config.profile import Point, Table, WordOrder
-from agent.reading import Quality, Reading, Source, Value
+from agent.reading import Quality, Reading, Source, TimeQuality, Value
 from drivers.base import DeviceBinding, DeviceStats, point_reading
-from drivers.modbus.codec import CodecError, decode_point
+from drivers.modbus.codec import CodecError, decode_point, fast_decoder
 from drivers.modbus.planner import PlanError, ReadRequest, plan_reads
 from drivers.modbus.schedule import Backoff, next_tick
 
@@ -29,6 +29,21 @@ class Group:
     due: float = 0.0
 
 
+_GOOD = Quality.GOOD
+_SYNCED = TimeQuality.SYNCED
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    """One point's decode step, fixed for the life of the bus owner (a reload rebuilds it)."""
+
+    address: int
+    width: int
+    decode: Callable[[Sequence[int] | Sequence[bool]], Value]
+    head: tuple[str, str, str, str, str, str | None, str | None, str | None]
+    source: Source | None
+
+
 class DeviceState:
     def __init__(
         self,
@@ -44,6 +59,7 @@ class DeviceState:
         self.unit = binding.device.unit_id
         self.stats = DeviceStats()
         self._sources: dict[str, Source] = {}
+        self._compiled: dict[str, _Compiled] = {}
         self.backoff = Backoff(quarantine_min, max(quarantine_min, quarantine_max), rng=rng)
         self.excluded: set[tuple[Table, int]] = set()
         self.unsupported: dict[str, str] = {}  # point name -> reason
@@ -154,17 +170,50 @@ class DeviceState:
     def decode(
         self, points: Iterable[Point], start: int, values: Sequence[int] | Sequence[bool], ts: int
     ) -> list[Reading]:
+        # the hot path of every poll: per point one compiled decoder and one Reading built
+        # from fields fixed at compile time
         out: list[Reading] = []
+        compiled = self._compiled
+        last_good = self.last_good
         for p in points:
-            off = p.address - start
+            c = compiled.get(p.name)
+            if c is None:
+                c = compiled[p.name] = self._compile(p)
+            off = c.address - start
             try:
-                v = decode_point(p, values[off : off + p.registers], self.order(p))
+                v = c.decode(values[off : off + c.width])
             except CodecError as exc:
                 out.append(self.reading(p, None, ts, Quality.BAD, exc.reason))
                 continue
-            self.last_good[p.name] = v
-            out.append(self.reading(p, v, ts))
+            last_good[p.name] = v
+            h = c.head
+            out.append(
+                Reading(h[0], h[1], h[2], h[3], h[4], v, h[5], h[6], ts, _GOOD, None, 0,
+                        False, _SYNCED, h[7], c.source)
+            )  # fmt: skip
         return out
+
+    def _compile(self, p: Point) -> _Compiled:
+        order = self.order(p)
+        fast = fast_decoder(p, order)
+
+        def slow(words: Sequence[int] | Sequence[bool]) -> Value:
+            return decode_point(p, words, order)
+
+        # the Source is the one self.reading() caches, so BAD/STALE readings share it
+        src = self.reading(p, None, 0).source
+        b = self.binding
+        head = (
+            b.gateway_id,
+            b.id,
+            b.profile.kind,
+            p.name,
+            p.metric_name,
+            p.unit,
+            p.unit_code,
+            b.device.entity_id,
+        )
+        return _Compiled(p.address, p.registers, fast or slow, head, src)
 
     def bad(self, points: Iterable[Point], ts: int, reason: str) -> list[Reading]:
         return [self.reading(p, None, ts, Quality.BAD, reason) for p in points]
