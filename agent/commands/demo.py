@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from agent import eventloop
 from agent.commands.common import load_or_report
 from agent.logs import setup_logging
 from agent.runtime import EXIT_CONFIG, EXIT_OK, Agent
@@ -39,7 +40,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     setup_logging("info")
     try:
-        asyncio.run(_demo(args))
+        eventloop.run(_demo(args))
     except KeyboardInterrupt:
         pass
     return EXIT_OK if not getattr(args, "_failed", False) else EXIT_CONFIG

@@ -7,6 +7,7 @@ import asyncio
 import logging
 from typing import Any
 
+from agent import __version__, eventloop
 from agent.commands.common import load_or_report
 from agent.config.loader import LoadedConfig
 from agent.logs import setup_logging
@@ -37,6 +38,12 @@ def register(sub: Any) -> None:
 async def serve(loaded: LoadedConfig) -> None:
     from agent.ops import attach_operations
 
+    log.info(
+        "cityedge %s starting on %s (event loop %s)",
+        __version__,
+        loaded.files[0],
+        type(asyncio.get_running_loop()).__module__.split(".")[0],
+    )
     agent = Agent(loaded)
     attach_operations(agent)
     agent.install_signal_handlers()
@@ -49,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     setup_logging(loaded.config.gateway.log_level)
     try:
-        asyncio.run(serve(loaded))
+        eventloop.run(serve(loaded))
     except Exception as exc:
         leaves = exc.exceptions if isinstance(exc, ExceptionGroup) else (exc,)
         for leaf in leaves:

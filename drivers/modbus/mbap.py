@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from typing import cast
 
 _HEADER = struct.Struct(">HHHB")  # transaction id, protocol id (0), length, unit id
 MAX_PDU = 253
@@ -48,8 +49,8 @@ class _Stream(asyncio.Protocol):
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it
+        self.transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
