@@ -23,9 +23,11 @@ All SQLite work runs on one dedicated thread so an fsync never blocks the event 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,6 +37,8 @@ from agent.encoders.native import reading_from_json, reading_json
 from agent.reading import Reading
 
 log = logging.getLogger("cityedge.outbox")
+
+TAIL_ROWS = 20_000  # rows of the latest commits kept in memory for the publisher
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -128,6 +132,10 @@ class Outbox:
         self._oldest_ts: int | None = oldest[0] if oldest else None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"outbox-{path.stem}")
         self._pending: list[tuple[int, bytes]] = []
+        # The rows of the latest commits, as committed: a publisher that keeps up reads them
+        # from here instead of SELECTing back what it just wrote (a thread round trip per
+        # commit). Contiguous ids only; anything else is read from the database.
+        self._tail: deque[OutboxRow] = deque()
         self._waiters: list[asyncio.Future[None]] = []
         self._acks: list[tuple[int, int]] = []
         self._acked_pending = 0
@@ -140,6 +148,7 @@ class Outbox:
         self._last_expiry = 0.0
         self.commits = 0
         self.committed = 0
+        self.tail_reads = 0  # reads served from the last commits' rows in memory
 
     # -- producer side -------------------------------------------------------------------
     async def submit(self, batch: Sequence[Reading]) -> None:
@@ -216,12 +225,26 @@ class Outbox:
             self._drops += res.dropped
             self._depth, self._oldest_ts = res.depth, res.oldest_ts
             new_rows = res.last_id > self._last_id
+            self._remember(rows, res)
             self._last_id = res.last_id
             for w in waiters:
                 if not w.done():
                     w.set_result(None)
             if new_rows:
                 self.wake_readers()
+
+    def _remember(self, rows: list[tuple[int, bytes]], res: _Commit) -> None:
+        tail = self._tail
+        first = res.last_id - len(rows) + 1
+        # AUTOINCREMENT gives one transaction's inserts consecutive ids (single writer);
+        # a drop may have removed some of them, and a gap means the tail is not the table's end
+        if res.dropped or (tail and tail[-1].id != first - 1) or first != self._last_id + 1:
+            tail.clear()
+            if res.dropped:
+                return
+        tail.extend(OutboxRow(first + i, ts, data) for i, (ts, data) in enumerate(rows))
+        while len(tail) > TAIL_ROWS:
+            tail.popleft()
 
     def _commit_sync(
         self,
@@ -276,6 +299,12 @@ class Outbox:
         """Up to ``limit`` committed rows with ``id > after_id``, oldest first."""
         if self._shut:
             raise OutboxError(self.path, "closed")
+        tail = self._tail
+        while tail and tail[0].id <= after_id:  # read before: the publisher moved on
+            tail.popleft()
+        if tail and tail[0].id == after_id + 1:
+            self.tail_reads += 1
+            return list(itertools.islice(tail, limit))
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._read_sync, after_id, limit)
 
@@ -322,6 +351,7 @@ class Outbox:
 
         if self._shut:
             return 0
+        self._tail.clear()
         return self._executor.submit(work).result(timeout=60)
 
     def stats(self) -> OutboxStats:

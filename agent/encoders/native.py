@@ -38,26 +38,55 @@ def _opt(s: str | None) -> str:
     return "null" if s is None else str(_esc(s))
 
 
-def reading_json(r: Reading) -> bytes:
-    """``json.dumps(r.to_dict())`` in compact ASCII, about 3x faster: the outbox stores every
-    reading in this form, so the native publisher only splices bytes. Non-finite floats
-    become null (JSON has no NaN)."""
-    v = r.value
+def _value_json(v: object) -> str:
     if v is None or v is True or v is False:
-        vs = "null" if v is None else "true" if v else "false"
-    elif isinstance(v, float):
-        vs = repr(v) if math.isfinite(v) else "null"
-    elif isinstance(v, int):
-        vs = str(v)
-    elif isinstance(v, str):
-        vs = _esc(v)
-    else:
-        vs = "[" + ",".join(_esc(x) for x in v) + "]"
-    s = (
+        return "null" if v is None else "true" if v else "false"
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else "null"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):
+        return str(_esc(v))
+    return "[" + ",".join(_esc(x) for x in v) + "]"  # type: ignore[attr-defined]
+
+
+# The fields fixed per point (names, units, entity, source) -> their JSON, built once: every
+# reading of a point repeats them. Keyed by the values themselves (Source by identity: drivers
+# keep one per point), so a reading with any other field value gets its own entry.
+_static: dict[tuple[object, ...], tuple[Source | None, str, str, str]] = {}
+_STATIC_MAX = 65536
+
+
+def _static_json(r: Reading) -> tuple[Source | None, str, str, str]:
+    if len(_static) >= _STATIC_MAX:  # config churn over months: start again
+        _static.clear()
+    head = (
         f'{{"gateway":{_esc(r.gateway_id)},"device":{_esc(r.device_id)},'
         f'"kind":{_esc(r.device_kind)},"point":{_esc(r.point)},"metric":{_esc(r.metric)},'
-        f'"value":{vs},"unit":{_opt(r.unit)},"unitCode":{_opt(r.unit_code)},'
-        f'"observedAt":"{iso_ms(r.observed_at_ms)}","quality":"{r.quality.value}","seq":{r.seq}'
+        f'"value":'
+    )
+    mid = f',"unit":{_opt(r.unit)},"unitCode":{_opt(r.unit_code)},"observedAt":"'
+    tail = ""
+    if r.entity_id is not None:
+        tail += f',"entityId":{_esc(r.entity_id)}'
+    if r.source is not None:
+        tail += _source_json(r.source)
+    return (r.source, head, mid, tail + "}")
+
+
+def reading_json(r: Reading) -> bytes:
+    """``json.dumps(r.to_dict())`` in compact ASCII, several times faster: the outbox stores
+    every reading in this form, so the native publisher only splices bytes. Non-finite floats
+    become null (JSON has no NaN)."""
+    src = r.source
+    key = (r.gateway_id, r.device_id, r.device_kind, r.point, r.metric, r.unit, r.unit_code,
+           r.entity_id, id(src))  # fmt: skip
+    st = _static.get(key)
+    if st is None or st[0] is not src:
+        st = _static[key] = _static_json(r)
+    s = (
+        f"{st[1]}{_value_json(r.value)}{st[2]}{iso_ms(r.observed_at_ms)}"
+        f'","quality":"{r.quality.value}","seq":{r.seq}'
     )
     if r.reason is not None:
         s += f',"reason":{_esc(r.reason)}'
@@ -65,11 +94,7 @@ def reading_json(r: Reading) -> bytes:
         s += ',"historical":true'
     if r.time_quality is not TimeQuality.SYNCED:
         s += f',"timeQuality":"{r.time_quality.value}"'
-    if r.entity_id is not None:
-        s += f',"entityId":{_esc(r.entity_id)}'
-    if r.source is not None:
-        s += _source_json(r.source)
-    return (s + "}").encode()
+    return (s + st[3]).encode()
 
 
 @functools.lru_cache(maxsize=8192)

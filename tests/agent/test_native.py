@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -187,3 +188,21 @@ def test_non_finite_float_becomes_null() -> None:
 def test_parse_iso_ms_inverts_iso_ms() -> None:
     for ms in (0, T0, T0 + 999, 4_102_444_800_123):
         assert parse_iso_ms(iso_ms(ms)) == ms
+
+
+def test_per_point_json_cache_never_mixes_points() -> None:
+    """The static part of a reading's JSON is cached per point; a reading differing in any
+    static field (same Source object included) must get its own."""
+    src = Source("modbus", "bus1", 3, "holding", 40, "float32")
+    base = reading(1, source=src, entity_id="urn:x:1")
+    variants = [
+        base,
+        dataclasses.replace(base, unit="kW", unit_code="KWT"),
+        dataclasses.replace(base, point="other", metric="other"),
+        dataclasses.replace(base, device_id="dev-2", entity_id=None),
+        dataclasses.replace(base, source=Source("modbus", "bus1", 3, "holding", 40, "float32")),
+        dataclasses.replace(base, source=None, gateway_id="gw-2"),
+    ]
+    for _ in range(2):  # second round: every entry comes from the cache
+        for r in variants:
+            assert reading_json(r) == json.dumps(r.to_dict(), separators=(",", ":")).encode()

@@ -253,3 +253,28 @@ async def test_pre_sync_timestamps_are_corrected_in_place(tmp_path: Path) -> Non
     assert fixed[5].observed_at_ms == 1_795_000_000_000 and fixed[5].time_quality.value == "synced"
     await box.close()
     await runner
+
+
+async def test_publisher_reads_come_from_memory_and_match_the_database(tmp_path: Path) -> None:
+    """A publisher that keeps up reads the rows of the last commits without a SELECT; what it
+    gets must be exactly what the table holds, through acks, overflow drops and stale cursors."""
+    async for ob in running(Outbox(tmp_path / "ob.sqlite", max_rows=60, commit_interval=0.01)):
+        cursor, n = 0, 0
+        for step in range(12):
+            await ob.submit([reading(n + i) for i in range(7 + step % 5)])
+            n += 7 + step % 5
+            rows = await ob.read(cursor, 8)
+            assert rows == ob._read_sync(cursor, 8), step
+            if rows:
+                cursor = rows[-1].id
+                if step % 3 == 0:
+                    ob.ack(rows[0].id, rows[-1].id, len(rows))
+            if step == 6:  # a reconnect: the publisher starts again from an older cursor
+                cursor = 0
+        assert ob.tail_reads >= 6
+        before = ob.tail_reads
+        await ob.submit([reading(i) for i in range(100)])  # overflow: the oldest are dropped
+        assert ob.stats().drops > 0
+        rows = await ob.read(0, 1000)
+        assert rows == ob._read_sync(0, 1000) and len(rows) == 60
+        assert ob.tail_reads == before  # after a drop the tail is not trusted
