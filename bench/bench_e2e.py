@@ -64,6 +64,7 @@ def measure(
     interval: float = 1.0,
     prefix: tuple[str, ...] = (),
     null_sink: bool = False,
+    std_loop: bool = False,
 ) -> dict[str, object]:
     """One agent run; ``null_sink``: JSON lines to /dev/null instead of MQTT (no outbox), to
     tell the agent's polling capacity from its forwarding path."""
@@ -79,7 +80,8 @@ def measure(
     )
     sub = Counter(broker.port, client_id=f"bench-{tag}")
     t_start = time.monotonic()
-    proc = start_agent(cfg, no_ext=no_ext, prefix=prefix)
+    env = {"CITYEDGE_EVENT_LOOP": "asyncio"} if std_loop else None
+    proc = start_agent(cfg, no_ext=no_ext, prefix=prefix, extra_env=env)
     try:
         with Sampler(proc.pid) as rss:
             time.sleep(warmup)
@@ -121,6 +123,7 @@ def measure(
         "devices": devices,
         "points": points,
         "filters": "python" if no_ext else "cython",
+        "loop": "asyncio" if std_loop else "default",
         "sink": "jsonl /dev/null" if null_sink else "mqtt",
         "window_s": round(t1 - t0, 2),
         "cpu_s": round(cpu, 3),
@@ -195,6 +198,22 @@ def main() -> int:
                         )
                         results[tag] = r
                         print_row(name, r)
+                    if name == "50x12":  # the same on the standard loop: uvloop's trade-off
+                        tag = f"{name}-cy-asyncio"
+                        r = measure(
+                            base,
+                            broker,
+                            fleet,
+                            units,
+                            points,
+                            no_ext=False,
+                            warmup=warmup,
+                            window=window,
+                            tag=tag,
+                            std_loop=True,
+                        )
+                        results[tag] = r
+                        print_row(name + "+", r)
                     if name == "200x20":  # same load without the MQTT output / outbox
                         tag = f"{name}-cy-null"
                         r = measure(
@@ -216,6 +235,7 @@ def main() -> int:
         finally:
             broker.stop()
     print("* JSON lines to /dev/null instead of MQTT: no outbox, no broker")
+    print("+ standard asyncio event loop (CITYEDGE_EVENT_LOOP=asyncio) instead of uvloop")
     print(
         f"targets: <= {TARGET_CPU} CPU-s per 10 000 readings delivered; "
         f"RSS <= {TARGET_RSS} MB at 50 devices"

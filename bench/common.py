@@ -214,11 +214,24 @@ class SimFleet:
         self.procs = []
 
 
+SIM_LOCAL_HOUR = 21.0  # simulated local time of the bench fleet (see _sims_main)
+
+
 async def _sims_main(buses: int, units: int) -> None:
+    from drivers.sim.physics import UTC_OFFSET_S
     from drivers.sim.server import SimSpec, SimulatorServer
 
     spec = SimSpec(streetlights=range(1, units + 1), water_meters=(), cameras=())
-    servers = [SimulatorServer(spec) for _ in range(buses)]
+    # The simulated lamps follow the local day (off in daylight, so their values stop changing
+    # and the deadbands suppress them): pin the simulated time to 21:00 local, lamps on, so the
+    # figures do not depend on the hour the benchmark happens to run.
+    now = time.time()
+    offset = (SIM_LOCAL_HOUR * 3600 - (now + UTC_OFFSET_S) % 86400) % 86400
+
+    def clock() -> float:
+        return time.time() + offset
+
+    servers = [SimulatorServer(spec, clock=clock) for _ in range(buses)]
     for s in servers:
         await s.start()
     print(json.dumps([s.port for s in servers]), flush=True)

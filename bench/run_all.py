@@ -50,7 +50,7 @@ STEPS = [
     Step("filters", "bench_filters.py", [], ["--quick"], 240, 90),
     Step("outbox", "bench_outbox.py", [], ["--quick"], 240, 90),
     Step("stages", "bench_stages.py", ["--json"], ["--quick", "--json"], 120, 60),
-    Step("e2e", "bench_e2e.py", ["--json"], ["--quick", "--json"], 300, 180),
+    Step("e2e", "bench_e2e.py", ["--json"], ["--quick", "--json"], 420, 260),
     Step("idle", "bench_idle.py", ["--json"], ["--quick", "--json"], 150, 80),
     Step("startup", "bench_startup.py", ["--json"], ["--quick", "--json"], 120, 60),
     Step("recovery", "bench_recovery.py", ["--json"], ["--quick", "--json"], 300, 120),
@@ -188,6 +188,7 @@ def targets(st: dict[str, Step]) -> list[Target]:
         ("50x12-py", "50 dev x 12 pts, Python filters"),
         ("200x20-cy", "200 dev x 20 pts, compiled filters"),
         ("200x20-py", "200 dev x 20 pts, Python filters"),
+        ("50x12-cy-asyncio", "50 dev x 12 pts, compiled filters, standard asyncio loop"),
     ):
         r = e2e.get(tag, {})
         t.append(
@@ -200,11 +201,14 @@ def targets(st: dict[str, Step]) -> list[Target]:
                 "e2e",
             )
         )
-    for tag in ("50x12-cy", "50x12-py"):
+    for tag in ("50x12-cy", "50x12-py", "50x12-cy-asyncio"):
         r = e2e.get(tag, {})
+        what = "compiled" if "cy" in tag else "Python"
+        if tag.endswith("asyncio"):
+            what += ", standard asyncio loop"
         t.append(
             Target(
-                f"RSS steady at 50 devices ({'compiled' if 'cy' in tag else 'Python'})",
+                f"RSS steady at 50 devices ({what})",
                 r.get("rss_steady_mb"),
                 45.0,
                 "MB",
@@ -214,7 +218,7 @@ def targets(st: dict[str, Step]) -> list[Target]:
         )
         t.append(
             Target(
-                f"RSS peak at 50 devices ({'compiled' if 'cy' in tag else 'Python'})",
+                f"RSS peak at 50 devices ({what})",
                 r.get("rss_peak_mb"),
                 45.0,
                 "MB",
@@ -400,7 +404,8 @@ def _e2e(a: Callable[[str], None], s: Step) -> None:
         a(
             f"| {r['devices']} x {r['points']} @ 1 s"
             f"{' (JSONL to /dev/null, no MQTT)' if r.get('sink', 'mqtt') != 'mqtt' else ''} | "
-            f"{r['filters']} | {r['cpu_s_per_10k']} "
+            f"{r['filters']}{', asyncio loop' if r.get('loop') == 'asyncio' else ''} | "
+            f"{r['cpu_s_per_10k']} "
             f"({'-'.join(map(str, r.get('cpu_s_per_10k_range') or []))}) | "
             f"{r['cpu_pct']} | {r['rss_steady_mb']} | {r['rss_peak_mb']} | "
             f"{r['delivered_per_s']} | {r['polled_expected_per_s']:.0f} | "
@@ -416,8 +421,10 @@ def _e2e(a: Callable[[str], None], s: Step) -> None:
         "is skipped, not queued). The row marked JSONL runs the same 200-device load with a "
         "JSON-lines output to /dev/null instead of MQTT (no outbox, no broker): it shows the "
         "polling capacity of the agent without the forwarding path (its CPU figure is per "
-        "10 000 readings handed to the sink). See [PROFILE.md](PROFILE.md) for where the CPU "
-        "goes."
+        "10 000 readings handed to the sink). Rows marked `asyncio loop` run the agent on the "
+        "standard event loop (`CITYEDGE_EVENT_LOOP=asyncio`) instead of uvloop. The simulated "
+        "lamps are pinned to 21:00 local time (lamps on), so the pass ratio does not depend on "
+        "the hour of the run. See [PROFILE.md](PROFILE.md) for where the CPU goes."
     )
     a("")
 
