@@ -302,7 +302,7 @@ AREAS = (  # (area, fragments of "path:function"), first match wins
         "decode (drivers/modbus/codec, device)",
         ("drivers/modbus/codec", "drivers/modbus/device", "agent/config/profile.py"),
     ),
-    ("Modbus polling: bus owner loop + pymodbus client", ("drivers/modbus/", "pymodbus/")),
+    ("Modbus polling: bus owner loop + MBAP client", ("drivers/modbus/", "pymodbus/")),
     (
         "pipeline: filters, time marking, seq stamping",
         ("agent/pipeline", "agent/filtering", "agent/timesync", "ext/"),
@@ -332,21 +332,24 @@ def _area_of(
     return "other"
 
 
-NOTES = """## Reading it (notes written with the code of 2026-11-23; re-check after changes)
+NOTES = """## Reading it (notes written with the code of 2026-11-30; re-check after changes)
 
-- Per-request work dominates: the asyncio loop (a task wake-up per request and per
-  response, the selector), `socket.send` (one syscall per Modbus request: pymodbus writes each
-  ADU on its own) and pymodbus' transaction handling. It scales with requests, not readings:
-  here 50 devices x 2 requests per second, each request carrying ~6 readings. Fewer, larger
-  requests (the planner) already help; the rest is per-request overhead in pymodbus + asyncio.
-- Decode: `decode_point` per point, the `Point.registers` property recomputed on every call,
-  and one frozen-dataclass `Reading` built per value (`drivers/base.py:point_reading`).
-- Serialization: the native JSON of every reading (`reading_json`) is built on the event
-  loop thread when the batch is submitted to the outbox.
-- Filters are not a visible cost (about 1 % with the compiled kernels), so compiled vs Python
-  filters differ by less than the run-to-run noise in the end-to-end figures.
-- Not in these samples: the outbox thread (SQLite insert/delete + fsync of every group
-  commit), whose CPU is in the end-to-end figures.
+- The agent runs on uvloop. The sampler can only see Python frames. Time spent inside the
+  loop's C code (libuv, epoll, socket reads, timers) is charged to its caller,
+  `asyncio/runners.py` `Runner.run`, and counted under "asyncio event loop, socket I/O".
+  On this VM that is the largest single share, and it scales with the number of wake-ups
+  (about one per Modbus response).
+- Per-request work is one `transport.write` (a `send` syscall on loopback, which also wakes
+  the simulator), one timer, one future and the bus owner's bookkeeping. Modbus TCP no longer
+  goes through pymodbus (`drivers/modbus/mbap.py`).
+- Decode is one compiled decoder per point (`drivers/modbus/device.py` `_compile`). The
+  Reading is built from per-point fields fixed at compile time.
+- Serialization: each reading's native JSON (`reading_json`) is built on the event loop
+  thread when the batch is submitted to the outbox. The per-point static part is cached.
+- Filters are not a visible cost (about 1 % with the compiled kernels).
+- These samples do not include the outbox thread (SQLite insert/delete plus the fsync of
+  every group commit, about 0.4 ms per commit of ~60 readings). Its CPU is in the
+  end-to-end figures.
 """
 
 

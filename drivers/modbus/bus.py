@@ -63,6 +63,10 @@ def _frame_chars(table: Table, count: int) -> int:
     return 8 + 5 + data
 
 
+def _due(d: DeviceState) -> float:
+    return d.due
+
+
 class _Abort(Exception):
     """Stop the current poll; the remaining points are reported with ``reason``."""
 
@@ -182,7 +186,7 @@ class ModbusBus:
             return
         wake = self._next_connect if not self._client.connected else math.inf
         if self.devices:
-            dev = min(self.devices.values(), key=lambda d: d.due)
+            dev = min(self.devices.values(), key=_due)
             if dev.due <= now:
                 await self._poll(dev, loop)
                 return

@@ -4,6 +4,7 @@ last good values, counters and quarantine backoff. No I/O here."""
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -69,15 +70,13 @@ class DeviceState:
         for p in binding.profile.points:
             by_interval.setdefault(p.interval or binding.device.interval, []).append(p)
         self.groups = [Group(i, tuple(ps)) for i, ps in sorted(by_interval.items())]
+        self.due = math.inf  # earliest due time of its groups (loop time)
 
     # --- schedule ---------------------------------------------------------------------------
     def start(self, now: float) -> None:
         for g in self.groups:
             g.due = now
-
-    @property
-    def due(self) -> float:
-        return min(g.due for g in self.groups)
+        self.due = now if self.groups else math.inf
 
     def due_groups(self, now: float) -> list[Group]:
         return [g for g in self.groups if g.due <= now + DUE_SLACK]
@@ -86,6 +85,8 @@ class DeviceState:
         for g in groups:
             g.due, skipped = next_tick(g.due, g.interval, now)
             self.stats.overruns += skipped
+        # kept as a plain attribute: the bus owner compares it for every device on every step
+        self.due = min((g.due for g in self.groups), default=math.inf)
 
     # --- plan ---------------------------------------------------------------------------------
     def order(self, point: Point) -> WordOrder:
