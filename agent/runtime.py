@@ -17,6 +17,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
+from agent import memory
 from agent.config.errors import ConfigError
 from agent.config.loader import LoadedConfig, load_config
 from agent.config.outputs import JsonLinesOutput
@@ -369,6 +370,7 @@ class Agent:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*waits), timeout=10.0)
         self.ready_at = time.monotonic()
+        memory.settle()
         notify("READY=1")
         log.info(
             "ready: %d bus(es), %d device(s), %d output(s) in %.2f s",

@@ -188,7 +188,7 @@ def targets(st: dict[str, Step]) -> list[Target]:
         ("50x12-py", "50 dev x 12 pts, Python filters"),
         ("200x20-cy", "200 dev x 20 pts, compiled filters"),
         ("200x20-py", "200 dev x 20 pts, Python filters"),
-        ("50x12-cy-asyncio", "50 dev x 12 pts, compiled filters, standard asyncio loop"),
+        ("50x12-cy-uvloop", "50 dev x 12 pts, compiled filters, on uvloop (opt-in)"),
     ):
         r = e2e.get(tag, {})
         t.append(
@@ -201,11 +201,11 @@ def targets(st: dict[str, Step]) -> list[Target]:
                 "e2e",
             )
         )
-    for tag in ("50x12-cy", "50x12-py", "50x12-cy-asyncio"):
+    for tag in ("50x12-cy", "50x12-py", "50x12-cy-uvloop"):
         r = e2e.get(tag, {})
         what = "compiled" if "cy" in tag else "Python"
-        if tag.endswith("asyncio"):
-            what += ", standard asyncio loop"
+        if tag.endswith("uvloop"):
+            what += ", on uvloop (opt-in)"
         t.append(
             Target(
                 f"RSS steady at 50 devices ({what})",
@@ -404,7 +404,7 @@ def _e2e(a: Callable[[str], None], s: Step) -> None:
         a(
             f"| {r['devices']} x {r['points']} @ 1 s"
             f"{' (JSONL to /dev/null, no MQTT)' if r.get('sink', 'mqtt') != 'mqtt' else ''} | "
-            f"{r['filters']}{', asyncio loop' if r.get('loop') == 'asyncio' else ''} | "
+            f"{r['filters']}{', uvloop' if r.get('loop') == 'uvloop' else ''} | "
             f"{r['cpu_s_per_10k']} "
             f"({'-'.join(map(str, r.get('cpu_s_per_10k_range') or []))}) | "
             f"{r['cpu_pct']} | {r['rss_steady_mb']} | {r['rss_peak_mb']} | "
@@ -421,10 +421,10 @@ def _e2e(a: Callable[[str], None], s: Step) -> None:
         "is skipped, not queued). The row marked JSONL runs the same 200-device load with a "
         "JSON-lines output to /dev/null instead of MQTT (no outbox, no broker): it shows the "
         "polling capacity of the agent without the forwarding path (its CPU figure is per "
-        "10 000 readings handed to the sink). Rows marked `asyncio loop` run the agent on the "
-        "standard event loop (`CITYEDGE_EVENT_LOOP=asyncio`) instead of uvloop. The simulated "
-        "lamps are pinned to 21:00 local time (lamps on), so the pass ratio does not depend on "
-        "the hour of the run. See [PROFILE.md](PROFILE.md) for where the CPU goes."
+        "10 000 readings handed to the sink). The row marked `uvloop` runs the agent on uvloop "
+        "(`CITYEDGE_EVENT_LOOP=uvloop`, opt-in) instead of the standard asyncio loop. The "
+        "simulated lamps are pinned to 21:00 local time (lamps on), so the pass ratio does not "
+        "depend on the hour of the run. See [PROFILE.md](PROFILE.md) for where the CPU goes."
     )
     a("")
 

@@ -222,3 +222,28 @@ async def test_request_adu_on_the_wire(peer) -> None:  # type: ignore[no-untyped
         (2, 17, bytes.fromhex("05 0005 FF00")),
     ]
     c.close()
+
+
+def test_on_uvloop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvloop's transports are not asyncio.Transport subclasses; the MBAP stream must not care."""
+    from agent import eventloop
+
+    monkeypatch.setenv(eventloop.ENV, "uvloop")
+
+    async def main() -> list[int] | list[bool]:
+        async def reply(tid: int, unit: int, pdu: bytes) -> bytes:
+            return adu(tid, unit, b"\x03\x04\x00\x07\x00\x08")
+
+        srv = Peer(reply)
+        srv.server = await asyncio.start_server(srv._handle, "127.0.0.1", 0)
+        try:
+            c = await client_for(srv.url)
+            try:
+                assert type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+                return await c.read(Table.HOLDING, 0, 2, 1, 1.0)
+            finally:
+                c.close()
+        finally:
+            srv.server.close()
+
+    assert eventloop.run(main()) == [7, 8]
