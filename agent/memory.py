@@ -13,18 +13,27 @@ from __future__ import annotations
 import ctypes
 import gc
 import logging
+from collections.abc import Callable
 
 log = logging.getLogger("cityedge")
+
+
+def _malloc_trim() -> Callable[[], object] | None:
+    try:
+        # the process's own symbols: libc is already loaded (find_library would run ldconfig)
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, ...): nothing to trim
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return lambda: trim(0)
+
+
+_trim = _malloc_trim()
 
 
 def settle() -> None:
     gc.collect()
     gc.freeze()
-    try:
-        # the process's own symbols: libc is already loaded (find_library would run ldconfig)
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl, ...): nothing to trim
-        return
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    trim(0)
+    if _trim is not None:
+        _trim()

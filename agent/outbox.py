@@ -38,7 +38,7 @@ from agent.reading import Reading
 
 log = logging.getLogger("cityedge.outbox")
 
-TAIL_ROWS = 20_000  # rows of the latest commits kept in memory for the publisher
+TAIL_ROWS = 4_000  # rows of the latest commits kept for the publisher (~2 MB at most)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -119,8 +119,8 @@ class Outbox:
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.execute("PRAGMA journal_size_limit=67108864")
             # the hot pages are the two ends of one b-tree (appends, oldest-first reads and
-            # deletes): 512 KiB of page cache instead of the default 2 MiB, on 1 GB gateways
-            self._db.execute("PRAGMA cache_size=-512")
+            # deletes): 256 KiB of page cache instead of the default 2 MiB, on 1 GB gateways
+            self._db.execute("PRAGMA cache_size=-256")
             self._db.executescript(SCHEMA)
             (self._depth,) = self._db.execute("SELECT count(*) FROM outbox").fetchone()
             seq = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name='outbox'").fetchone()

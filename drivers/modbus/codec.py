@@ -13,6 +13,7 @@ cannot express BADC/DCBA (LIBRARY-NOTES.md).
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from collections.abc import Callable, Iterable, Sequence
@@ -270,6 +271,12 @@ def encode_point(
     return _be_to_words(point, data, order)
 
 
+@functools.lru_cache(maxsize=64)
+def _struct(fmt: str) -> struct.Struct:
+    # a handful of formats serve every point of every device: share them
+    return struct.Struct(fmt)
+
+
 def fast_decoder(point: Point, order: WordOrder) -> Callable[[Sequence[int]], Value] | None:
     """A decoder for the common case, compiled once per point: a plain number (no enum, no
     bits, no string) from register words. Same results as :func:`decode_point`; ``None`` for
@@ -283,8 +290,8 @@ def fast_decoder(point: Point, order: WordOrder) -> Callable[[Sequence[int]], Va
     ):
         return None
     n = point.registers
-    pack = struct.Struct(("<" if order in _BYTE_SWAP else ">") + f"{n}H").pack
-    unpack = struct.Struct(_FMT[kind]).unpack
+    pack = _struct(("<" if order in _BYTE_SWAP else ">") + f"{n}H").pack
+    unpack = _struct(_FMT[kind]).unpack
     reverse = order in _WORD_SWAP and n > 1
     scale, offset = point.scale, point.offset
     plain = scale == 1 and offset == 0

@@ -197,9 +197,10 @@ class DeviceState:
     def _compile(self, p: Point) -> _Compiled:
         order = self.order(p)
         fast = fast_decoder(p, order)
+        if fast is None:
 
-        def slow(words: Sequence[int] | Sequence[bool]) -> Value:
-            return decode_point(p, words, order)
+            def fast(words: Sequence[int] | Sequence[bool]) -> Value:
+                return decode_point(p, words, order)
 
         # the Source is the one self.reading() caches, so BAD/STALE readings share it
         src = self.reading(p, None, 0).source
@@ -214,7 +215,7 @@ class DeviceState:
             p.unit_code,
             b.device.entity_id,
         )
-        return _Compiled(p.address, p.registers, fast or slow, head, src)
+        return _Compiled(p.address, p.registers, fast, head, src)
 
     def bad(self, points: Iterable[Point], ts: int, reason: str) -> list[Reading]:
         return [self.reading(p, None, ts, Quality.BAD, reason) for p in points]
