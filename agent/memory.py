@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import logging
 from collections.abc import Callable
-
-log = logging.getLogger("cityedge")
 
 
 def _malloc_trim() -> Callable[[], object] | None:

@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from agent.filtering import DeviceFilters
 
 log = logging.getLogger("cityedge.pipeline")
-_set = object.__setattr__
 MAX_QUEUED = 1000  # batches per sink before the bus owners feel back-pressure
 MAX_COALESCED = 20_000  # readings handed to a sink in one submit
 
@@ -82,7 +81,7 @@ class Pipeline:
         seq = self._seq
         for r in out:
             seq += 1
-            _set(r, "seq", seq)
+            r.seq = seq
         self._seq = seq
         for feed in self._feeds:
             await feed.queue.put(out)  # waits only when a sink is MAX_QUEUED batches behind

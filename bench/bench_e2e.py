@@ -182,54 +182,34 @@ def main() -> int:
             for name in args.workloads.split(","):
                 units, points = WORKLOADS[name]
                 fleet = SimFleet(BUSES, units, procs=1 if units * BUSES <= 50 else 2)
+                # (tag suffix, row mark, measure options): compiled and Python filters, then
+                # the 50x12 load on uvloop (opt-in) and the 200x20 load without MQTT / outbox
+                runs: list[tuple[str, str, dict[str, bool]]] = [
+                    ("cy", "", {}),
+                    ("py", "", {"no_ext": True}),
+                ]
+                if name == "50x12":
+                    runs.append(("cy-uvloop", "+", {"uvloop": True}))
+                if name == "200x20":
+                    runs.append(("cy-null", "*", {"null_sink": True}))
                 try:
-                    for no_ext in (False, True):
-                        tag = f"{name}-{'py' if no_ext else 'cy'}"
+                    for suffix, mark, opts in runs:
+                        tag = f"{name}-{suffix}"
                         r = measure(
                             base,
                             broker,
                             fleet,
                             units,
                             points,
-                            no_ext=no_ext,
+                            no_ext=opts.get("no_ext", False),
                             warmup=warmup,
                             window=window,
                             tag=tag,
+                            uvloop=opts.get("uvloop", False),
+                            null_sink=opts.get("null_sink", False),
                         )
                         results[tag] = r
-                        print_row(name, r)
-                    if name == "50x12":  # the same on uvloop (opt-in): its trade-off
-                        tag = f"{name}-cy-uvloop"
-                        r = measure(
-                            base,
-                            broker,
-                            fleet,
-                            units,
-                            points,
-                            no_ext=False,
-                            warmup=warmup,
-                            window=window,
-                            tag=tag,
-                            uvloop=True,
-                        )
-                        results[tag] = r
-                        print_row(name + "+", r)
-                    if name == "200x20":  # same load without the MQTT output / outbox
-                        tag = f"{name}-cy-null"
-                        r = measure(
-                            base,
-                            broker,
-                            fleet,
-                            units,
-                            points,
-                            no_ext=False,
-                            warmup=warmup,
-                            window=window,
-                            tag=tag,
-                            null_sink=True,
-                        )
-                        results[tag] = r
-                        print_row(name + "*", r)
+                        print_row(name + mark, r)
                 finally:
                     fleet.stop()
         finally:

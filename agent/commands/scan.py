@@ -112,12 +112,12 @@ async def scan(
     all_settings: bool,
     progress: Progress,
 ) -> list[Found]:
-    from drivers.modbus.adapter import DeviceException, ModbusClient, ModbusError, NotConnected
+    from drivers.modbus.adapter import DeviceException, ModbusError, NotConnected, modbus_client
 
     found: list[Found] = []
     for url in urls:
         ep = parse_endpoint(url)
-        client = ModbusClient(ep, timeout)
+        client = modbus_client(ep, timeout)
         try:
             await client.connect(max(1.0, timeout))
         except NotConnected as exc:

@@ -12,7 +12,6 @@ of the message; a replay may cut messages differently, so de-duplicate on readin
 from __future__ import annotations
 
 import calendar
-import functools
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -97,9 +96,7 @@ def reading_json(r: Reading) -> bytes:
     return (s + st[3]).encode()
 
 
-@functools.lru_cache(maxsize=8192)
 def _source_json(src: Source) -> str:
-    # one Source object per point (drivers cache them), so this is a dictionary hit
     return ',"source":' + json.dumps(src.to_dict(), separators=(",", ":"))
 
 

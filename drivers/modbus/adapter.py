@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from agent.config.endpoint import Endpoint
 from agent.config.profile import Table
@@ -104,42 +104,35 @@ def response_timeout(
     return max(0.1, n * endpoint.char_time + TURNAROUND_MARGIN)
 
 
-class ModbusClient:
+class ModbusClient(Protocol):
     """One client for one physical bus. Not reentrant: the bus owner serializes."""
 
-    def __init__(self, endpoint: Endpoint, timeout: float) -> None:
-        self.endpoint = endpoint
-        self._impl: _MbapBackend | _PymodbusBackend
-        if endpoint.scheme == "tcp":
-            self._impl = _MbapBackend(endpoint)
-        elif endpoint.scheme in ("rtu+tcp", "rtu", "ascii"):
-            self._impl = _PymodbusBackend(endpoint, timeout)
-        else:
-            raise ValueError(f"not a Modbus endpoint: {endpoint.url}")
-
     @property
-    def connected(self) -> bool:
-        return self._impl.connected
+    def connected(self) -> bool: ...
 
-    async def connect(self, timeout: float) -> None:
-        await self._impl.connect(timeout)
+    async def connect(self, timeout: float) -> None: ...
 
-    def close(self) -> None:
-        self._impl.close()
+    def close(self) -> None: ...
 
     async def read(
         self, table: Table, start: int, count: int, unit: int, timeout: float
-    ) -> list[int] | list[bool]:
-        return await self._impl.read(table, start, count, unit, timeout)
+    ) -> list[int] | list[bool]: ...
 
     async def write_registers(
         self, unit: int, address: int, values: Sequence[int], timeout: float
     ) -> None:
         """FC06 for one register, FC16 otherwise (some devices refuse FC16 for one register)."""
-        await self._impl.write_registers(unit, address, values, timeout)
 
-    async def write_coil(self, unit: int, address: int, value: bool, timeout: float) -> None:
-        await self._impl.write_coil(unit, address, value, timeout)
+    async def write_coil(self, unit: int, address: int, value: bool, timeout: float) -> None: ...
+
+
+def modbus_client(endpoint: Endpoint, timeout: float) -> ModbusClient:
+    """The client for ``endpoint``: our MBAP framing for ``tcp://``, pymodbus for the rest."""
+    if endpoint.scheme == "tcp":
+        return _MbapBackend(endpoint)
+    if endpoint.scheme in ("rtu+tcp", "rtu", "ascii"):
+        return _PymodbusBackend(endpoint, timeout)
+    raise ValueError(f"not a Modbus endpoint: {endpoint.url}")
 
 
 _READ_FC: dict[Table, int] = {Table.COIL: 1, Table.DISCRETE: 2, Table.HOLDING: 3, Table.INPUT: 4}

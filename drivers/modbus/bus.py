@@ -42,10 +42,10 @@ from drivers.modbus.adapter import (
     DEVICE_BUSY,
     SPAN_REJECTED,
     DeviceException,
-    ModbusClient,
     NoResponse,
     NotConnected,
     inter_frame_gap,
+    modbus_client,
     response_timeout,
 )
 from drivers.modbus.codec import CodecError, decode_point, encode_point
@@ -94,7 +94,7 @@ class ModbusBus:
         self._emit = emit
         self._rng = rng or random.Random()
         self._gap = inter_frame_gap(self.endpoint, bus.inter_frame_gap)
-        self._client = ModbusClient(self.endpoint, response_timeout(self.endpoint, bus.timeout))
+        self._client = modbus_client(self.endpoint, response_timeout(self.endpoint, bus.timeout))
         self.devices: dict[str, DeviceState] = {}
         for b in devices:
             if b.device.enabled:

@@ -42,7 +42,7 @@ class _Compiled:
     width: int
     decode: Callable[[Sequence[int] | Sequence[bool]], Value]
     head: tuple[str, str, str, str, str, str | None, str | None, str | None]
-    source: Source | None
+    source: Source
 
 
 class DeviceState:
@@ -155,6 +155,9 @@ class DeviceState:
         quality: Quality = Quality.GOOD,
         reason: str | None = None,
     ) -> Reading:
+        return point_reading(self.binding, point, value, ts, self._source(point), quality, reason)
+
+    def _source(self, point: Point) -> Source:
         source = self._sources.get(point.name)
         if source is None:  # one immutable Source per point, shared by all its readings
             source = Source(
@@ -166,7 +169,7 @@ class DeviceState:
                 point.type.value,
             )
             self._sources[point.name] = source
-        return point_reading(self.binding, point, value, ts, source, quality, reason)
+        return source
 
     def decode(
         self, points: Iterable[Point], start: int, values: Sequence[int] | Sequence[bool], ts: int
@@ -202,8 +205,6 @@ class DeviceState:
             def fast(words: Sequence[int] | Sequence[bool]) -> Value:
                 return decode_point(p, words, order)
 
-        # the Source is the one self.reading() caches, so BAD/STALE readings share it
-        src = self.reading(p, None, 0).source
         b = self.binding
         head = (
             b.gateway_id,
@@ -215,7 +216,7 @@ class DeviceState:
             p.unit_code,
             b.device.entity_id,
         )
-        return _Compiled(p.address, p.registers, fast, head, src)
+        return _Compiled(p.address, p.registers, fast, head, self._source(p))
 
     def bad(self, points: Iterable[Point], ts: int, reason: str) -> list[Reading]:
         return [self.reading(p, None, ts, Quality.BAD, reason) for p in points]

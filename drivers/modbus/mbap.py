@@ -11,7 +11,7 @@ against.
 
 Stream rules (a TCP stream has no resynchronisation point):
 - a reply whose transaction id is not the one in flight is a late answer to a request that
-  timed out: skipped, counted in ``stale_replies``;
+  timed out: skipped;
 - a header that cannot be Modbus (protocol id != 0, length outside 2..254) means the stream is
   corrupt: the connection is closed and the request fails as a bad frame, so the bus owner
   reconnects on a clean stream.
@@ -45,7 +45,6 @@ class _Stream(asyncio.Protocol):
         self.buf = bytearray()
         self.waiting: tuple[int, int, asyncio.Future[bytes]] | None = None
         self.rx_seen = False
-        self.stale_replies = 0
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -74,7 +73,6 @@ class _Stream(asyncio.Protocol):
             del buf[:end]
             w = self.waiting
             if w is None or w[0] != tid or w[2].done():
-                self.stale_replies += 1
                 continue
             if w[1] != unit:
                 self._corrupt()
@@ -103,10 +101,6 @@ class MbapClient:
     def connected(self) -> bool:
         s = self._stream
         return s is not None and not s.lost and s.transport is not None
-
-    @property
-    def stale_replies(self) -> int:
-        return self._stream.stale_replies if self._stream is not None else 0
 
     async def connect(self, timeout: float) -> None:
         self.close()

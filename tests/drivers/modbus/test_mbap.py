@@ -11,7 +11,13 @@ import pytest
 
 from agent.config.endpoint import parse_endpoint
 from agent.config.profile import Table
-from drivers.modbus.adapter import DeviceException, ModbusClient, NoResponse, NotConnected
+from drivers.modbus.adapter import (
+    DeviceException,
+    ModbusClient,
+    NoResponse,
+    NotConnected,
+    modbus_client,
+)
 from tests.drivers.modbus.conftest import TcpServer, sim_device
 
 Reply = Callable[[int, int, bytes], Awaitable[bytes | None]]  # (tid, unit, pdu) -> raw bytes
@@ -68,7 +74,7 @@ def adu(tid: int, unit: int, pdu: bytes, pid: int = 0) -> bytes:
 
 
 async def client_for(url: str) -> ModbusClient:
-    c = ModbusClient(parse_endpoint(url), 0.2)
+    c = modbus_client(parse_endpoint(url), 0.2)
     await c.connect(1.0)
     return c
 
@@ -204,7 +210,7 @@ async def test_connect_refused_is_not_connected() -> None:
     port = srv.sockets[0].getsockname()[1]
     srv.close()
     await srv.wait_closed()
-    c = ModbusClient(parse_endpoint(f"tcp://127.0.0.1:{port}"), 0.2)
+    c = modbus_client(parse_endpoint(f"tcp://127.0.0.1:{port}"), 0.2)
     with pytest.raises(NotConnected, match="ConnectionRefusedError"):
         await c.connect(1.0)
 
