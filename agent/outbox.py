@@ -14,8 +14,9 @@ pole-mounted gateway. FULL costs one WAL fsync per commit; group commit caps tha
 SD cards and eMMC handle, so "accepted" means on stable storage.
 
 Deletion happens only after the publisher saw the PUBACK (``ack``); acks are committed with the
-next group. When the table holds more than ``max_rows`` or rows older than ``max_age`` the oldest
-are dropped and counted in a persistent counter.
+next group of readings, or after ``ACK_DELAY`` when none come. When the table holds more than
+``max_rows`` or rows older than ``max_age`` the oldest are dropped and counted in a persistent
+counter.
 
 All SQLite work runs on one dedicated thread so an fsync never blocks the event loop.
 """
@@ -35,9 +36,12 @@ from pathlib import Path
 
 from agent.encoders.native import reading_from_json, reading_json
 from agent.reading import Reading
+from agent.waits import wait_event
 
 log = logging.getLogger("cityedge.outbox")
 
+EXPIRY_PERIOD = 5.0  # seconds between age-bound checks when nothing else is committed
+ACK_DELAY = 1.0  # seconds acks alone wait for readings to share their commit
 TAIL_ROWS = 4_000  # rows of the latest commits kept for the publisher (~2 MB at most)
 
 SCHEMA = """
@@ -142,6 +146,7 @@ class Outbox:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._full = asyncio.Event()
+        self._rows_in = asyncio.Event()
         self._rows_event = asyncio.Event()
         self._closed = False  # no more submits
         self._shut = False  # database closed
@@ -162,6 +167,7 @@ class Outbox:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
         self._wake.set()
+        self._rows_in.set()
         if len(self._pending) >= self.commit_rows:
             self._full.set()
         await fut
@@ -169,19 +175,16 @@ class Outbox:
     async def run(self) -> None:
         """Group-commit loop; returns after ``close``."""
         while not self._closed:
-            try:
-                async with asyncio.timeout(5.0):  # idle: still expire old rows
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
+            await wait_event(self._wake, EXPIRY_PERIOD)  # idle: still expire old rows
             if self._closed:
                 break
-            if len(self._pending) < self.commit_rows:
-                try:
-                    async with asyncio.timeout(self.commit_interval):
-                        await self._full.wait()
-                except TimeoutError:
-                    pass
+            if not self._pending and self._acks:
+                # Acks alone are not urgent (an ack lost to a crash is a redelivery the
+                # platform drops by id): they ride with the next readings, which on a polling
+                # gateway come within a cycle, instead of costing a commit and an fsync each.
+                await wait_event(self._rows_in, ACK_DELAY)
+            if self._pending and len(self._pending) < self.commit_rows:
+                await wait_event(self._full, self.commit_interval)
             if self._shut:  # close() committed the rest meanwhile
                 break
             await self.flush()
@@ -193,12 +196,13 @@ class Outbox:
                 return
             self._wake.clear()
             self._full.clear()
+            self._rows_in.clear()
             rows, self._pending = self._pending, []
             waiters, self._waiters = self._waiters, []
             acks, self._acks = self._acks, []
             acked, self._acked_pending = self._acked_pending, 0
             now = self._clock()
-            expire = now - self._last_expiry >= 5.0
+            expire = now - self._last_expiry >= EXPIRY_PERIOD
             if not rows and not acks and not expire:
                 return
             if expire:
@@ -371,7 +375,8 @@ class Outbox:
             return
         self._closed = True  # late submits fail loudly instead of waiting for a commit forever
         await self.flush()
-        self._wake.set()
+        for ev in (self._wake, self._rows_in, self._full):  # whichever wait ``run`` is in
+            ev.set()
         self.wake_readers()
         async with self._lock:
             self._shut = True

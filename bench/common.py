@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -308,16 +309,37 @@ def gateway_config(
     return cfg
 
 
+UNIT = ROOT / "systemd" / "cityedge.service"
+CACHE_ROOT = ROOT / ".bench-cache"  # the unit's %C: -OO bytecode, kept warm between runs
+
+
+def service_env(cache_root: Path = CACHE_ROOT) -> dict[str, str]:
+    """The ``Environment=`` of the systemd unit, ``%C`` (the cache root) set to ``cache_root``:
+    the agent is measured (and tested) in the interpreter mode it runs in on a gateway."""
+    env: dict[str, str] = {}
+    for line in UNIT.read_text().splitlines():
+        if line.startswith("Environment="):
+            for item in shlex.split(line.removeprefix("Environment=")):
+                key, _, value = item.partition("=")
+                env[key] = value.replace("%C", str(cache_root))
+    # the unit cannot write bytecode beside the sources; neither may a developer's setting stop
+    # the cache directory from filling (an empty value means unset to Python)
+    env["PYTHONDONTWRITEBYTECODE"] = ""
+    return env
+
+
 def start_agent(
     cfg: Path,
     *,
     no_ext: bool = False,
     extra_env: dict[str, str] | None = None,
     prefix: Sequence[str] = (),
+    cache_root: Path = CACHE_ROOT,
 ) -> subprocess.Popen[bytes]:
-    """``python -m agent run CFG`` (``prefix`` replaces the interpreter, e.g. a profiler);
-    stderr goes to agent.log beside the config (a pipe nobody reads could block the agent)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+    """``python -m agent run CFG`` in the unit's environment (``prefix`` replaces the
+    interpreter, e.g. a profiler); stderr goes to agent.log beside the config (a pipe nobody
+    reads could block the agent)."""
+    env = {**os.environ, **service_env(cache_root), **(extra_env or {})}
     env.pop("CITYEDGE_NO_EXT", None)
     if no_ext:
         env["CITYEDGE_NO_EXT"] = "1"

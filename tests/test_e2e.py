@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.common import service_env
 from drivers.sim.server import SimSpec, SimulatorServer
 
 CONFIG = """\
@@ -89,7 +90,8 @@ async def _start_agent(tmp_path: Path, port: int) -> asyncio.subprocess.Process:
         cwd=tmp_path,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # the systemd unit's environment (python -OO, bytecode cache under %C)
+        env={**os.environ, **service_env(tmp_path / "cache")},
     )
 
 
@@ -130,7 +132,9 @@ async def test_readings_flow_and_sigterm_loses_nothing(
             await proc.wait()
     log = err.decode()
     assert proc.returncode == 0, log
-    assert "(event loop asyncio)" in log, "the daemon runs on the standard loop by default"
+    assert "(event loop asyncio, python 3." in log, "the daemon runs on the standard loop"
+    assert re.search(r"python 3\.\d+\.\d+\S* -OO\)", log), "the unit's -OO did not apply"
+    assert list((tmp_path / "cache").rglob("*.opt-2.pyc")), "no bytecode in the unit's cache"
     assert elapsed < 4.0 + 1.0, f"shutdown took {elapsed:.1f} s"
     m = re.search(r"stopped: (\d+) readings read, (\d+) delivered", log)
     assert m, log

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sys
 from typing import Any
 
 from agent import __version__, eventloop
@@ -39,10 +40,12 @@ async def serve(loaded: LoadedConfig) -> None:
     from agent.ops import attach_operations
 
     log.info(
-        "cityedge %s starting on %s (event loop %s)",
+        "cityedge %s starting on %s (event loop %s, python %s%s)",
         __version__,
         loaded.files[0],
         type(asyncio.get_running_loop()).__module__.split(".")[0],
+        sys.version.split()[0],
+        " -" + "O" * sys.flags.optimize if sys.flags.optimize else "",
     )
     agent = Agent(loaded)
     attach_operations(agent)

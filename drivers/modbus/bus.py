@@ -29,6 +29,7 @@ import asyncio
 import logging
 import math
 import random
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
@@ -37,6 +38,7 @@ from agent.config.endpoint import parse_endpoint
 from agent.config.gateway import BusConfig
 from agent.config.profile import DataType, Point, Table
 from agent.reading import Reading, Value, now_ms
+from agent.waits import wait_event
 from drivers.base import BusStats, DeviceBinding, Emit, WriteResult, WriteStatus
 from drivers.modbus.adapter import (
     DEVICE_BUSY,
@@ -122,8 +124,9 @@ class ModbusBus:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         try:
+            now, wall = loop.time(), time.time() if self.config.align_polls else None
             for d in self.devices.values():
-                d.start(loop.time())
+                d.start(now, wall)
             while True:
                 await self._step(loop)
         finally:
@@ -195,11 +198,7 @@ class ModbusBus:
         if wake == math.inf:
             await self._wake.wait()
             return
-        try:
-            async with asyncio.timeout_at(wake):
-                await self._wake.wait()
-        except TimeoutError:
-            pass
+        await wait_event(self._wake, wake - now)
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> None:
         try:

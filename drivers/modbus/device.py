@@ -14,7 +14,7 @@ from agent.reading import Quality, Reading, Source, TimeQuality, Value
 from drivers.base import DeviceBinding, DeviceStats, point_reading
 from drivers.modbus.codec import CodecError, decode_point, fast_decoder
 from drivers.modbus.planner import PlanError, ReadRequest, plan_reads
-from drivers.modbus.schedule import Backoff, next_tick
+from drivers.modbus.schedule import Backoff, first_aligned_tick, next_tick
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ class Group:
     interval: float
     points: tuple[Point, ...]
     due: float = 0.0
+    first_tick: float | None = None  # the aligned grid's first tick, until the first poll ends
 
 
 _GOOD = Quality.GOOD
@@ -73,16 +74,23 @@ class DeviceState:
         self.due = math.inf  # earliest due time of its groups (loop time)
 
     # --- schedule ---------------------------------------------------------------------------
-    def start(self, now: float) -> None:
+    def start(self, now: float, wall: float | None = None) -> None:
+        """First poll now. With ``wall`` (the wall clock at ``now``) the following ones fall on
+        wall-clock multiples of each interval, like Telegraf's ``round_interval``: every device
+        and bus with one interval polls in the same time slot, so the readings of one cycle carry
+        neighbouring timestamps on every bus and reach the outbox in one group commit."""
         for g in self.groups:
             g.due = now
-        self.due = now if self.groups else math.inf
+            g.first_tick = None if wall is None else first_aligned_tick(now, wall, g.interval)
+        self.due = min((g.due for g in self.groups), default=math.inf)
 
     def due_groups(self, now: float) -> list[Group]:
         return [g for g in self.groups if g.due <= now + DUE_SLACK]
 
     def advance(self, groups: Iterable[Group], now: float) -> None:
         for g in groups:
+            if g.first_tick is not None:  # onto the aligned grid after the first poll
+                g.due, g.first_tick = g.first_tick - g.interval, None
             g.due, skipped = next_tick(g.due, g.interval, now)
             self.stats.overruns += skipped
         # kept as a plain attribute: the bus owner compares it for every device on every step

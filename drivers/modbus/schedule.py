@@ -58,3 +58,11 @@ def next_tick(due: float, interval: float, now: float) -> tuple[float, int]:
         nxt += interval
         skipped += 1
     return nxt, skipped
+
+
+def first_aligned_tick(now: float, wall: float, interval: float) -> float:
+    """The first tick on wall-clock multiples of ``interval`` (``wall`` is the wall clock at
+    ``now``) that is at least half an interval after ``now``: a device polled at once on start
+    is not polled again a moment later just to reach the grid."""
+    half = interval / 2
+    return now + half + (-(wall + half) % interval)

@@ -114,6 +114,27 @@ async def test_commit_rows_triggers_immediate_commit(tmp_path: Path) -> None:
         assert ob.stats().depth == 150
 
 
+async def test_acks_wait_to_share_a_commit_with_readings(tmp_path: Path, monkeypatch) -> None:
+    import agent.outbox as outbox_mod
+
+    monkeypatch.setattr(outbox_mod, "ACK_DELAY", 0.4)
+    async for ob in running(Outbox(tmp_path / "ob.sqlite", commit_interval=0.01)):
+        await ob.submit([reading(i) for i in range(6)])
+        commits = ob.stats().commits
+        ob.ack(1, 2, 2)
+        await asyncio.sleep(0.1)
+        assert ob.stats().commits == commits, "an ack alone cost a commit at once"
+        assert ob.stats().depth == 4  # acked rows are not counted while they wait
+        await ob.submit([reading(9)])  # readings arrive: one commit for both
+        assert ob.stats().commits == commits + 1
+        assert [r.id for r in ob._read_sync(0, 100)] == [3, 4, 5, 6, 7]
+        ob.ack(3, 7, 5)  # no readings follow: committed alone after ACK_DELAY
+        async with asyncio.timeout(3):
+            while ob.stats().commits == commits + 1:
+                await asyncio.sleep(0.02)
+        assert ob._read_sync(0, 100) == []
+
+
 async def test_ids_survive_reopen_and_are_never_reused(tmp_path: Path) -> None:
     path = tmp_path / "ob.sqlite"
     async for ob in running(Outbox(path, commit_interval=0.01)):

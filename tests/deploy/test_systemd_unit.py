@@ -84,6 +84,8 @@ def test_security_exposure_within_budget(tmp_path: Path) -> None:
         "DynamicUser=yes",
         "SupplementaryGroups=dialout",
         "StateDirectory=cityedge",
+        "CacheDirectory=cityedge",
+        "Environment=PYTHONUNBUFFERED=1 PYTHONOPTIMIZE=2 PYTHONPYCACHEPREFIX=%C/cityedge/pycache",
         "ConfigurationDirectory=cityedge",
         "LoadCredential=mqtt_password:/etc/cityedge/credentials/mqtt_password",
         "DevicePolicy=closed",

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from drivers.modbus.schedule import Backoff, next_tick
+from drivers.modbus.schedule import Backoff, first_aligned_tick, next_tick
 
 
 def test_backoff_doubles_to_the_cap_with_jitter():
@@ -41,3 +41,24 @@ def test_next_tick_skips_late_ticks(due, interval, now, expected):
     nxt, skipped = next_tick(due, interval, now)
     assert nxt > now
     assert nxt == pytest.approx(expected[0]) and skipped == expected[1]
+
+
+@pytest.mark.parametrize(
+    ("now", "wall", "interval", "first"),
+    [
+        (100.0, 1000.3, 1.0, 100.7),  # next whole second of the wall clock
+        (100.0, 1000.3, 5.0, 104.7),  # next multiple of 5 s
+        (100.0, 1000.0, 1.0, 101.0),  # on the grid now: the next tick, a full interval on
+        (100.0, 1000.8, 1.0, 101.2),  # 0.2 s away is too close after the first poll: skipped
+        (7.0, 1_763_900_000.25, 0.5, 7.25),
+    ],
+)
+def test_first_aligned_tick_is_on_the_wall_clock_grid_half_an_interval_on(
+    now, wall, interval, first
+):
+    tick = first_aligned_tick(now, wall, interval)
+    assert tick == pytest.approx(first)
+    assert tick - now >= interval / 2
+    assert (wall + (tick - now)) % interval == pytest.approx(0.0, abs=1e-6) or (
+        wall + (tick - now)
+    ) % interval == pytest.approx(interval, abs=1e-6)
