@@ -47,7 +47,7 @@ class BusConfig(_M):
     inter_frame_gap: float | None = Field(None, ge=0, le=5)  # None: 3.5 chars, min 1.75 ms
     connect_pause: float = Field(0.0, ge=0, le=30)
     quarantine_max: float = Field(300.0, gt=0, le=3600)
-    align_polls: bool = True  # ticks on wall-clock multiples of the interval (see DeviceState)
+    align_polls: bool = True  # after a first poll at once, ticks on wall-clock multiples
 
     _id = field_validator("id")(_check_id)
 

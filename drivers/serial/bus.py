@@ -31,6 +31,7 @@ from agent.config.endpoint import parse_endpoint
 from agent.config.gateway import BusConfig
 from agent.config.profile import Point
 from agent.reading import Quality, Reading, Source, Value, now_ms
+from agent.waits import wait_event
 from drivers.base import (
     BusStats,
     DeviceBinding,
@@ -40,7 +41,7 @@ from drivers.base import (
     WriteStatus,
     point_reading,
 )
-from drivers.modbus.schedule import Backoff
+from drivers.modbus.schedule import Backoff, first_aligned_tick
 from drivers.serial.exchange import LineExchange
 from drivers.serial.generic import DeviceNak
 from drivers.serial.handlers import BadResponse, DeviceTimeout, Handler, make_handler
@@ -60,6 +61,7 @@ class _Device:
     x: LineExchange
     backoff: Backoff
     next_due: float = 0.0
+    first_tick: float | None = None  # align_polls: the grid's first tick, after the first poll
     last: dict[str, Value] = field(default_factory=dict)
 
 
@@ -152,9 +154,11 @@ class SerialBus:
 
     async def run(self) -> None:
         opened_before = False
-        start = self.clock()
+        start, wall = self.clock(), time.time()
         for d in self._devs.values():
-            d.next_due = start
+            d.next_due = start  # the first poll at once, aligned ones after it (modbus.device)
+            if self.config.align_polls:
+                d.first_tick = first_aligned_tick(start, wall, d.binding.device.interval)
         try:
             while True:
                 try:
@@ -200,11 +204,11 @@ class SerialBus:
         dev = min(self._devs.values(), key=lambda d: d.next_due)
         if dev.next_due > now:
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), dev.next_due - now)
-            except TimeoutError:
-                pass
+            await wait_event(self._wake, dev.next_due - now)
             return None
+        if dev.first_tick is not None:
+            dev.next_due, dev.first_tick = dev.first_tick, None
+            return dev
         interval = dev.binding.device.interval
         missed = int((now - dev.next_due) // interval)
         dev.stats.overruns += missed
@@ -240,10 +244,7 @@ class SerialBus:
     async def _next_due_before(self, until: float) -> _Device | None:
         if not self._devs or min(d.next_due for d in self._devs.values()) > until:
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), max(0.0, until - self.clock()))
-            except TimeoutError:
-                pass
+            await wait_event(self._wake, until - self.clock())
             return None
         return await self._next_due()
 

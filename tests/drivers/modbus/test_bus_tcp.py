@@ -160,7 +160,7 @@ async def test_buses_started_apart_poll_in_the_same_wall_clock_slot(modbus_tcp_s
     prof = make_profile([Point(name="v", address=0)])
     srv = await modbus_tcp_server([sim_device(1, holding={0: 1}), sim_device(2, holding={0: 2})])
     got = Collector()
-    interval = 0.25
+    interval = 0.5
     b1 = ModbusBus(make_bus_config(srv.url), [make_binding("d1", 1, prof, interval=interval)], got)
     b2 = ModbusBus(
         make_bus_config(srv.url).model_copy(update={"id": "b2"}),

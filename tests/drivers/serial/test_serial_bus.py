@@ -186,3 +186,14 @@ async def test_serial_server_over_tcp(sims: SerialSims) -> None:
             assert all(r.quality is Quality.GOOD for r in await h.next_batch(d))
         assert (await h.bus.write("serial-1", "illuminance_level", 0.9)).status is WriteStatus.OK
         task.cancel()
+
+
+async def test_ticks_fall_on_wall_clock_multiples_of_the_interval(sims: SerialSims) -> None:
+    """align_polls (default): after the immediate first poll, ticks are wall-clock aligned."""
+    h, _ = bus_for(sims, interval=0.5)
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(h.bus.run(), name="serial-bus")
+        stamps = [(await h.next_batch("serial-1"))[0].observed_at_ms for _ in range(5)]
+        task.cancel()
+    late = [t % 500 for t in stamps[1:]]
+    assert all(x < 80 for x in late), late  # the tick plus the line time, on a busy CI box
