@@ -206,9 +206,10 @@ class TimeKeeper:
             return batch
         # in place: the batch is fresh from the driver and owned by the pipeline until the
         # sinks serialize it (a copy per reading cost as much as decoding it)
+        synced, unsynced = TimeQuality.SYNCED, TimeQuality.UNSYNCED
         for r in batch:
-            if r.time_quality is TimeQuality.SYNCED:
-                object.__setattr__(r, "time_quality", TimeQuality.UNSYNCED)
+            if r.time_quality is synced:
+                r.time_quality = unsynced
         return batch
 
     def snapshot(self) -> dict[str, object]:
