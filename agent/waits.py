@@ -20,7 +20,9 @@ async def wait_event(ev: asyncio.Event, delay: float) -> bool:
     if ev.is_set():
         return True
     if delay <= 0:
-        return False
+        # still a suspension point, so a caller looping on it cannot starve the loop
+        await asyncio.sleep(0)
+        return ev.is_set()
     expired = False
 
     def expire() -> None:

@@ -23,6 +23,12 @@ async def test_already_set_and_zero_delay() -> None:
     assert await wait_event(ev, 0) is True
 
 
+async def test_zero_delay_still_yields_to_the_loop() -> None:
+    ev = asyncio.Event()
+    asyncio.get_running_loop().call_soon(ev.set)
+    assert await wait_event(ev, -1.0) is True  # the callback ran while it was suspended
+
+
 async def test_time_up_returns_false_and_leaves_the_event_set() -> None:
     ev = asyncio.Event()
     assert await wait_event(ev, 0.01) is False
