@@ -30,6 +30,7 @@ from agent.config.outputs import MqttOutput
 from agent.mqtt.connect import MqttConfigError
 from agent.reading import Reading
 from agent.sinks.mqtt import MqttSink
+from bench.common import service_env
 from tests.conftest import Mosquitto, MosquittoFactory
 
 SCHEMA = json.loads(
@@ -419,6 +420,7 @@ async def test_kill_9_under_load_then_restart_loses_nothing(
             str(tmp_path),
             stdout=subprocess.PIPE,
             cwd=Path(__file__).parents[2],
+            env={**os.environ, **service_env(tmp_path / "cache")},  # -OO, as the unit runs it
         )
         assert proc.stdout is not None
         accepted = 0
