@@ -341,7 +341,10 @@ def render(st: dict[str, Step], mach: dict[str, str], quick: bool, total: float)
     a(
         "The development machine is a 2-core VM shared with other jobs: the load average above "
         "tells how busy it was. CPU figures are CPU time of the agent process alone (utime + "
-        "stime from `/proc/<pid>/stat`), so they are less sensitive to the noise than rates."
+        "stime from `/proc/<pid>/stat`), so they are less sensitive to the noise than rates. "
+        "They still move by 10-20 % between runs. To judge a change, `bench/bench_ab.py REV` "
+        "runs the agent at REV and the working tree side by side on two identical fleets and "
+        "prints the CPU ratio, which the machine's noise affects far less."
     )
     a("")
     a("## Targets")
