@@ -116,6 +116,10 @@ else
   warn "filters: $IMPL implementation (the Cython module was not built; results are identical)"
 fi
 
+# The service's -OO bytecode (PYTHONPYCACHEPREFIX in the unit) was compiled from the old
+# package: drop it, the next start compiles the new one. DynamicUser= keeps it in private/.
+rm -rf "$ROOT/var/cache/cityedge/pycache" "$ROOT/var/cache/private/cityedge/pycache"
+
 # --- 2. command for technicians --------------------------------------------------------------
 mkdir -p "$ROOT/usr/local/bin"
 ln -sfn "$PREFIX/venv/bin/cityedge" "$ROOT/usr/local/bin/cityedge"

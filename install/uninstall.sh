@@ -48,6 +48,8 @@ if [ -L "$link" ]; then rm -f "$link"; fi
 rm -rf "$ROOT$PREFIX/venv" "$ROOT$PREFIX/share"
 rmdir "$ROOT$PREFIX" 2>/dev/null || true
 say "virtualenv removed: $PREFIX/venv"
+# the service's bytecode cache: derived from the venv, useless without it
+rm -rf "$ROOT/var/cache/cityedge" "$ROOT/var/cache/private/cityedge"
 
 if [ "$PURGE" = 1 ]; then
   # DynamicUser= keeps the state in /var/lib/private/cityedge behind a /var/lib symlink.

@@ -85,10 +85,15 @@ def test_install_twice_then_uninstall(tmp_path: Path, wheelhouse: Path) -> None:
     ver = run("/usr/bin/systemd-analyze", "verify", "--man=no", "--generators=no", staged)
     assert ver.returncode == 0 and ver.stderr.strip() == "", ver.stderr
 
-    # second run: upgrade in place, the technician's config and password survive
+    # second run: upgrade in place, the technician's config and password survive, and the
+    # service's -OO bytecode compiled from the old package is dropped
     (etc / "gateway.toml").write_text("# site config\n")
     (etc / "credentials/mqtt_password").write_text("s3cret\n")
+    pyc = root / "var/cache/private/cityedge/pycache/x.opt-2.pyc"
+    pyc.parent.mkdir(parents=True)
+    pyc.write_bytes(b"old")
     second = run(*args)
+    assert not pyc.exists()
     assert second.returncode == 0, second.stdout + second.stderr
     assert "reusing virtualenv" in second.stdout
     assert "keeping existing /etc/cityedge/gateway.toml" in second.stdout
@@ -99,9 +104,12 @@ def test_install_twice_then_uninstall(tmp_path: Path, wheelhouse: Path) -> None:
     state = root / "var/lib/private/cityedge"
     state.mkdir(parents=True)
     (state / "outbox.db").write_bytes(b"x")
+    pyc.parent.mkdir(parents=True)
+    pyc.write_bytes(b"new")
     un = run(UNINSTALL, "--root", root)
     assert un.returncode == 0, un.stderr
     assert not unit.exists() and not venv.exists()
+    assert not (root / "var/cache/private/cityedge").exists()  # a cache of the removed venv
     assert not (root / "usr/local/bin/cityedge").is_symlink()
     assert (etc / "gateway.toml").exists() and (state / "outbox.db").exists()
     purge = run(UNINSTALL, "--root", root, "--purge")
