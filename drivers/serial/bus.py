@@ -41,7 +41,7 @@ from drivers.base import (
     WriteStatus,
     point_reading,
 )
-from drivers.modbus.schedule import Backoff, first_aligned_tick
+from drivers.modbus.schedule import Backoff, first_aligned_tick, next_tick
 from drivers.serial.exchange import LineExchange
 from drivers.serial.generic import DeviceNak
 from drivers.serial.handlers import BadResponse, DeviceTimeout, Handler, make_handler
@@ -206,13 +206,11 @@ class SerialBus:
             self._wake.clear()
             await wait_event(self._wake, dev.next_due - now)
             return None
-        if dev.first_tick is not None:
-            dev.next_due, dev.first_tick = dev.first_tick, None
-            return dev
         interval = dev.binding.device.interval
-        missed = int((now - dev.next_due) // interval)
+        if dev.first_tick is not None:  # onto the aligned grid after the first poll
+            dev.next_due, dev.first_tick = dev.first_tick - interval, None
+        dev.next_due, missed = next_tick(dev.next_due, interval, now)
         dev.stats.overruns += missed
-        dev.next_due += interval * (missed + 1)
         return dev
 
     async def _serve(self) -> None:

@@ -79,6 +79,13 @@ async def client_for(url: str) -> ModbusClient:
     return c
 
 
+async def no_response(c: ModbusClient, address: int, timeout: float) -> NoResponse:
+    """Read one holding register of unit 1, expecting NoResponse; the exception."""
+    with pytest.raises(NoResponse) as exc:
+        await c.read(Table.HOLDING, address, 1, 1, timeout)
+    return exc.value
+
+
 async def test_every_function_code_against_pymodbus(modbus_tcp_server) -> None:  # type: ignore[no-untyped-def]
     srv: TcpServer = await modbus_tcp_server(
         [
@@ -120,9 +127,7 @@ async def test_late_reply_to_a_timed_out_request_is_skipped(peer) -> None:  # ty
 
     p = await peer(reply)
     c = await client_for(p.url)
-    with pytest.raises(NoResponse) as exc:
-        await c.read(Table.HOLDING, 0, 1, 1, 0.05)
-    assert exc.value.bad_frame is False
+    assert (await no_response(c, 0, 0.05)).bad_frame is False
     release.set()
     # the stale answer (tid 1) arrives first on the stream and must not be taken for tid 2
     assert await c.read(Table.HOLDING, 0, 1, 1, 1.0) == [2]
@@ -166,9 +171,7 @@ async def test_malformed_pdu_is_a_bad_frame(peer, pdu: bytes, why: str) -> None:
 
     p = await peer(reply)
     c = await client_for(p.url)
-    with pytest.raises(NoResponse) as exc:
-        await c.read(Table.HOLDING, 0, 1, 1, 1.0)
-    assert exc.value.bad_frame, why
+    assert (await no_response(c, 0, 1.0)).bad_frame, why
     assert c.connected  # the frame boundaries were fine: the stream is still usable
     c.close()
 
@@ -181,14 +184,10 @@ async def test_silence_and_partial_frames(peer) -> None:  # type: ignore[no-unty
 
     p = await peer(reply)
     c = await client_for(p.url)
-    with pytest.raises(NoResponse) as silent:
-        await c.read(Table.HOLDING, 0, 1, 1, 0.05)
-    assert silent.value.bad_frame is False
+    assert (await no_response(c, 0, 0.05)).bad_frame is False
     c.close()
     c = await client_for(p.url)
-    with pytest.raises(NoResponse) as partial:
-        await c.read(Table.HOLDING, 1, 1, 1, 0.05)
-    assert partial.value.bad_frame is True
+    assert (await no_response(c, 1, 0.05)).bad_frame is True
     c.close()
 
 
