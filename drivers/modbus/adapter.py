@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from agent.config.endpoint import Endpoint
 from agent.config.profile import Table
-from drivers.modbus.mbap import MbapClient, MbapClosed, MbapTimeout
+from drivers.modbus.mbap import MbapClient, MbapClosed, MbapTimeout, Outcome
 
 # Modbus exception codes (spec, section 7) the bus owner reacts to.
 ILLEGAL_FUNCTION = 1
@@ -125,6 +125,53 @@ class ModbusClient(Protocol):
 
     async def write_coil(self, unit: int, address: int, value: bool, timeout: float) -> None: ...
 
+    # True: ``read_batch`` sends many reads at once (Modbus TCP only: a serial line needs the
+    # bus owner's pacing between frames)
+    batch_reads: bool
+
+    async def read_batch(self, reads: Sequence[Read], timeout: float) -> list[Prefetched]:
+        """Reads ``(table, start, count, unit)`` one after the other; one result per read
+        sent. Stops after a timeout or a lost link (that read's result holds the error)."""
+
+    def cut_batch(self) -> None:
+        """End a running ``read_batch`` after its read in flight."""
+
+
+Read = tuple[Table, int, int, int]  # table, start, count, unit
+
+
+class Prefetched:
+    """One read of a batch, as the bus owner consumes it later: ``values()`` returns the
+    registers or bits, or raises what ``read`` would have raised."""
+
+    __slots__ = ("_backend", "_outcome", "_read")
+
+    def __init__(self, backend: _MbapBackend, read: Read, outcome: Outcome) -> None:
+        self._backend = backend
+        self._read = read
+        self._outcome = outcome
+
+    @property
+    def start(self) -> float:
+        return self._outcome.start
+
+    @property
+    def end(self) -> float:
+        return self._outcome.end
+
+    @property
+    def wall_ms(self) -> int:
+        return int(self._outcome.wall * 1000)
+
+    def values(self) -> list[int] | list[bool]:
+        table, _, count, unit = self._read
+        fc = _READ_FC[table]
+        try:
+            reply = self._outcome.result()
+        except (MbapTimeout, MbapClosed, OSError) as exc:
+            raise self._backend.link_error(unit, fc, exc) from exc
+        return _parse_read(fc, count, unit, _checked(unit, fc, reply))
+
 
 def modbus_client(endpoint: Endpoint, timeout: float) -> ModbusClient:
     """The client for ``endpoint``: our MBAP framing for ``tcp://``, pymodbus for the rest."""
@@ -162,36 +209,39 @@ class _MbapBackend:
     def close(self) -> None:
         self._mbap.close()
 
+    batch_reads = True
+
+    def link_error(self, unit: int, fc: int, exc: Exception) -> ModbusError:
+        if isinstance(exc, MbapTimeout):
+            if not self._mbap.connected:
+                return NotConnected(self.url, "stream corrupt; connection reset")
+            return NoResponse(unit, fc, bad_frame=exc.bad_frame)
+        return NotConnected(self.url, str(exc))
+
     async def _call(self, unit: int, fc: int, pdu: bytes, timeout: float) -> bytes:
         try:
             reply = await self._mbap.transact(unit, pdu, timeout)
-        except MbapTimeout as exc:
-            if not self._mbap.connected:
-                raise NotConnected(self.url, "stream corrupt; connection reset") from exc
-            raise NoResponse(unit, fc, bad_frame=exc.bad_frame) from exc
-        except MbapClosed as exc:
-            raise NotConnected(self.url, str(exc)) from exc
-        except OSError as exc:
-            raise NotConnected(self.url, str(exc)) from exc
-        if reply and reply[0] == fc | 0x80:
-            if len(reply) != 2:
-                raise NoResponse(unit, fc, bad_frame=True)
-            raise DeviceException(unit, fc, reply[1])
-        if not reply or reply[0] != fc:
-            raise NoResponse(unit, fc, bad_frame=True)
-        return reply
+        except (MbapTimeout, MbapClosed, OSError) as exc:
+            raise self.link_error(unit, fc, exc) from exc
+        return _checked(unit, fc, reply)
 
     async def read(
         self, table: Table, start: int, count: int, unit: int, timeout: float
     ) -> list[int] | list[bool]:
         fc = _READ_FC[table]
         reply = await self._call(unit, fc, _REQ.pack(fc, start, count), timeout)
-        n = (count + 7) // 8 if fc <= 2 else 2 * count
-        if len(reply) != 2 + n or reply[1] != n:
-            raise NoResponse(unit, fc, bad_frame=True)
-        if fc <= 2:  # coils / discrete inputs: LSB of the first data byte is the first bit
-            return [bool(reply[2 + i // 8] >> (i % 8) & 1) for i in range(count)]
-        return list(struct.unpack_from(f">{count}H", reply, 2))
+        return _parse_read(fc, count, unit, reply)
+
+    async def read_batch(self, reads: Sequence[Read], timeout: float) -> list[Prefetched]:
+        reqs = [(u, _REQ.pack(_READ_FC[t], a, n)) for t, a, n, u in reads]
+        try:
+            outcomes = await self._mbap.batch(reqs, timeout)
+        except MbapClosed as exc:
+            raise NotConnected(self.url, str(exc)) from exc
+        return [Prefetched(self, r, o) for r, o in zip(reads, outcomes, strict=False)]
+
+    def cut_batch(self) -> None:
+        self._mbap.cut()
 
     async def write_registers(
         self, unit: int, address: int, values: Sequence[int], timeout: float
@@ -214,8 +264,29 @@ class _MbapBackend:
             raise NoResponse(unit, 5, bad_frame=True)
 
 
+def _checked(unit: int, fc: int, reply: bytes) -> bytes:
+    if reply and reply[0] == fc | 0x80:
+        if len(reply) != 2:
+            raise NoResponse(unit, fc, bad_frame=True)
+        raise DeviceException(unit, fc, reply[1])
+    if not reply or reply[0] != fc:
+        raise NoResponse(unit, fc, bad_frame=True)
+    return reply
+
+
+def _parse_read(fc: int, count: int, unit: int, reply: bytes) -> list[int] | list[bool]:
+    n = (count + 7) // 8 if fc <= 2 else 2 * count
+    if len(reply) != 2 + n or reply[1] != n:
+        raise NoResponse(unit, fc, bad_frame=True)
+    if fc <= 2:  # coils / discrete inputs: LSB of the first data byte is the first bit
+        return [bool(reply[2 + i // 8] >> (i % 8) & 1) for i in range(count)]
+    return list(struct.unpack_from(f">{count}H", reply, 2))
+
+
 class _PymodbusBackend:
     """Serial RTU / ASCII and RTU over TCP through pymodbus (imported here, on first use)."""
+
+    batch_reads = False
 
     def __init__(self, endpoint: Endpoint, timeout: float) -> None:
         from pymodbus import FramerType
@@ -296,6 +367,12 @@ class _PymodbusBackend:
 
     async def write_coil(self, unit: int, address: int, value: bool, timeout: float) -> None:
         await self._call(5, unit, timeout, "write_coil", address, value, device_id=unit)
+
+    async def read_batch(self, reads: Sequence[Read], timeout: float) -> list[Prefetched]:
+        raise NotImplementedError("serial lines are paced by the bus owner, one read at a time")
+
+    def cut_batch(self) -> None:
+        pass
 
     async def _call(
         self, fc: int, unit: int, timeout: float, method: str, *args: Any, **kwargs: Any

@@ -3,7 +3,10 @@
 Everything on the bus happens inside ``run()``, one request at a time: connect / reconnect,
 device polls in due order, writes (served before the next poll request, even in the middle of
 a poll), pacing with the inter-frame gap. There are no other tasks and no busy loops: when
-nothing is due the owner sleeps on an event until the next tick or a write arrives.
+nothing is due the owner sleeps on an event until the next tick or a write arrives. On Modbus
+TCP the reads of every device due in a tick first go out as one batch on the I/O thread
+(``drivers/modbus/mbap_io.py``: still one request on the wire at a time); the polls then take
+their replies from it, and whatever the batch did not read is read live.
 
 Behaviour worth knowing (documented choices):
 - A poll = every interval group of one device that is due, read with one cached plan, emitted
@@ -46,6 +49,8 @@ from drivers.modbus.adapter import (
     DeviceException,
     NoResponse,
     NotConnected,
+    Prefetched,
+    Read,
     inter_frame_gap,
     modbus_client,
     response_timeout,
@@ -116,6 +121,9 @@ class ModbusBus:
         self._next_connect = 0.0
         self._ever_connected = False
         self._last_frame_end = -math.inf
+        # replies of the current tick's batch not yet consumed by ``_read`` (Modbus TCP)
+        self._prefetched: dict[Read, Prefetched] = {}
+        self._rx_ms = 0  # wall-clock receive time of the last reply, the readings' timestamp
 
     # --- public API ---------------------------------------------------------------------------
     async def ready(self) -> None:
@@ -161,6 +169,7 @@ class ModbusBus:
         )
         self._writes.append(job)
         self._wake.set()
+        self._client.cut_batch()  # a write goes out before the next poll request
         try:
             return await asyncio.wait_for(asyncio.shield(job.future), timeout)
         except TimeoutError:
@@ -191,7 +200,10 @@ class ModbusBus:
         if self.devices:
             dev = min(self.devices.values(), key=_due)
             if dev.due <= now:
-                await self._poll(dev, loop)
+                if self._client.batch_reads and self._client.connected:
+                    await self._poll_due(now, loop)
+                else:
+                    await self._poll(dev, loop)
                 return
             wake = min(wake, dev.due)
         self._wake.clear()
@@ -236,21 +248,34 @@ class ModbusBus:
         self._next_connect = loop.time() + self._reconnect.next()
 
     async def _request(
-        self, dev: DeviceState, call: Callable[[float], Awaitable[T]], chars: int, retries: int
+        self,
+        dev: DeviceState,
+        call: Callable[[float], Awaitable[T]],
+        chars: int,
+        retries: int,
+        first: Callable[[], T] | None = None,
+        sent: tuple[float, float, int] | None = None,
     ) -> T:
-        """One transaction with pacing, counters and our own retries (timeout / busy only)."""
+        """One transaction with pacing, counters and our own retries (timeout / busy only).
+        ``first`` / ``sent``: the first attempt already went out in the tick's batch; its
+        result and its (start, end, wall ms) times."""
         loop = asyncio.get_running_loop()
         timeout = response_timeout(self.endpoint, self.config.timeout, chars)
         attempt = 0
         while True:
-            wait = self._last_frame_end + self._gap - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            start = loop.time()
+            done = first if attempt == 0 else None
+            if done is None:
+                wait = self._last_frame_end + self._gap - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                start = loop.time()
+            else:
+                assert sent is not None
+                start = sent[0]
             dev.stats.requests += 1
             self.stats.requests += 1
             try:
-                result = await call(timeout)
+                result = done() if done is not None else await call(timeout)
             except NoResponse as exc:
                 dev.stats.timeouts += 1
                 dev.stats.bad_frames += exc.bad_frame
@@ -265,9 +290,12 @@ class ModbusBus:
                     continue
                 raise
             finally:
-                end = loop.time()
+                if done is not None and sent is not None:
+                    end, self._rx_ms = sent[1], sent[2]
+                else:
+                    end, self._rx_ms = loop.time(), now_ms()
                 self.stats.busy_s += end - start
-                self._last_frame_end = end
+                self._last_frame_end = max(self._last_frame_end, end)
             self._online(dev)
             return result
 
@@ -303,6 +331,7 @@ class ModbusBus:
         retries: int,
         *,
         drain: bool = True,
+        poll: bool = False,
     ) -> list[int] | list[bool]:
         if drain:
             await self._drain_writes()
@@ -312,7 +341,19 @@ class ModbusBus:
         async def call(timeout: float) -> list[int] | list[bool]:
             return await self._client.read(table, start, count, dev.unit, timeout)
 
+        # only a poll read takes its reply from the batch: a write's read-back must see the
+        # register after the write
+        pre = self._prefetched.pop((table, start, count, dev.unit), None) if poll else None
         try:
+            if pre is not None:
+                return await self._request(
+                    dev,
+                    call,
+                    _frame_chars(table, count),
+                    retries,
+                    pre.values,
+                    (pre.start, pre.end, pre.wall_ms),
+                )
             return await self._request(dev, call, _frame_chars(table, count), retries)
         except NoResponse as exc:
             if exc.bad_frame:
@@ -325,6 +366,32 @@ class ModbusBus:
             raise _Abort("not connected") from exc
 
     # --- polls ----------------------------------------------------------------------------------
+    async def _poll_due(self, now: float, loop: asyncio.AbstractEventLoop) -> None:
+        """Poll every device due now; their reads go out first as one batch (Modbus TCP: see
+        drivers/modbus/mbap_io.py), then each device is polled as usual and takes its replies
+        from the batch. What the batch did not read (a plan that changed, a read after the
+        batch stopped at a timeout) is read live, with the usual retries."""
+        due = sorted((d for d in self.devices.values() if d.due <= now), key=_due)
+        reads: list[Read] = []
+        for d in due:
+            if now >= d.stats.quarantined_until and not self._writes:
+                reads += [(r.table, r.start, r.count, d.unit) for r in d.plan(d.due_groups(now))]
+        if reads:
+            timeout = response_timeout(self.endpoint, self.config.timeout)
+            try:
+                got = await self._client.read_batch(reads, timeout)
+            except NotConnected as exc:
+                self._lost(exc.reason)
+                got = []
+            self._prefetched = dict(zip(reads, got, strict=False))
+        try:
+            for d in due:
+                await self._poll(d, loop)
+        finally:
+            # sent but not consumed (the device's plan changed meanwhile): still bus traffic
+            self.stats.requests += len(self._prefetched)
+            self._prefetched = {}
+
     async def _poll(self, dev: DeviceState, loop: asyncio.AbstractEventLoop) -> None:
         start = loop.time()
         groups = dev.due_groups(start)
@@ -334,9 +401,11 @@ class ModbusBus:
         elif start < dev.stats.quarantined_until:
             readings = dev.stale(dev.live_points(groups), now_ms(), "quarantined")
         else:
+            busy = self.stats.busy_s
             readings = await self._read_groups(dev, groups)
             dev.stats.polls += 1
-            dev.stats.last_cycle_s = loop.time() - start
+            # with a batch the wire time was spent before this poll started
+            dev.stats.last_cycle_s = max(loop.time() - start, self.stats.busy_s - busy)
         dev.advance(groups, loop.time())
         if readings:
             await self._emit(dev.binding, readings)
@@ -347,7 +416,7 @@ class ModbusBus:
         out: list[Reading] = []
         for i, req in enumerate(plan):
             try:
-                values = await self._read(dev, req.table, req.start, req.count, retries)
+                values = await self._read(dev, req.table, req.start, req.count, retries, poll=True)
             except _Abort as stop:
                 ts = now_ms()
                 for later in plan[i:]:
@@ -369,7 +438,7 @@ class ModbusBus:
                 else:
                     out += dev.bad(req.points, now_ms(), f"exception {exc.code}")
                 continue
-            out += dev.decode(req.points, req.start, values, now_ms())
+            out += dev.decode(req.points, req.start, values, self._rx_ms)
         return out
 
     async def _bisect(

@@ -1,4 +1,4 @@
-"""Modbus TCP (MBAP framing) client for the hot path: one connection, one transaction at a time.
+"""Modbus TCP (MBAP framing) client for the hot path: one connection, one batch at a time.
 
 Why not pymodbus here: a poll of a Modbus TCP device is 12 bytes out and a few dozen back,
 and pymodbus' async transaction layer (lock, ``wait_for`` wrapper task, PDU objects, trace and
@@ -9,130 +9,85 @@ frames and checks them and nothing more. pymodbus still serves serial RTU/ASCII 
 TCP through ``drivers/modbus/adapter.py``, and is the peer every test of this module runs
 against.
 
-Stream rules (a TCP stream has no resynchronisation point):
-- a reply whose transaction id is not the one in flight is a late answer to a request that
-  timed out: skipped;
-- a header that cannot be Modbus (protocol id != 0, length outside 2..254) means the stream is
-  corrupt: the connection is closed and the request fails as a bad frame, so the bus owner
-  reconnects on a clean stream.
+The bytes move on the I/O thread of ``drivers/modbus/mbap_io.py`` (why, and the stream rules,
+are there); this is the bus owner's side: connect, run a batch, close.
 """
 
 from __future__ import annotations
 
 import asyncio
-import struct
-from typing import cast
+import socket
+from collections.abc import Sequence
 
-_HEADER = struct.Struct(">HHHB")  # transaction id, protocol id (0), length, unit id
-MAX_PDU = 253
+from drivers.modbus.mbap_io import ENGINE, Batch, Conn, MbapClosed, MbapTimeout, Outcome
 
-
-class MbapTimeout(Exception):
-    """No complete reply within the timeout; ``bad_frame``: bytes came but no valid frame."""
-
-    def __init__(self, bad_frame: bool) -> None:
-        self.bad_frame = bad_frame
-        super().__init__("garbled reply" if bad_frame else "no response")
-
-
-class MbapClosed(Exception):
-    """The connection is closed (or closed while the request waited)."""
-
-
-class _Stream(asyncio.Protocol):
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.buf = bytearray()
-        self.waiting: tuple[int, int, asyncio.Future[bytes]] | None = None
-        self.rx_seen = False
-        self.lost = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement asyncio.Transport without subclassing it
-        self.transport = cast(asyncio.Transport, transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-        self.transport = None
-        if self.waiting is not None and not self.waiting[2].done():
-            self.waiting[2].set_exception(MbapClosed(str(exc) if exc else "closed by peer"))
-
-    def data_received(self, data: bytes) -> None:
-        self.rx_seen = True
-        buf = self.buf
-        buf += data
-        while len(buf) >= 7:
-            tid, pid, length, unit = _HEADER.unpack_from(buf)
-            if pid != 0 or not 2 <= length <= MAX_PDU + 1:
-                self._corrupt()
-                return
-            end = 6 + length
-            if len(buf) < end:
-                return
-            pdu = bytes(buf[7:end])
-            del buf[:end]
-            w = self.waiting
-            if w is None or w[0] != tid or w[2].done():
-                continue
-            if w[1] != unit:
-                self._corrupt()
-                return
-            w[2].set_result(pdu)
-
-    def _corrupt(self) -> None:
-        self.buf.clear()
-        self.lost = True  # abort() reports connection_lost only on the next loop iteration
-        if self.waiting is not None and not self.waiting[2].done():
-            self.waiting[2].set_exception(MbapTimeout(bad_frame=True))
-        if self.transport is not None:
-            self.transport.abort()
+__all__ = ["MbapClient", "MbapClosed", "MbapTimeout", "Outcome"]
 
 
 class MbapClient:
-    """One Modbus TCP connection. Not reentrant: the bus owner serializes transactions."""
+    """One Modbus TCP connection. Not reentrant: the bus owner serializes batches."""
 
     def __init__(self, host: str, port: int) -> None:
         self.host = host
         self.port = port
-        self._stream: _Stream | None = None
-        self._tid = 0
+        self._conn: Conn | None = None
 
     @property
     def connected(self) -> bool:
-        s = self._stream
-        return s is not None and not s.lost and s.transport is not None
+        c = self._conn
+        return c is not None and not c.closed
 
     async def connect(self, timeout: float) -> None:
         self.close()
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(timeout):
-            _, stream = await loop.create_connection(_Stream, self.host, self.port)
-        self._stream = stream
+            infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+            error: OSError = OSError(f"cannot resolve {self.host}")
+            for family, kind, proto, _, addr in infos:
+                sock = socket.socket(family, kind, proto)
+                try:
+                    sock.setblocking(False)
+                    await loop.sock_connect(sock, addr)
+                except OSError as exc:
+                    sock.close()
+                    error = exc
+                    continue
+                except BaseException:
+                    sock.close()
+                    raise
+                break
+            else:
+                raise error
+        # a request is one small segment: Nagle would hold it for the previous reply's ACK
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._conn = ENGINE.register(sock)
 
     def close(self) -> None:
-        s, self._stream = self._stream, None
-        if s is not None and s.transport is not None:
-            s.transport.abort()
+        c, self._conn = self._conn, None
+        if c is not None:
+            ENGINE.close(c)
+
+    async def batch(self, reqs: Sequence[tuple[int, bytes]], timeout: float) -> list[Outcome]:
+        """Send the request PDUs ``(unit, pdu)`` one after the other, each with ``timeout``; one
+        outcome per request sent. The batch stops after a timeout or a lost link, so the list
+        is shorter than ``reqs`` then, and its last outcome holds that error."""
+        c = self._conn
+        if c is None or c.closed:
+            raise MbapClosed("not connected")
+        loop = asyncio.get_running_loop()
+        b = Batch(reqs, timeout, loop, loop.create_future())
+        ENGINE.start(c, b)
+        try:
+            return await b.fut
+        except asyncio.CancelledError:
+            ENGINE.abandon(c, b)
+            raise
+
+    def cut(self) -> None:
+        """The running batch ends after its request in flight (a write is waiting)."""
+        if self._conn is not None:
+            ENGINE.cut(self._conn)
 
     async def transact(self, unit: int, pdu: bytes, timeout: float) -> bytes:
         """Send one request PDU to ``unit``; the reply PDU (function code first)."""
-        s = self._stream
-        if s is None or s.lost or s.transport is None:
-            raise MbapClosed("not connected")
-        self._tid = tid = (self._tid + 1) & 0xFFFF
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[bytes] = loop.create_future()
-        s.waiting = (tid, unit, fut)
-        s.rx_seen = False
-        s.transport.write(_HEADER.pack(tid, 0, len(pdu) + 1, unit) + pdu)
-        timer = loop.call_later(timeout, _expire, fut, s)
-        try:
-            return await fut
-        finally:
-            timer.cancel()
-            s.waiting = None
-
-
-def _expire(fut: asyncio.Future[bytes], s: _Stream) -> None:
-    if not fut.done():
-        fut.set_exception(MbapTimeout(bad_frame=s.rx_seen))
+        return (await self.batch([(unit, pdu)], timeout))[0].result()

@@ -4,13 +4,17 @@ and against a scripted peer for what real devices and gateways get wrong on the 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import struct
+import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
 from agent.config.endpoint import parse_endpoint
 from agent.config.profile import Table
+from drivers.modbus import mbap_io
 from drivers.modbus.adapter import (
     DeviceException,
     ModbusClient,
@@ -252,3 +256,171 @@ def test_on_uvloop(monkeypatch: pytest.MonkeyPatch) -> None:
             srv.server.close()
 
     assert eventloop.run(main()) == [7, 8]
+
+
+# --- batches: the I/O thread (drivers/modbus/mbap_io.py) -------------------------------------
+def reads(n: int, unit: int = 1) -> list[tuple[Table, int, int, int]]:
+    return [(Table.HOLDING, i, 1, unit) for i in range(n)]
+
+
+def register_reply(tid: int, unit: int, pdu: bytes) -> bytes:
+    """FC03 of one register: the register's address as its value."""
+    return adu(tid, unit, b"\x03\x02" + pdu[1:3])
+
+
+async def answer(tid: int, unit: int, pdu: bytes) -> bytes:
+    """FC03 as ``register_reply``, FC06 echoed."""
+    return adu(tid, unit, pdu) if pdu[0] == 6 else register_reply(tid, unit, pdu)
+
+
+async def test_batch_sends_one_request_after_the_other(peer) -> None:  # type: ignore[no-untyped-def]
+    arrived: list[float] = []
+
+    async def reply(tid: int, unit: int, pdu: bytes) -> bytes:
+        arrived.append(time.monotonic())
+        await asyncio.sleep(0.03)
+        return register_reply(tid, unit, pdu)
+
+    p = await peer(reply)
+    c = await client_for(p.url)
+    got = await c.read_batch(reads(4), 1.0)
+    assert [g.values() for g in got] == [[0], [1], [2], [3]]
+    # never two requests in flight: many serial gateways behind Modbus TCP cannot queue them
+    assert all(b - a >= 0.025 for a, b in itertools.pairwise(arrived))
+    assert [tid for tid, _, _ in p.requests] == [1, 2, 3, 4]
+    for g in got:  # each read carries its own wire times and receive time
+        assert 0.025 <= g.end - g.start < 0.5
+        assert abs(g.wall_ms - time.time() * 1000) < 5000
+    assert got[3].start >= got[0].end
+    c.close()
+
+
+async def test_batch_stops_at_a_timeout_and_the_stream_stays_usable(peer) -> None:  # type: ignore[no-untyped-def]
+    async def reply(tid: int, unit: int, pdu: bytes) -> bytes:
+        if pdu[1:3] == b"\x00\x01":
+            await asyncio.sleep(0.2)  # address 1 answers after the client gave up
+        return register_reply(tid, unit, pdu)
+
+    p = await peer(reply)
+    c = await client_for(p.url)
+    got = await c.read_batch(reads(4), 0.05)
+    assert len(got) == 2 and got[0].values() == [0]
+    with pytest.raises(NoResponse) as exc:
+        got[1].values()
+    assert exc.value.bad_frame is False
+    assert len(p.requests) == 2  # addresses 2 and 3 were never sent: the bus owner decides
+    await asyncio.sleep(0.25)  # the late answer to address 1 arrives and is skipped
+    assert [g.values() for g in await c.read_batch(reads(2), 1.0)] == [[0], [1]]
+    c.close()
+
+
+async def test_exception_reply_does_not_stop_a_batch(peer) -> None:  # type: ignore[no-untyped-def]
+    async def reply(tid: int, unit: int, pdu: bytes) -> bytes:
+        if pdu[1:3] == b"\x00\x01":
+            return adu(tid, unit, b"\x83\x02")
+        return register_reply(tid, unit, pdu)
+
+    p = await peer(reply)
+    c = await client_for(p.url)
+    got = await c.read_batch(reads(3), 1.0)
+    assert len(got) == 3 and got[2].values() == [2]
+    with pytest.raises(DeviceException) as exc:
+        got[1].values()
+    assert exc.value.code == 2
+    c.close()
+
+
+async def test_cut_batch_ends_after_the_read_in_flight(peer) -> None:  # type: ignore[no-untyped-def]
+    async def reply(tid: int, unit: int, pdu: bytes) -> bytes:
+        await asyncio.sleep(0.03)
+        return await answer(tid, unit, pdu)
+
+    p = await peer(reply)
+    c = await client_for(p.url)
+    task = asyncio.create_task(c.read_batch(reads(10), 1.0))
+    await asyncio.sleep(0.045)  # the second read is in flight
+    c.cut_batch()
+    got = await task
+    assert [g.values() for g in got] == [[0], [1]]
+    assert len(p.requests) == 2
+    await c.write_registers(1, 0, [5], 1.0)  # a write goes out right after
+    c.close()
+
+
+async def test_cancelled_batch_sends_nothing_more(peer) -> None:  # type: ignore[no-untyped-def]
+    async def reply(tid: int, unit: int, pdu: bytes) -> bytes:
+        await asyncio.sleep(0.03)
+        return register_reply(tid, unit, pdu)
+
+    p = await peer(reply)
+    c = await client_for(p.url)
+    task = asyncio.create_task(c.read_batch(reads(10), 1.0))
+    await asyncio.sleep(0.045)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.1)
+    assert len(p.requests) == 2
+    # the reply to the abandoned read is skipped; the next batch gets its own answers
+    assert [g.values() for g in await c.read_batch(reads(2), 1.0)] == [[0], [1]]
+    c.close()
+
+
+async def test_peer_closing_mid_batch_is_not_connected(peer) -> None:  # type: ignore[no-untyped-def]
+    async def reply(tid: int, unit: int, pdu: bytes) -> bytes | None:
+        return None if pdu[1:3] == b"\x00\x01" else register_reply(tid, unit, pdu)
+
+    p = await peer(reply)
+    c = await client_for(p.url)
+    got = await c.read_batch(reads(3), 1.0)
+    assert len(got) == 2 and got[0].values() == [0]
+    with pytest.raises(NotConnected):
+        got[1].values()
+    assert not c.connected
+    with pytest.raises(NotConnected):
+        await c.read_batch(reads(1), 1.0)
+
+
+async def test_io_thread_ends_with_the_last_connection(peer) -> None:  # type: ignore[no-untyped-def]
+    p = await peer(answer)
+    clients = [await client_for(p.url) for _ in range(3)]
+    # the three connections run their batches at the same time on the one thread
+    results = await asyncio.gather(*(c.read_batch(reads(3), 1.0) for c in clients))
+    assert [[g.values() for g in r] for r in results] == [[[0], [1], [2]]] * 3
+    assert [t.name for t in threading.enumerate()].count("cityedge-mbap") == 1
+    for c in clients:
+        c.close()
+    async with asyncio.timeout(2):
+        while any(t.name == "cityedge-mbap" for t in threading.enumerate()):
+            await asyncio.sleep(0.01)
+
+
+async def test_batches_of_one_tick_reach_the_loop_together(peer) -> None:  # type: ignore[no-untyped-def]
+    async def slow(tid: int, unit: int, pdu: bytes) -> bytes:
+        await asyncio.sleep(0.01)
+        return register_reply(tid, unit, pdu)
+
+    async def stuck(tid: int, unit: int, pdu: bytes) -> bytes:
+        await asyncio.sleep(3600)
+        return b""
+
+    fast_peer, slow_peer, stuck_peer = await peer(answer), await peer(slow), await peer(stuck)
+    fast, slower, dead = [await client_for(p.url) for p in (fast_peer, slow_peer, stuck_peer)]
+    done: dict[str, float] = {}
+
+    async def run(name: str, c: ModbusClient, n: int, timeout: float) -> None:
+        await c.read_batch(reads(n), timeout)
+        done[name] = time.monotonic()
+
+    # one loop wake-up for both: the fast bus's replies wait for the slow bus's (~40 ms)
+    t0 = time.monotonic()
+    await asyncio.gather(run("fast", fast, 1, 1.0), run("slow", slower, 4, 1.0))
+    assert done["slow"] - t0 >= 0.035
+    assert abs(done["fast"] - done["slow"]) < 0.01
+    # but never longer than HOLD_MAX: a bus waiting out a timeout does not hold the others
+    t0 = time.monotonic()
+    await asyncio.gather(run("fast", fast, 1, 1.0), run("dead", dead, 1, 0.5))
+    assert done["fast"] - t0 < mbap_io.HOLD_MAX + 0.1
+    assert done["dead"] - t0 >= 0.5
+    for c in (fast, slower, dead):
+        c.close()

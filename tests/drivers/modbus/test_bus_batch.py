@@ -1,0 +1,113 @@
+"""Modbus TCP bus owner: a tick's reads go out as one batch on the I/O thread
+(drivers/modbus/mbap_io.py), and the poll semantics stay those of one read at a time."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pymodbus.constants import ExcCodes
+
+from agent.config.profile import Point, Table
+from agent.reading import Quality
+from drivers.modbus.bus import ModbusBus
+from tests.drivers.modbus.conftest import (
+    Collector,
+    make_binding,
+    make_bus_config,
+    make_profile,
+    running,
+    silent_action,
+    sim_device,
+)
+
+# two requests per poll: holding 0..1 and input 0
+PROFILE = make_profile(
+    [
+        Point(name="a", address=0),
+        Point(name="b", address=1),
+        Point(name="c", table=Table.INPUT, address=0),
+    ]
+)
+
+
+def unit(n: int, **kw: Any) -> Any:
+    return sim_device(n, holding={0: n, 1: 2 * n}, inputs={0: 3 * n}, **kw)
+
+
+class Spy:
+    """Counts the client's batched and one-at-a-time reads."""
+
+    def __init__(self, bus: ModbusBus) -> None:
+        self.batches: list[list[tuple[Table, int, int, int]]] = []
+        self.single = 0
+        client = bus._client
+        batch, read = client.read_batch, client.read
+
+        async def read_batch(reads: Any, timeout: float) -> Any:
+            self.batches.append(list(reads))
+            return await batch(reads, timeout)
+
+        async def single(*a: Any) -> Any:
+            self.single += 1
+            return await read(*a)
+
+        client.read_batch = read_batch  # type: ignore[method-assign]
+        client.read = single  # type: ignore[method-assign]
+
+
+async def test_a_tick_is_one_batch(modbus_tcp_server):
+    srv = await modbus_tcp_server([unit(u) for u in range(1, 6)])
+    got = Collector()
+    binds = [make_binding(f"d{u}", u, PROFILE, interval=0.1) for u in range(1, 6)]
+    bus = ModbusBus(make_bus_config(srv.url, align_polls=True), binds, got)
+    spy = Spy(bus)
+    async with running(bus):
+        await got.wait_for(lambda: all(len(got.of(f"d{u}")) >= 4 for u in range(1, 6)))
+    assert spy.single == 0
+    # aligned ticks: after the first poll every batch holds the reads of all five devices
+    assert all(len(b) == 10 for b in spy.batches[1:])
+    assert {r[3] for r in spy.batches[-1]} == {1, 2, 3, 4, 5}
+    for u in range(1, 6):
+        last = got.last(f"d{u}")
+        assert {p: r.value for p, r in last.items()} == {"a": u, "b": 2 * u, "c": 3 * u}
+        st = bus.stats.devices[f"d{u}"]
+        assert st.requests == 2 * st.polls and st.timeouts == 0 and st.online
+
+
+async def test_readings_carry_the_time_their_reply_came(modbus_tcp_server):
+    async def slow(*_: Any) -> ExcCodes | None:
+        await asyncio.sleep(0.04)
+        return None
+
+    srv = await modbus_tcp_server([unit(1, action=slow), unit(2, action=slow)])
+    got = Collector()
+    binds = [make_binding(f"d{u}", u, PROFILE, interval=10) for u in (1, 2)]
+    bus = ModbusBus(make_bus_config(srv.url, timeout=1.0), binds, got)
+    async with running(bus):
+        await got.wait_for(lambda: bool(got.of("d1")) and bool(got.of("d2")))
+    one, two = got.last("d1"), got.last("d2")
+    # both batches reached the bus owner at once; their readings were read 80 ms apart
+    assert one["a"].observed_at_ms + 60 <= two["a"].observed_at_ms
+    assert one["a"].observed_at_ms + 20 <= one["c"].observed_at_ms
+
+
+async def test_dead_unit_in_a_batch(modbus_tcp_server):
+    srv = await modbus_tcp_server([unit(1), unit(2, action=silent_action()), unit(3)])
+    got = Collector()
+    binds = [make_binding(f"d{u}", u, PROFILE, interval=0.1) for u in (1, 2, 3)]
+    bus = ModbusBus(make_bus_config(srv.url, timeout=0.1), binds, got, quarantine_min=5.0)
+    spy = Spy(bus)
+    async with running(bus):
+        await got.wait_for(lambda: len(got.of("d3")) >= 4)
+    # the batch stopped at unit 2's timeout; unit 3 was still read in that tick, one read at
+    # a time, and later ticks leave the quarantined unit out of the batch
+    first = got.of("d3")[0]
+    assert all(r.quality is Quality.GOOD for r in first)
+    assert spy.single == 2
+    assert all({r[3] for r in b} == {1, 3} for b in spy.batches[1:])
+    dead = bus.stats.devices["d2"]
+    assert dead.timeouts == 1 and not dead.online
+    bad = got.of("d2")[0]
+    assert {r.reason for r in bad} == {"timeout"} and all(r.value is None for r in bad)
+    assert {r.reason for r in got.of("d2")[-1]} == {"quarantined"}
