@@ -65,9 +65,11 @@ async def test_a_tick_is_one_batch(modbus_tcp_server):
     async with running(bus):
         await got.wait_for(lambda: all(len(got.of(f"d{u}")) >= 4 for u in range(1, 6)))
     assert spy.single == 0
-    # aligned ticks: after the first poll every batch holds the reads of all five devices
-    assert all(len(b) == 10 for b in spy.batches[1:])
-    assert {r[3] for r in spy.batches[-1]} == {1, 2, 3, 4, 5}
+    # aligned ticks: every batch holds the reads of all five devices (a tick whose polls
+    # straddle the next tick on a loaded machine may split one)
+    full = [b for b in spy.batches if len(b) == 10]
+    assert len(full) >= len(spy.batches) - 1 >= 3
+    assert {r[3] for r in full[-1]} == {1, 2, 3, 4, 5}
     for u in range(1, 6):
         last = got.last(f"d{u}")
         assert {p: r.value for p, r in last.items()} == {"a": u, "b": 2 * u, "c": 3 * u}
