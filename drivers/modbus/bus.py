@@ -35,7 +35,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from agent.config.endpoint import parse_endpoint
 from agent.config.gateway import BusConfig
@@ -253,12 +253,11 @@ class ModbusBus:
         call: Callable[[float], Awaitable[T]],
         chars: int,
         retries: int,
-        first: Callable[[], T] | None = None,
-        sent: tuple[float, float, int] | None = None,
+        first: Prefetched | None = None,
     ) -> T:
         """One transaction with pacing, counters and our own retries (timeout / busy only).
-        ``first`` / ``sent``: the first attempt already went out in the tick's batch; its
-        result and its (start, end, wall ms) times."""
+        ``first``: the first attempt already went out in the tick's batch (a read: ``T`` is
+        its registers or bits)."""
         loop = asyncio.get_running_loop()
         timeout = response_timeout(self.endpoint, self.config.timeout, chars)
         attempt = 0
@@ -270,12 +269,11 @@ class ModbusBus:
                     await asyncio.sleep(wait)
                 start = loop.time()
             else:
-                assert sent is not None
-                start = sent[0]
+                start = done.start
             dev.stats.requests += 1
             self.stats.requests += 1
             try:
-                result = done() if done is not None else await call(timeout)
+                result = cast(T, done.values()) if done is not None else await call(timeout)
             except NoResponse as exc:
                 dev.stats.timeouts += 1
                 dev.stats.bad_frames += exc.bad_frame
@@ -290,8 +288,8 @@ class ModbusBus:
                     continue
                 raise
             finally:
-                if done is not None and sent is not None:
-                    end, self._rx_ms = sent[1], sent[2]
+                if done is not None:
+                    end, self._rx_ms = done.end, done.wall_ms
                 else:
                     end, self._rx_ms = loop.time(), now_ms()
                 self.stats.busy_s += end - start
@@ -345,16 +343,7 @@ class ModbusBus:
         # register after the write
         pre = self._prefetched.pop((table, start, count, dev.unit), None) if poll else None
         try:
-            if pre is not None:
-                return await self._request(
-                    dev,
-                    call,
-                    _frame_chars(table, count),
-                    retries,
-                    pre.values,
-                    (pre.start, pre.end, pre.wall_ms),
-                )
-            return await self._request(dev, call, _frame_chars(table, count), retries)
+            return await self._request(dev, call, _frame_chars(table, count), retries, pre)
         except NoResponse as exc:
             if exc.bad_frame:
                 # the unit did answer, the line garbled it: noise is not a dead unit
@@ -369,13 +358,15 @@ class ModbusBus:
     async def _poll_due(self, now: float, loop: asyncio.AbstractEventLoop) -> None:
         """Poll every device due now; their reads go out first as one batch (Modbus TCP: see
         drivers/modbus/mbap_io.py), then each device is polled as usual and takes its replies
-        from the batch. What the batch did not read (a plan that changed, a read after the
-        batch stopped at a timeout) is read live, with the usual retries."""
-        due = sorted((d for d in self.devices.values() if d.due <= now), key=_due)
+        from the batch. What the batch did not read (after it stopped at a timeout, or was cut
+        for a write) is read live, with the usual retries."""
+        devs = sorted((d for d in self.devices.values() if d.due <= now), key=_due)
+        due = [(d, d.due_groups(now)) for d in devs]
         reads: list[Read] = []
-        for d in due:
-            if now >= d.stats.quarantined_until and not self._writes:
-                reads += [(r.table, r.start, r.count, d.unit) for r in d.plan(d.due_groups(now))]
+        if not self._writes:  # a waiting write goes first: this tick's polls go one by one
+            for d, groups in due:
+                if now >= d.stats.quarantined_until:
+                    reads += [(r.table, r.start, r.count, d.unit) for r in d.plan(groups)]
         if reads:
             timeout = response_timeout(self.endpoint, self.config.timeout)
             try:
@@ -385,16 +376,19 @@ class ModbusBus:
                 got = []
             self._prefetched = dict(zip(reads, got, strict=False))
         try:
-            for d in due:
-                await self._poll(d, loop)
+            for d, groups in due:
+                await self._poll(d, loop, groups)
         finally:
-            # sent but not consumed (the device's plan changed meanwhile): still bus traffic
+            # sent but not consumed (a poll that stopped early): still bus traffic
             self.stats.requests += len(self._prefetched)
             self._prefetched = {}
 
-    async def _poll(self, dev: DeviceState, loop: asyncio.AbstractEventLoop) -> None:
+    async def _poll(
+        self, dev: DeviceState, loop: asyncio.AbstractEventLoop, groups: list[Group] | None = None
+    ) -> None:
         start = loop.time()
-        groups = dev.due_groups(start)
+        if groups is None:
+            groups = dev.due_groups(start)
         readings: list[Reading] = []
         if not self._client.connected:
             readings = dev.stale(dev.live_points(groups), now_ms(), "not connected")

@@ -163,31 +163,31 @@ class Conn:
         b = self.batch
         if b is not None:
             b.rx_seen = True
-        buf = self.buf
-        if not buf and len(data) >= 7 and _HEADER.unpack_from(data)[2] + 6 == len(data):
-            # the usual case: exactly one whole reply in one segment (no copies)
-            self._frame(data, data[7:], now)
-            return
-        buf += data
-        while len(buf) >= 7:
-            _, pid, length, _ = _HEADER.unpack_from(buf)
+        buf: bytes | bytearray = self.buf
+        if not buf:
+            buf = data  # the usual case: whole replies in one segment, parsed without copies
+        else:
+            buf += data
+        pos = 0
+        while len(buf) - pos >= 7:
+            tid, pid, length, unit = _HEADER.unpack_from(buf, pos)
             if pid != 0 or not 2 <= length <= MAX_PDU + 1:
                 self.fail(MbapTimeout(bad_frame=True))
                 return
-            end = 6 + length
+            end = pos + 6 + length
             if len(buf) < end:
+                break
+            pdu = bytes(buf[pos + 7 : end])
+            pos = end
+            if not self._frame(tid, unit, pdu, now):
                 return
-            frame = bytes(buf[:end])
-            del buf[:end]
-            if not self._frame(frame, frame[7:], now):
-                return
+        if isinstance(buf, bytearray):
+            del buf[:pos]
+        elif pos < len(buf):
+            self.buf = bytearray(buf[pos:])
 
-    def _frame(self, frame: bytes, pdu: bytes, now: float) -> bool:
+    def _frame(self, tid: int, unit: int, pdu: bytes, now: float) -> bool:
         """One whole MBAP frame; False when it broke the stream (the connection is closed)."""
-        tid, pid, length, unit = _HEADER.unpack_from(frame)
-        if pid != 0 or not 2 <= length <= MAX_PDU + 1:
-            self.fail(MbapTimeout(bad_frame=True))
-            return False
         b = self.batch
         if b is None or b.tid != tid:
             return True  # a late reply to a request that timed out
