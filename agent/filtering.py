@@ -30,6 +30,7 @@ from agent.config.filters import (
 from agent.config.profile import Point
 from agent.reading import Quality, Reading
 from drivers.base import DeviceBinding
+from drivers.resolution import Rounder, filter_rounder
 
 _Q_CODE = {Quality.GOOD: ext.Q_GOOD, Quality.BAD: ext.Q_BAD, Quality.STALE: ext.Q_STALE}
 _Q_OF = {ext.Q_GOOD: Quality.GOOD, ext.Q_BAD: Quality.BAD, ext.Q_STALE: Quality.STALE}
@@ -68,6 +69,18 @@ def compile_chain(specs: Sequence[FilterSpec], point: Point) -> tuple[Step, ...]
     return steps
 
 
+def _output_rounder(specs: Sequence[FilterSpec], point: Point) -> Rounder:
+    """A filtered value keeps the point's resolution, except a totalizer's rate (another
+    quantity, per second): float32 precision is plenty for it."""
+    if any(isinstance(s, TotalizerFilter) and s.output == "rate" for s in specs):
+        return _seven_digits
+    return filter_rounder(point)
+
+
+def _seven_digits(v: float) -> float:
+    return float(f"{v:.7g}")
+
+
 @dataclass
 class FilterStats:
     """Counters for metrics. Every numeric input ends up passed or suppressed exactly once
@@ -99,6 +112,7 @@ class DeviceFilters:
         self._points: list[str] = []
         self._slot_of: dict[str, int] = {}
         chains: list[tuple[Step, ...]] = []
+        self._round: list[Rounder] = []  # per slot: a computed value at the point's resolution
         for p in binding.profile.points:
             specs = overrides.get(p.name, p.filters)
             if not specs:
@@ -110,6 +124,7 @@ class DeviceFilters:
             self._slot_of[p.name] = len(chains)
             self._points.append(p.name)
             chains.append(chain)
+            self._round.append(_output_rounder(specs, p))
         self._bank: Any = self.impl.Bank(chains)
         self._held: dict[int, Reading] = {}
         self.stats = FilterStats()
@@ -200,7 +215,7 @@ class DeviceFilters:
                 if qo[j] == ext.Q_BAD and qs[j] != ext.Q_BAD:
                     st.rejected += 1
             if r.value is not None and _pack(y[j]) != _pack(xs[j]):
-                upd = dataclasses.replace(upd, value=y[j])
+                upd = dataclasses.replace(upd, value=self._round[s](y[j]))
             if e & ext.HELD:
                 if held.get(s) is not None:
                     st.suppressed += 1

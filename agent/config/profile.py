@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agent.config.filters import FilterSpec, check_chain
+from agent.config.sdm_terms import CONTROLLED_PROPERTIES, KIND_CONTROLLED_PROPERTIES
 from drivers.serial.spec import SerialSpec, profile_problems
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
@@ -48,6 +49,17 @@ class DataType(enum.StrEnum):
     def registers(self) -> int:
         return _REGS.get(self, 1)
 
+
+_FLAG_ENUM_TYPES = frozenset(
+    {
+        DataType.INT16,
+        DataType.UINT16,
+        DataType.INT32,
+        DataType.UINT32,
+        DataType.INT64,
+        DataType.UINT64,
+    }
+)
 
 _REGS = {
     DataType.INT32: 2,
@@ -99,6 +111,13 @@ class Point(_M):
     unit_code: str | None = None  # UN/CEFACT common code
     enum: dict[int, str] | None = None
     flags: dict[int, str] | None = None
+    # One label from fault bits (e.g. Smart Data Models Streetlight ``status``): the first
+    # listed bit that is set gives the label, ``flag_enum_default`` when none of them is set.
+    flag_enum: dict[int, str] | None = None
+    flag_enum_default: str | None = None
+    # Decimals of the engineering value; default: what the scale implies for integer
+    # registers, the float's own precision for float registers (drivers/resolution.py)
+    decimals: int | None = Field(None, ge=0, le=12)
     writable: bool = False
     min: float | None = None  # write bounds, in engineering units
     max: float | None = None
@@ -126,6 +145,8 @@ class Point(_M):
             raise ValueError("type 'bitfield' needs 'flags' (bit number -> name)")
         if self.flags and any(not 0 <= b <= 15 for b in self.flags):
             raise ValueError("flag bit numbers must be 0..15")
+        self._check_flag_enum()
+        self._check_decimals()
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
         if self.scale == 0:
@@ -134,6 +155,35 @@ class Point(_M):
         if self.address + self.registers - 1 > 65535:
             raise ValueError("point extends past address 65535")
         return self
+
+    def _check_flag_enum(self) -> None:
+        if self.flag_enum is None:
+            if self.flag_enum_default is not None:
+                raise ValueError("'flag_enum_default' needs 'flag_enum'")
+            return
+        if self.type not in _FLAG_ENUM_TYPES or self.enum is not None:
+            raise ValueError("'flag_enum' needs an integer register type and no 'enum'")
+        if not self.flag_enum or any(not 0 <= b <= 63 for b in self.flag_enum):
+            raise ValueError("'flag_enum' maps bit numbers 0..63 to labels")
+        if self.flag_enum_default is None:
+            raise ValueError("'flag_enum' needs 'flag_enum_default' (the label when no bit is set)")
+        if self.writable:
+            raise ValueError("a 'flag_enum' point cannot be writable")
+
+    def _check_decimals(self) -> None:
+        if self.decimals is None:
+            return
+        if not self.is_numeric or self.type in (DataType.BOOL, DataType.BIT):
+            raise ValueError("'decimals' applies to numeric points only")
+        if self.type in _FLAG_ENUM_TYPES:
+            from drivers.resolution import implied_decimals
+
+            implied = implied_decimals(self)
+            if implied is not None and self.decimals > implied:
+                raise ValueError(
+                    f"decimals = {self.decimals} is finer than the register's resolution "
+                    f"(scale {self.scale:g}, offset {self.offset:g}: {implied} decimal(s))"
+                )
 
     @property
     def registers(self) -> int:
@@ -148,7 +198,11 @@ class Point(_M):
 
     @property
     def is_numeric(self) -> bool:
-        return self.type not in (DataType.STRING, DataType.BITFIELD) and not self.enum
+        return (
+            self.type not in (DataType.STRING, DataType.BITFIELD)
+            and not self.enum
+            and self.flag_enum is None
+        )
 
 
 class UndefinedRange(_M):
@@ -187,6 +241,9 @@ class Profile(_M):
     word_order: WordOrder = WordOrder.ABCD
     limits: Limits = Limits()
     points: tuple[Point, ...] = ()
+    # what the device senses or controls, as the Smart Data Models Device ``controlledProperty``
+    # (its enum); default by kind (agent/config/sdm_terms.py)
+    controlled_property: tuple[str, ...] | None = None
     # protocol section of the profile-defined serial driver (schema: drivers/serial/spec.py)
     serial: SerialSpec | None = None
 
@@ -199,11 +256,25 @@ class Profile(_M):
             seen.add(p.name)
         if not self.points:
             raise ValueError("profile defines no points")
+        if self.controlled_property is not None:
+            bad = [c for c in self.controlled_property if c not in CONTROLLED_PROPERTIES]
+            if bad or not self.controlled_property:
+                raise ValueError(
+                    f"controlled_property {bad or '[]'}: use terms of the Smart Data Models "
+                    f"Device enum ({', '.join(sorted(CONTROLLED_PROPERTIES))})"
+                )
         if self.protocol != "modbus" or self.serial is not None:
             problems = profile_problems(self.protocol, self.serial, self.points)
             if problems:
                 raise ValueError("; ".join(problems))
         return self
+
+    @property
+    def controlled_properties(self) -> tuple[str, ...]:
+        """``controlled_property``, else the default of the kind (empty when neither)."""
+        if self.controlled_property is not None:
+            return self.controlled_property
+        return KIND_CONTROLLED_PROPERTIES.get(self.kind, ())
 
     def point(self, name: str) -> Point:
         for p in self.points:

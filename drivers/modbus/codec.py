@@ -21,6 +21,7 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 
 from agent.config.profile import DataType, Point, WordOrder
 from agent.reading import Value
+from drivers.resolution import rounder
 
 _FMT: dict[DataType, str] = {
     DataType.INT16: ">h",
@@ -111,6 +112,8 @@ def decode_point(point: Point, regs: Sequence[int] | Sequence[bool], order: Word
     if kind is DataType.BITFIELD:
         flags = point.flags or {}
         return tuple(flags[b] for b in sorted(flags) if (int(raw) >> b) & 1)
+    if point.flag_enum is not None:
+        return flag_label(point, int(raw))
     if point.enum is not None:
         if isinstance(raw, float):
             if not raw.is_integer():
@@ -120,9 +123,19 @@ def decode_point(point: Point, regs: Sequence[int] | Sequence[bool], order: Word
         if name is None:
             raise CodecError(point, f"enum value {raw} not in map")
         return name
+    rnd = rounder(point)
     if point.scale == 1 and point.offset == 0:
-        return raw
-    return raw * point.scale + point.offset
+        return raw if rnd is None else rnd(raw)
+    v = raw * point.scale + point.offset
+    return v if rnd is None else rnd(v)
+
+
+def flag_label(point: Point, raw: int) -> str:
+    """A ``flag_enum`` point's label: the first listed bit that is set, else the default."""
+    for bit, label in (point.flag_enum or {}).items():
+        if (raw >> bit) & 1:
+            return label
+    return point.flag_enum_default or ""
 
 
 def _check_bounds(point: Point, value: float) -> None:
@@ -286,6 +299,7 @@ def fast_decoder(point: Point, order: WordOrder) -> Callable[[Sequence[int]], Va
     if (
         point.table.is_bits
         or point.enum is not None
+        or point.flag_enum is not None
         or (kind not in _INT_RANGE and kind not in _FLOATS)
     ):
         return None
@@ -295,6 +309,9 @@ def fast_decoder(point: Point, order: WordOrder) -> Callable[[Sequence[int]], Va
     reverse = order in _WORD_SWAP and n > 1
     scale, offset = point.scale, point.offset
     plain = scale == 1 and offset == 0
+    # the value at the device's resolution (drivers/resolution.py), rounded here once so every
+    # encoding and the CLI see the same number
+    rnd = rounder(point)
 
     def decode(words: Sequence[int]) -> Value:
         if len(words) != n:
@@ -307,4 +324,15 @@ def fast_decoder(point: Point, order: WordOrder) -> Callable[[Sequence[int]], Va
             ) from None
         return raw if plain else raw * scale + offset
 
-    return decode
+    def decode_rounded(words: Sequence[int]) -> Value:
+        if len(words) != n:
+            raise CodecError(point, f"expected {n} register(s), got {len(words)}")
+        try:
+            raw: int | float = unpack(pack(*(words[::-1] if reverse else words)))[0]
+        except struct.error:
+            raise CodecError(
+                point, f"register words out of range 0..65535: {list(words)}"
+            ) from None
+        return rnd(raw if plain else raw * scale + offset)  # type: ignore[misc]
+
+    return decode if rnd is None else decode_rounded

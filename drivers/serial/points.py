@@ -7,6 +7,7 @@ import math
 
 from agent.config.profile import DataType, Point
 from agent.reading import Value
+from drivers.resolution import Rounder, rounder
 
 RawValue = str | int | float | bytes | None
 
@@ -61,6 +62,13 @@ def to_value(p: Point, raw: RawValue) -> Value:
     if p.type is DataType.BOOL:
         return bool(raw) if isinstance(raw, int | float) else _text(raw).lower() not in _FALSE
     n = _number(p, raw)
+    if p.flag_enum is not None:
+        if not isinstance(n, int):
+            raise PointValueError(p.name, f"expected an integer, got {n}")
+        for bit, label in p.flag_enum.items():
+            if n >> bit & 1:
+                return label
+        return p.flag_enum_default or ""
     if p.type is DataType.BITFIELD or p.enum:
         if not isinstance(n, int):
             raise PointValueError(p.name, f"expected an integer, got {n}")
@@ -70,9 +78,24 @@ def to_value(p: Point, raw: RawValue) -> Value:
     if p.type is DataType.BIT:
         return bool(int(n) >> (p.bit or 0) & 1)
     if p.scale == 1.0 and p.offset == 0.0 and isinstance(n, int) and p.type in _INTS:
-        return n
-    v = float(n) * p.scale + p.offset
-    return round(v, 9) if p.scale != 1.0 else v  # 61.2 * 0.1 stays 6.12, not 6.120000000000001
+        return n if p.decimals is None else _rounded(p, n)
+    plain = p.scale == 1.0 and p.offset == 0.0
+    if plain and isinstance(raw, str | bytes) and p.decimals is None:
+        return float(n)  # parsed from the device's text: exactly the digits it sent
+    return _rounded(p, float(n) * p.scale + p.offset)  # 61.2 * 0.1 is 6.12, not 6.120000000000001
+
+
+def _rounded(p: Point, v: float) -> int | float:
+    # rounding rules as for Modbus registers (drivers/resolution.py), compiled once per point
+    # (profiles live as long as the process; the point is kept so its id is never reused)
+    entry = _ROUNDERS.get(id(p))
+    if entry is None or entry[0] is not p:
+        entry = _ROUNDERS[id(p)] = (p, rounder(p))
+    rnd = entry[1]
+    return v if rnd is None else rnd(v)
+
+
+_ROUNDERS: dict[int, tuple[Point, Rounder | None]] = {}
 
 
 def to_raw(p: Point, value: Value) -> int | float | str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import struct
 from typing import Any
 
 import pytest
@@ -192,8 +193,12 @@ def test_registers_for_and_types() -> None:
     assert registers_for(pt("string", length=7)) == 7
     assert registers_for(pt("bool", table="coil")) == 1
     assert type(decode_point(pt("uint32"), [0, 7], A)) is int
-    assert type(decode_point(pt("uint16", scale=2), [7], A)) is float
-    assert type(decode_point(pt("uint16", offset=1), [7], A)) is float
+    # an integer register keeps an int value when its scale and offset are whole numbers
+    # (the value's resolution is 1 or coarser: drivers/resolution.py)
+    assert type(decode_point(pt("uint16", scale=2), [7], A)) is int
+    assert type(decode_point(pt("uint16", offset=1), [7], A)) is int
+    assert type(decode_point(pt("uint16", scale=0.5), [7], A)) is float
+    assert type(decode_point(pt("uint16", offset=0.5), [7], A)) is float
 
 
 def test_bools_coils_and_registers() -> None:
@@ -354,7 +359,13 @@ def test_round_trip_integers(case: tuple[Point, float | int, float], order: Word
 def test_round_trip_floats_exact(value: float, order: WordOrder, wide: bool) -> None:
     p = pt("float64" if wide else "float32")
     words = encode_point(p, value, order)
-    assert decode_point(p, words, order) == value
+    got = decode_point(p, words, order)
+    if wide:
+        assert got == value
+    else:  # the shortest decimal that is the same float32 (drivers/resolution.py)
+        assert isinstance(got, float)
+        assert struct.pack(">f", got) == struct.pack(">f", value)
+        assert got == float(f"{got:.9g}")  # at most 9 significant digits
 
 
 @settings(max_examples=100, deadline=None)
@@ -366,7 +377,8 @@ def test_round_trip_floats_exact(value: float, order: WordOrder, wide: bool) -> 
 def test_round_trip_scaled_float32(value: float, scale: float, order: WordOrder) -> None:
     p = pt("float32", scale=scale, offset=1.5)
     got = decode_point(p, encode_point(p, value, order), order)
-    assert got == pytest.approx(value, rel=2e-7, abs=2e-7 * abs(1.5) + 1e-30)
+    # a scaled float32 keeps 7 significant digits (drivers/resolution.py)
+    assert got == pytest.approx(value, rel=6e-7, abs=6e-7 * abs(1.5) + 1e-30)
 
 
 @settings(max_examples=100, deadline=None)
