@@ -42,8 +42,9 @@ EXIT_CONFIG = 78  # EX_CONFIG: the unit uses RestartPreventExitStatus=78 (a rest
 
 def bindings_for(loaded: LoadedConfig) -> list[DeviceBinding]:
     gid = loaded.config.gateway.id
+    here = loaded.config.gateway.location
     return [
-        DeviceBinding(gid, d, loaded.profiles[d.profile])
+        DeviceBinding(gid, d, loaded.profiles[d.profile], here)
         for d in loaded.config.devices
         if d.enabled
     ]

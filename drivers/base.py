@@ -25,10 +25,16 @@ class DeviceBinding:
     gateway_id: str
     device: DeviceConfig
     profile: Profile
+    gateway_location: tuple[float, float] | None = None  # [gateway] location, inherited
 
     @property
     def id(self) -> str:
         return self.device.id
+
+    @property
+    def location(self) -> tuple[float, float] | None:
+        """(lat, lon) WGS84: the device's own, else the gateway's."""
+        return self.device.location or self.gateway_location
 
 
 Emit = Callable[[DeviceBinding, Sequence[Reading]], Awaitable[None]]

@@ -34,6 +34,8 @@ class GatewaySection(_M):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_grace: float = Field(5.0, gt=0, le=120)
     watch_config: float = Field(5.0, ge=0, le=3600)  # poll config files for changes; 0 = off
+    # (lat, lon) WGS84 of the cabinet: devices without their own location inherit it
+    location: tuple[float, float] | None = None
 
     _id = field_validator("id")(_check_id)
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config.outputs import MqttOutput
+from agent.config.profile import Point
 from agent.encoders import sdm
 from agent.encoders.base import OutMessage
 from agent.reading import Quality, Reading, Value, iso_ms, now_ms
@@ -31,12 +32,19 @@ from drivers.base import DeviceBinding
 Entity = dict[str, Any]
 
 
+# required attributes the encoder supplies itself (from the config or the observation time);
+# any other required attribute (Streetlight ``status``) must come from a reading
+_SUPPLIED = frozenset({"location", "controlledProperty", "dateObserved"})
+
+
 @dataclass(frozen=True, slots=True)
 class _Device:
     model: sdm.EntityModel  # primary entity model, from the device kind
     entity_id: str  # primary entity id
     device_entity_id: str  # the Device entity that DeviceMeasurements refer to
     location: tuple[float, float] | None  # (lat, lon)
+    controlled: tuple[str, ...]  # Device controlledProperty
+    points: dict[str, Point]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +52,7 @@ class _Target:
     model: sdm.EntityModel
     entity_id: str
     attribute: str  # attribute name in the entity (model attribute or controlledProperty)
+    spec: sdm.AttrSpec | None = None  # the model attribute's type (None: DM or extension)
 
 
 class NgsiLdEncoder:
@@ -65,9 +74,17 @@ class NgsiLdEncoder:
         self._devices: dict[str, _Device] = {}
         for b in bindings:
             self._devices[b.id] = self._describe(
-                b.id, b.profile.kind, b.device.entity_id, b.device.location
+                b.id,
+                b.profile.kind,
+                b.device.entity_id,
+                b.location,
+                b.profile.controlled_properties,
+                {p.name: p for p in b.profile.points},
             )
         self._targets: dict[tuple[str, str, str], _Target] = {}
+        # last published value of each reading-fed required attribute, per device: every
+        # entity must carry them (a Streetlight its ``status``), also when a message lacks it
+        self._required: dict[tuple[str, str], Entity] = {}
 
     def topic(self, device_id: str) -> str:
         return f"/{self.apikey}/{device_id}/attrs"
@@ -102,7 +119,7 @@ class NgsiLdEncoder:
         """The device's Device entity gets ``deviceState`` "online" / "offline"."""
         dev = self._device(device_id, None)
         now = self._clock()
-        entity = self._entity(sdm.DEVICE, dev.device_entity_id, dev)
+        entity = self._entity(sdm.DEVICE, dev.device_entity_id, dev)  # with controlledProperty
         entity["deviceState"] = _prop("online" if online else "offline", now)
         entity[sdm.MSG_ID] = {
             "type": "Property",
@@ -113,35 +130,53 @@ class NgsiLdEncoder:
 
     # --- mapping --------------------------------------------------------------------------
     def _describe(
-        self, device_id: str, kind: str, entity_id: str | None, location: tuple[float, float] | None
+        self,
+        device_id: str,
+        kind: str,
+        entity_id: str | None,
+        location: tuple[float, float] | None,
+        controlled: tuple[str, ...],
+        points: dict[str, Point],
     ) -> _Device:
         model = sdm.model_for_kind(kind)
         primary = entity_id or f"urn:ngsi-ld:{model.type}:{self.gateway}:{device_id}"
         device_entity = (
             primary if model is sdm.DEVICE else f"urn:ngsi-ld:Device:{self.gateway}:{device_id}"
         )
-        return _Device(model, primary, device_entity, location)
+        return _Device(model, primary, device_entity, location, controlled, points)
 
     def _device(self, device_id: str, reading: Reading | None) -> _Device:
         dev = self._devices.get(device_id)
         if dev is None:  # not configured (should not happen): map from what the reading says
             kind = reading.device_kind if reading is not None else ""
             entity_id = reading.entity_id if reading is not None else None
-            dev = self._devices[device_id] = self._describe(device_id, kind, entity_id, None)
+            dev = self._devices[device_id] = self._describe(
+                device_id, kind, entity_id, None, (), {}
+            )
         return dev
 
     def _target(self, r: Reading) -> _Target:
+        """Where a reading goes: an attribute of the device's entity when the model has one
+        of that name whose type every value of the point fits (or a ``cityedge:`` extension),
+        else a DeviceMeasurement of its own. Fixed per point, so entity ids stay stable."""
         key = (r.device_id, r.point, r.metric)
         t = self._targets.get(key)
         if t is None:
             dev = self._device(r.device_id, r)
-            if dev.model.allows(r.metric) and r.metric not in ("id", "type", "location"):
+            spec = dev.model.readings.get(r.metric)
+            point = dev.points.get(r.point)
+            if sdm.is_extension(r.metric):
                 t = _Target(dev.model, dev.entity_id, r.metric)
+            elif spec is not None and point is not None and sdm.fits(spec, point):
+                t = _Target(dev.model, dev.entity_id, r.metric, spec)
             else:
-                mid = f"urn:ngsi-ld:DeviceMeasurement:{self.gateway}:{r.device_id}:{r.point}"
-                t = _Target(sdm.DEVICE_MEASUREMENT, mid, r.metric)
+                t = self._measurement_target(r)
             self._targets[key] = t
         return t
+
+    def _measurement_target(self, r: Reading) -> _Target:
+        mid = f"urn:ngsi-ld:DeviceMeasurement:{self.gateway}:{r.device_id}:{r.point}"
+        return _Target(sdm.DEVICE_MEASUREMENT, mid, r.metric)
 
     def _snapshots(self, readings: Sequence[Reading]) -> list[list[Reading]]:
         """Cut where an (entity, attribute) would repeat, keeping arrival order."""
@@ -158,25 +193,65 @@ class NgsiLdEncoder:
         return snaps
 
     # --- messages -------------------------------------------------------------------------
+    def _placed(self, dev: _Device, readings: Sequence[Reading]) -> list[tuple[Reading, _Target]]:
+        """Each reading with a value and its target for this message. A value outside the
+        model attribute's enum or bounds goes to its DeviceMeasurement (``outlier``); when the
+        primary entity cannot carry what its model requires (a Streetlight's location, or a
+        status never read yet) its readings go to DeviceMeasurements too, so every entity
+        published validates against its model."""
+        placed: list[tuple[Reading, _Target]] = []
+        for r in readings:
+            if r.quality is Quality.BAD or r.value is None:
+                continue  # no trustworthy value: NGSI-LD has no null Property value
+            t = self._target(r)
+            if t.spec is not None and not t.spec.holds(sdm.model_value(t.spec, r.value)):
+                t = self._measurement_target(r)
+            placed.append((r, t))
+        if not self._primary_complete(dev, placed):
+            placed = [
+                (r, self._measurement_target(r) if t.entity_id == dev.entity_id else t)
+                for r, t in placed
+            ]
+        return placed
+
+    def _primary_complete(self, dev: _Device, placed: list[tuple[Reading, _Target]]) -> bool:
+        for attr in dev.model.required:
+            if attr == "location":
+                if dev.location is None:
+                    return False
+            elif (
+                attr not in _SUPPLIED
+                and (dev.entity_id, attr) not in self._required
+                and not any(t.attribute == attr and t.spec is not None for _, t in placed)
+            ):
+                return False
+        return True
+
     def _message(self, device_id: str, readings: Sequence[Reading]) -> OutMessage | None:
         """None when no reading has a value to publish (all bad)."""
         dev = self._device(device_id, readings[0])
         seqs = [r.seq for r in readings]
         msg_id = f"urn:cityedge:{self.gateway}:{device_id}:{min(seqs)}-{max(seqs)}"
         entities: dict[str, Entity] = {}
-        for r in readings:
-            if r.quality is Quality.BAD or r.value is None:
-                continue  # no trustworthy value: NGSI-LD has no null Property value
-            t = self._target(r)
+        for r, t in self._placed(dev, readings):
             entity = entities.get(t.entity_id)
             if entity is None:
                 entity = entities[t.entity_id] = self._entity(t.model, t.entity_id, dev)
             if t.model is sdm.DEVICE_MEASUREMENT:
-                self._measurement(entity, dev, r)
+                outlier = t.entity_id != self._target(r).entity_id
+                self._measurement(entity, dev, r, outlier=outlier)
             else:
-                entity[t.attribute] = _reading_prop(r)
+                prop = _reading_prop(r, sdm.model_value(t.spec, r.value) if t.spec else None)
+                entity[t.attribute] = prop
+                if t.attribute in dev.model.required:
+                    self._required[(t.entity_id, t.attribute)] = prop
         if not entities:
             return None
+        primary = entities.get(dev.entity_id)
+        if primary is not None:
+            for attr in dev.model.required:  # the last known value, with its own observedAt
+                if attr not in primary and (dev.entity_id, attr) in self._required:
+                    primary[attr] = self._required[(dev.entity_id, attr)]
         for entity in entities.values():
             if entity["type"] == sdm.TRAFFIC_FLOW.type and "dateObserved" not in entity:
                 # required by the model: the latest observation time in the entity
@@ -198,10 +273,12 @@ class NgsiLdEncoder:
                 "type": "GeoProperty",
                 "value": {"type": "Point", "coordinates": [lon, lat]},
             }
+        if model is sdm.DEVICE:  # required by the model: what the device senses or controls
+            e["controlledProperty"] = {"type": "Property", "value": list(dev.controlled)}
         e["@context"] = model.contexts
         return e
 
-    def _measurement(self, e: Entity, dev: _Device, r: Reading) -> None:
+    def _measurement(self, e: Entity, dev: _Device, r: Reading, *, outlier: bool = False) -> None:
         value = r.value
         if isinstance(value, str | tuple):
             e["textValue"] = _reading_prop(
@@ -215,6 +292,8 @@ class NgsiLdEncoder:
         code = sdm.unit_code(r.unit, r.unit_code)
         if code is not None:
             e["unit"] = {"type": "Property", "value": code}
+        if outlier:  # a value its model attribute cannot hold (out of range or enum)
+            e["outlier"] = {"type": "Property", "value": True}
 
 
 def _prop(value: object, observed_ms: int) -> Entity:

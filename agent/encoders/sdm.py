@@ -1,201 +1,56 @@
-"""FIWARE Smart Data Models used by the NGSI-LD encoder: entity types, attribute allow-lists,
-JSON-LD contexts and UCUM -> UN/CEFACT unit codes.
+"""FIWARE Smart Data Models used by the NGSI-LD and IoT Agent encoders: entity types, their
+attributes and the JSON types of the ones a reading can fill, JSON-LD contexts and UCUM ->
+UN/CEFACT unit codes.
 
-The allow-lists hold the attribute names each model's JSON Schema defines (plus the GSMA and
-Location commons every model includes). A reading whose metric is not an attribute of its
-device's entity type is published as a DeviceMeasurement instead of inventing an attribute,
-so every entity we emit validates against its model. Sources: smart-data-models
-dataModel.Streetlighting/Streetlight, dataModel.WaterConsumption/WaterConsumptionObserved,
-dataModel.Transportation/TrafficFlowObserved, dataModel.Device/Device and /DeviceMeasurement.
+``attributes`` lists every property each model's JSON Schema defines (its own and the GSMA /
+Location / PhysicalObject commons it includes); ``readings`` holds the ones a reading may fill
+(plain number, integer, string or boolean, with the schema's enum and bounds); ``required``
+what the schema requires beyond ``id`` and ``type``. tests/agent/test_sdm_schemas.py checks
+all three against the vendored official schemas (tests/standards/). A reading that does not
+fit its device's model is published as a DeviceMeasurement instead of inventing or mistyping
+an attribute, so every entity we emit validates against its model. Sources:
+smart-data-models dataModel.Streetlighting/Streetlight, dataModel.WaterConsumption/
+WaterConsumptionObserved, dataModel.Transportation/TrafficFlowObserved, dataModel.Device/
+Device and /DeviceMeasurement (commits in tests/standards/PROVENANCE.md).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from agent.config.profile import DataType, Point
+from agent.encoders.sdm_models import (
+    CORE_CONTEXT,
+    DEVICE,
+    DEVICE_MEASUREMENT,
+    STREETLIGHT,
+    TRAFFIC_FLOW,
+    WATER_CONSUMPTION,
+    AttrSpec,
+    EntityModel,
+    JsonType,
+)
+from drivers.resolution import point_decimals
 
-CORE_CONTEXT = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
-_SDM = "https://raw.githubusercontent.com/smart-data-models/{}/master/context.jsonld"
+__all__ = [
+    "CORE_CONTEXT",
+    "DEVICE",
+    "DEVICE_MEASUREMENT",
+    "STREETLIGHT",
+    "TRAFFIC_FLOW",
+    "WATER_CONSUMPTION",
+    "AttrSpec",
+    "EntityModel",
+]
 
-# Our one extension attribute: the stable message id (NGSI-LD has no envelope for it). As an
-# absolute IRI ("cityedge:" scheme) it needs no @context entry and cannot clash with a model.
+# Extension attributes are absolute IRIs in the "cityedge:" scheme: they need no @context
+# entry and cannot clash with a model. The stable message id is one; a profile point whose
+# metric starts with "cityedge:" (raw fault bits beside a model's enum, say) is another.
+EXTENSION_PREFIX = "cityedge:"
 MSG_ID = "cityedge:msgId"
-EXTENSIONS = frozenset({MSG_ID})
-
-COMMON = frozenset(
-    {
-        "id",
-        "type",
-        "name",
-        "description",
-        "alternateName",
-        "dataProvider",
-        "dateCreated",
-        "dateModified",
-        "source",
-        "seeAlso",
-        "owner",
-        "address",
-        "areaServed",
-        "location",
-    }
-)
 
 
-@dataclass(frozen=True, slots=True)
-class EntityModel:
-    type: str
-    context: str  # the model's JSON-LD @context URL
-    attributes: frozenset[str]  # model-specific attributes (COMMON ones are always allowed)
+def is_extension(attribute: str) -> bool:
+    return attribute.startswith(EXTENSION_PREFIX) and len(attribute) > len(EXTENSION_PREFIX)
 
-    def allows(self, attribute: str) -> bool:
-        return attribute in self.attributes or attribute in COMMON
-
-    @property
-    def contexts(self) -> list[str]:
-        # the core context goes last: model terms must not be shadowed by core definitions
-        return [self.context, CORE_CONTEXT]
-
-
-STREETLIGHT = EntityModel(
-    "Streetlight",
-    _SDM.format("dataModel.Streetlighting"),
-    frozenset(
-        {
-            "circuit",
-            "controllingMethod",
-            "current",
-            "dateLastLampChange",
-            "dateLastSwitchingOff",
-            "dateLastSwitchingOn",
-            "dateServiceStarted",
-            "deviceInfo",
-            "feederID",
-            "feederPillarNum",
-            "illuminanceLevel",
-            "image",
-            "lanternHeight",
-            "locationCategory",
-            "municipalityInfo",
-            "observationDateTime",
-            "powerConsumption",
-            "powerFactor",
-            "powerRating",
-            "powerState",
-            "refDevice",
-            "refStreetlightControlCabinet",
-            "refStreetlightGroup",
-            "refStreetlightModel",
-            "status",
-            "streetPoleNum",
-            "voltage",
-            "annotations",
-            "color",
-        }
-    ),
-)
-
-WATER_CONSUMPTION = EntityModel(
-    "WaterConsumptionObserved",
-    _SDM.format("dataModel.WaterConsumption"),
-    frozenset(
-        {
-            "acquisitionStageFailure",
-            "alarmFlowPersistence",
-            "alarmInProgress",
-            "alarmStopsLeaks",
-            "alarmTamper",
-            "alarmWaterQuality",
-            "maxFlow",
-            "minFlow",
-            "moduleTampered",
-            "persistenceFlowDuration",
-            "waterConsumption",
-            "waterType",
-        }
-    ),
-)
-
-TRAFFIC_FLOW = EntityModel(
-    "TrafficFlowObserved",
-    _SDM.format("dataModel.Transportation"),
-    frozenset(
-        {
-            "averageGapDistance",
-            "averageHeadwayTime",
-            "averageVehicleLength",
-            "averageVehicleSpeed",
-            "congested",
-            "dateObserved",
-            "dateObservedFrom",
-            "dateObservedTo",
-            "intensity",
-            "laneDirection",
-            "laneId",
-            "occupancy",
-            "refRoadSegment",
-            "reversedLane",
-            "vehicleSubType",
-            "vehicleType",
-        }
-    ),
-)
-
-DEVICE = EntityModel(
-    "Device",
-    _SDM.format("dataModel.Device"),
-    frozenset(
-        {
-            "batteryLevel",
-            "category",
-            "configuration",
-            "controlledAsset",
-            "controlledProperty",
-            "dateFirstUsed",
-            "dateInstalled",
-            "dateLastCalibration",
-            "dateLastValueReported",
-            "dateManufactured",
-            "deviceState",
-            "direction",
-            "distance",
-            "dstAware",
-            "depth",
-            "firmwareVersion",
-            "hardwareVersion",
-            "ipAddress",
-            "macAddress",
-            "mcc",
-            "mnc",
-            "osVersion",
-            "provider",
-            "refDeviceModel",
-            "relativePosition",
-            "rssi",
-            "serialNumber",
-            "softwareVersion",
-            "supportedProtocol",
-            "value",
-        }
-    ),
-)
-
-DEVICE_MEASUREMENT = EntityModel(
-    "DeviceMeasurement",
-    _SDM.format("dataModel.Device"),
-    frozenset(
-        {
-            "controlledProperty",
-            "dateObserved",
-            "deviceType",
-            "measurementType",
-            "numValue",
-            "outlier",
-            "refDevice",
-            "textValue",
-            "unit",
-        }
-    ),
-)
 
 MODELS = {
     m.type: m for m in (STREETLIGHT, WATER_CONSUMPTION, TRAFFIC_FLOW, DEVICE, DEVICE_MEASUREMENT)
@@ -265,3 +120,70 @@ def unit_code(unit: str | None, code: str | None) -> str | None:
     if code:
         return code
     return UNIT_CODES.get(unit) if unit else None
+
+
+# --- which readings fit which model attribute --------------------------------------------
+_INTS = frozenset(
+    {
+        DataType.INT16,
+        DataType.UINT16,
+        DataType.INT32,
+        DataType.UINT32,
+        DataType.INT64,
+        DataType.UINT64,
+    }
+)
+
+
+def point_kind(point: Point) -> JsonType | None:
+    """The JSON type of the values a profile point produces (None: a list, fits no model
+    attribute). Integer registers at a whole-number resolution, and any point with
+    ``decimals = 0``, give integers (drivers/resolution.py)."""
+    if point.type in (DataType.BOOL, DataType.BIT) or point.table.is_bits:
+        return "boolean"
+    if point.type is DataType.BITFIELD:
+        return None
+    if point.type is DataType.STRING or point.enum is not None or point.flag_enum is not None:
+        return "string"
+    d = point_decimals(point)
+    if d == 0 or (d is None and point.type in _INTS and point.scale == 1 and point.offset == 0):
+        return "integer"
+    return "number"
+
+
+def labels(point: Point) -> frozenset[str]:
+    if point.enum is not None:
+        return frozenset(point.enum.values())
+    if point.flag_enum is not None:
+        return frozenset(point.flag_enum.values()) | {point.flag_enum_default or ""}
+    return frozenset()
+
+
+def fits(spec: AttrSpec, point: Point) -> bool:
+    """Can every value of ``point`` fill an attribute of this spec (its type and enum)?
+    Bounds are checked per value (:meth:`AttrSpec.holds`)."""
+    kind = point_kind(point)
+    if spec.type == "integer":
+        if kind == "boolean":  # 0/1 flags, as WaterConsumptionObserved's alarms
+            return spec.enum is None or {0, 1} <= set(spec.enum)
+        return kind == "integer"
+    if spec.type == "number":
+        return kind in ("integer", "number")
+    if spec.type == "boolean":
+        return kind == "boolean"
+    if kind != "string":
+        return False
+    if spec.enum is None:
+        return point.type is DataType.STRING or not labels(point)
+    return bool(labels(point)) and labels(point) <= set(spec.enum)
+
+
+def model_value(spec: AttrSpec, value: object) -> object:
+    """A reading's value in the attribute's JSON type: booleans become 0/1 where the model
+    wants an integer; an integral float becomes an int there."""
+    if spec.type == "integer":
+        if isinstance(value, bool):
+            return int(value)
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    return value

@@ -226,9 +226,9 @@ class WaterMeterModel(_Model):
             | (any_alarm << 15)
         )
         self._now = {
-            "volume": self.volume.raw / 1000.0,
+            "volume": self.volume.raw,  # litres, as the profile's register
             "flow_rate": self._flow(t) - (self.BACKFLOW_M3H if self.backflow else 0.0),
-            "reverse_volume": self.reverse.raw / 1000.0,
+            "reverse_volume": self.reverse.raw,
             "temperature": (27.0 + 2.0 * math.sin(2 * math.pi * (h - 9) / 24))
             * self.step.noise(0.005),
             "battery": round(self.battery) / 100.0,

@@ -115,11 +115,11 @@ async def test_two_meters_behind_primary_zero(sims: SerialSims) -> None:
         assert all(x.quality is Quality.GOOD for x in r.values()), r
         assert r["fabrication_no"].value == ident
         assert r["flow"].value == 0.35
-    assert first["m-a"]["volume"].value == pytest.approx((123456 + 1000 + 7) / 1000)
+    assert first["m-a"]["volume"].value == 123456 + 1000 + 7  # litres (profile)
     # meter 2 answers in two telegrams (DIF 1F), both fetched at 0xFD while it stays selected
-    assert first["m-b"]["volume"].value == pytest.approx((123456 + 2000 + 7) / 1000)
-    assert second["m-a"]["volume"].value == pytest.approx((123456 + 1000 + 14) / 1000)
-    assert second["m-b"]["volume"].value == pytest.approx((123456 + 2000 + 21) / 1000)
+    assert first["m-b"]["volume"].value == 123456 + 2000 + 7  # litres (profile)
+    assert second["m-a"]["volume"].value == 123456 + 1000 + 14  # litres (profile)
+    assert second["m-b"]["volume"].value == 123456 + 2000 + 21  # litres (profile)
     for dev in ("m-a", "m-b", "m-5"):
         st = h.bus.stats.devices[dev]
         assert (st.timeouts, st.bad_frames) == (0, 0), (dev, st)

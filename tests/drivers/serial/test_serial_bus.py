@@ -50,7 +50,11 @@ async def test_polls_three_lamps_and_writes(sims: SerialSims) -> None:
         r = batches["serial-2"]
         assert r["illuminance_level"].value == 0.5 and r["active_power"].value == 31.2
         assert r["voltage"].value == 230.1 and r["voltage"].unit == "V"
-        assert r["status"].value == () and r["energy"].unit == "kW.h"
+        assert (
+            r["status"].value == "ok"
+            and r["status_bits"].value == ()
+            and r["energy"].unit == "kW.h"
+        )
         assert (
             r["active_power"].metric == "activePower" and r["active_power"].quality is Quality.GOOD
         )

@@ -117,10 +117,10 @@ async def test_three_meters_on_one_line(sims: SerialSims) -> None:
         assert r["flow"].value == 0.35 and r["flow"].unit == "m3/h"
         assert r["status"].value == () and r["error_flags"].value == 0
         assert isinstance(r["meter_time"].value, str) and len(r["meter_time"].value) == 16
-        assert r["volume"].unit == "m3" and r["volume"].source.unit_id == addr  # type: ignore[union-attr]
+        assert r["volume"].unit == "L" and r["volume"].source.unit_id == addr  # type: ignore[union-attr]
     # meter 2 answers in two telegrams (DIF 1F): every poll merges both and the FCB toggles
-    assert first["mbus-2"]["volume"].value == pytest.approx((123456 + 2000 + 7) / 1000)
-    assert second["volume"].value == pytest.approx((123456 + 2000 + 21) / 1000)
+    assert first["mbus-2"]["volume"].value == 123456 + 2000 + 7  # litres (profile)
+    assert second["volume"].value == 123456 + 2000 + 21  # litres (profile)
     assert h.bus.stats.devices["mbus-2"].bad_frames == 0
     sent = bytes(sims.lines["mbus"].received)
     assert sent.startswith(H("10 40 01 41 16 10 7B 01 7C 16"))

@@ -59,7 +59,7 @@ async def test_serves_every_unit_of_every_kind(night: Env) -> None:
         assert isinstance(sim.device(unit), WaterMeterModel)
         words = await read(client, "holding", unit, 0, 18)
         litres = words[0] | words[1] << 16  # CDAB: low word first
-        assert litres == round(sim.device(unit).values()["volume"] * 1000)
+        assert litres == round(sim.device(unit).values()["volume"])
         serial = struct.pack(">8H", *words[10:18]).rstrip(b"\0").decode()
         assert serial == f"UWM-2026-{unit:06d}"
     assert isinstance(sim.device(21), CameraModel)
