@@ -32,7 +32,7 @@ class MqttOutput(_M):
     type: Literal["mqtt"]
     id: str
     brokers: tuple[BrokerConfig, ...] = Field(min_length=1)
-    encoding: Literal["native", "sparkplug", "ngsild"] = "native"
+    encoding: Literal["native", "sparkplug", "ngsild", "iotagent"] = "native"
     protocol: Literal["3.1.1", "5"] = "5"
     topic_prefix: str = "cityedge"
     username: str | None = None
@@ -60,7 +60,8 @@ class MqttOutput(_M):
     # --- Sparkplug B (encoding = "sparkplug"); see docs/PAYLOADS.md ---
     sparkplug_group: str | None = Field(None, pattern=r"^[^/+#]+$")  # None -> topic_prefix
     primary_host_id: str | None = Field(None, pattern=r"^[^/+#]+$")  # hold data while offline
-    # --- NGSI-LD (encoding = "ngsild"): IoT Agent API key; topic /<apikey>/<device>/attrs ---
+    # --- NGSI-LD ("ngsild") and FIWARE IoT Agent JSON ("iotagent"): topic
+    # /<apikey>/<device>/attrs; the IoT Agent service group's API key (docs/PAYLOADS.md) ---
     apikey: str | None = Field(None, pattern=r"^[^/+#]+$")  # None -> gateway id
 
 

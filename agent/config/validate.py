@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from agent.config.endpoint import parse_endpoint
 from agent.config.gateway import GatewayConfig
+from agent.config.locations import location_problems, ngsi_problems
 from agent.config.outputs import MqttOutput
 from agent.config.profile import DataType, Point, Profile
 from drivers.serial.mbus import SecondaryAddress
@@ -135,6 +136,8 @@ def cross_check(cfg: GatewayConfig, profiles: Mapping[str, Profile]) -> list[tup
     for i, o in enumerate(cfg.outputs):
         if isinstance(o, MqttOutput):
             out.extend(_mqtt_checks(i, o, cfg))
+    out.extend(location_problems(cfg))
+    out.extend(ngsi_problems(cfg, profiles))
     return out
 
 

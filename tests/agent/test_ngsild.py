@@ -22,16 +22,17 @@ from agent.reading import Quality, Reading
 from agent.sinks.mqtt import MqttSink
 from drivers.base import DeviceBinding
 from tests.conftest import MosquittoFactory
+from tests.standards import sdm_errors
 
 GW = "gw1"
 T0 = 1_700_000_000_123
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 
 
-def profile(kind: str, *names: str) -> Profile:
-    return Profile(
-        id=kind, kind=kind, points=tuple(Point(name=n, address=i) for i, n in enumerate(names))
-    )
+def profile(kind: str, *names: str, **typed: dict[str, Any]) -> Profile:
+    points = [Point(name=n, address=i) for i, n in enumerate(names)]
+    points += [Point(name=n, address=100 + i, **kw) for i, (n, kw) in enumerate(typed.items())]
+    return Profile(id=kind, kind=kind, points=tuple(points))
 
 
 BINDINGS = [
@@ -44,20 +45,29 @@ BINDINGS = [
             entity_id="urn:ngsi-ld:Streetlight:hanoi:L-0042",
             location=(21.0285, 105.8542),
         ),
-        profile("streetlight", "power", "volts", "dim", "state"),
+        profile(
+            "streetlight",
+            "dim",
+            power={"type": "float32"},
+            volts={"scale": 0.1},
+            state={"enum": {0: "off", 1: "on"}},
+            status={"enum": {0: "ok", 1: "defectiveLamp"}},
+        ),
     ),
     DeviceBinding(
         GW,
         DeviceConfig(id="wm1", bus="b", profile="water_meter"),
-        profile("water_meter", "volume", "flow"),
+        profile("water_meter", "volume", flow={"type": "float32"}),
     ),
     DeviceBinding(
-        GW, DeviceConfig(id="cam1", bus="b", profile="camera"), profile("camera", "count", "pan")
+        GW,
+        DeviceConfig(id="cam1", bus="b", profile="camera"),
+        profile("camera", "count", pan={"scale": 0.1}),
     ),
     DeviceBinding(
         GW,
         DeviceConfig(id="em1", bus="b", profile="energy_meter"),
-        profile("energy_meter", "kwh", "rssi"),
+        profile("energy_meter", kwh={"type": "float32"}, rssi={"type": "int16"}),
     ),
 ]
 KINDS = {"lamp1": "streetlight", "wm1": "water_meter", "cam1": "camera", "em1": "energy_meter"}
@@ -89,6 +99,7 @@ def entities(msg: OutMessage) -> list[dict[str, Any]]:
     assert isinstance(body, list) and body
     for e in body:
         check_normalized(e)
+        assert sdm_errors(e) == []  # the official schema of its type
     return body
 
 
@@ -102,7 +113,7 @@ def check_normalized(e: dict[str, Any]) -> None:
     for name, attr in e.items():
         if name in ("id", "type", "@context"):
             continue
-        assert model.allows(name) or name in sdm.EXTENSIONS, f"{e['type']}.{name} not in model"
+        assert model.allows(name) or sdm.is_extension(name), f"{e['type']}.{name} not in model"
         assert attr["type"] in ("Property", "GeoProperty", "Relationship"), name
         if attr["type"] == "Relationship":
             assert attr["object"].startswith("urn:ngsi-ld:")
@@ -127,6 +138,7 @@ def test_streetlight_entity_with_location_units_and_measurements() -> None:
         rd("lamp1", "volts", "voltage", 229.8, 8, unit="V"),
         rd("lamp1", "dim", "dimmingLevel", 80, 9, unit="%"),
         rd("lamp1", "state", "powerState", "on", 10),
+        rd("lamp1", "status", "status", "ok", 11),
     ]
     (msg,) = make().encode(batch)
     assert msg.topic == "/gw1/lamp1/attrs" and msg.qos == 1 and not msg.retain
@@ -145,7 +157,8 @@ def test_streetlight_entity_with_location_units_and_measurements() -> None:
     }
     assert light["voltage"]["unitCode"] == "VLT"  # derived from the UCUM unit
     assert light["powerState"]["value"] == "on" and "unitCode" not in light["powerState"]
-    assert light[sdm.MSG_ID]["value"] == "urn:cityedge:gw1:lamp1:7-10"
+    assert light[sdm.MSG_ID]["value"] == "urn:cityedge:gw1:lamp1:7-11"
+    assert light["status"]["value"] == "ok"
     # "dimmingLevel" is no Streetlight attribute: a DeviceMeasurement referring to the device
     (m,) = types["DeviceMeasurement"]
     assert m["id"] == "urn:ngsi-ld:DeviceMeasurement:gw1:lamp1:dim"
@@ -234,14 +247,51 @@ def test_quality_bad_skipped_stale_marked() -> None:
             ),
             rd("lamp1", "volts", "voltage", 300.0, 2, quality=Quality.BAD, reason="out_of_range"),
             rd("lamp1", "state", "powerState", "off", 3, quality=Quality.STALE),
+            rd("lamp1", "status", "status", "ok", 4, quality=Quality.STALE),
         ]
     )
     (light,) = entities(msg)
     assert "powerConsumption" not in light and "voltage" not in light
     assert light["powerState"]["quality"] == {"type": "Property", "value": "stale"}
-    assert light[sdm.MSG_ID]["value"] == "urn:cityedge:gw1:lamp1:1-3"
+    assert light[sdm.MSG_ID]["value"] == "urn:cityedge:gw1:lamp1:1-4"
     # nothing publishable: no message at all (an empty entity array helps nobody)
     assert make().encode([rd("wm1", "flow", "flowRate", None, 4, quality=Quality.BAD)]) == []
+
+
+def test_streetlight_status_is_carried_and_required() -> None:
+    enc = make()
+    # no status read yet: a Streetlight without its required status would be invalid, so its
+    # readings go out as DeviceMeasurements until one is known
+    (first,) = enc.encode([rd("lamp1", "power", "powerConsumption", 40.0, 1)])
+    assert [e["type"] for e in entities(first)] == ["DeviceMeasurement"]
+    enc.encode([rd("lamp1", "status", "status", "defectiveLamp", 2, T0 + 1000)])
+    (later,) = enc.encode([rd("lamp1", "power", "powerConsumption", 41.0, 3, T0 + 2000)])
+    (light,) = entities(later)
+    assert light["powerConsumption"]["value"] == 41.0
+    # the last known status, with the time it was observed
+    assert light["status"] == {
+        "type": "Property",
+        "value": "defectiveLamp",
+        "observedAt": "2023-11-14T22:13:21.123Z",
+    }
+
+
+def test_values_take_the_model_types() -> None:
+    enc = make()
+    # a value outside the model attribute's range goes to its DeviceMeasurement, flagged
+    (msg,) = enc.encode(
+        [
+            rd("lamp1", "status", "status", "ok", 1),
+            rd("lamp1", "volts", "voltage", 231.5, 2),
+        ]
+    )
+    assert {e["type"] for e in entities(msg)} == {"Streetlight"}
+    (cam,) = enc.encode([rd("cam1", "pan", "occupancy", 1.5, 4)])
+    (m,) = entities(cam)
+    assert m["type"] == "DeviceMeasurement" and m["outlier"]["value"] is True
+    (cam,) = enc.encode([rd("cam1", "pan", "occupancy", 0.5, 5)])
+    (t,) = entities(cam)
+    assert t["type"] == "TrafficFlowObserved" and t["occupancy"]["value"] == 0.5
 
 
 def test_device_status_and_protocol_methods() -> None:
@@ -250,6 +300,7 @@ def test_device_status_and_protocol_methods() -> None:
     (dev,) = entities(msg)
     assert dev["type"] == "Device" and dev["id"] == "urn:ngsi-ld:Device:gw1:lamp1"
     assert dev["deviceState"]["value"] == "offline" and "location" in dev
+    assert dev["controlledProperty"]["value"] == ["light", "power"]  # the kind's default
     assert enc.will() is None and enc.on_connect() == []
     assert enc.subscriptions() == ["/gw1/+/cmd"]
     assert enc.on_message("/gw1/lamp1/cmd", b"{}") == []
