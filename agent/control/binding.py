@@ -3,8 +3,8 @@
 Every MQTT output accepts native JSON commands; an output's encoding adds its own convention:
 
 - all: ``<prefix>/<gw>/<device>/cmd`` and ``<prefix>/<gw>/cmd``; answers on topic + ``/res``
-- ngsild: ``/<apikey>/<device>/cmd`` (FIWARE IoT Agent JSON); answers on
-  ``/<apikey>/<device>/cmdexe``
+- iotagent, ngsild: ``/<apikey>/<device>/cmd`` (FIWARE IoT Agent JSON); answers shaped by
+  agent/fiware/answers.py (``cmdexe`` when carried out; ``<cmd>_status`` ERROR otherwise)
 - sparkplug: ``spBv1.0/<group>/DCMD/<gw>/<device>`` and ``NCMD``; answers on
   ``<prefix>/<gw>/<device>/cmd/res``
 
@@ -59,7 +59,7 @@ class CommandBinding:
         subscribe(topics[0], self._native)
         subscribe(topics[1], self._native)
         subscribe(topics[2], self._config)
-        if self.output.encoding == "ngsild":
+        if self.output.encoding in ("ngsild", "iotagent"):
             topics.append(f"/{self.apikey}/+/cmd")
             subscribe(topics[-1], self._iota)
         if self.output.encoding == "sparkplug":
@@ -97,18 +97,24 @@ class CommandBinding:
         await self._answer(reply, await self.router.execute(cmd))
 
     async def _iota(self, topic: str, payload: bytes) -> None:
+        from agent.fiware.answers import command_names, iota_answer
+
         device = topic.split("/")[2]
         reply = f"/{self.apikey}/{device}/cmdexe"
+        ngsild = self.output.encoding == "ngsild"
         self._iota_seq += 1
         try:
             cmd = parse_iota(device, payload, self._iota_seq, reply)
         except CommandRejected as exc:
             res = self.router.reject(f"iota-{device}-{self._iota_seq}", exc.reason, "iota")
-            await self.publish(reply, json.dumps({"error": res.to_dict()}).encode())
+            names = command_names(payload)
+            for name in names:  # the IoT Agent's <name>_status shows the refusal
+                await self.publish(*iota_answer(self.apikey, device, name, res, ngsild=ngsild))
+            if not names:  # no command to attach it to: the native response topic
+                await self._answer(f"{self.prefix}/{device}/cmd/res", res)
             return
         res = await self.router.execute(cmd)
-        # IoT Agent convention: {"<command>": <result>}; the result object carries the status.
-        await self.publish(reply, json.dumps({cmd.target: res.to_dict()}).encode())
+        await self.publish(*iota_answer(self.apikey, device, cmd.target, res, ngsild=ngsild))
 
     async def _sparkplug(self, topic: str, payload: bytes) -> None:
         from agent.encoders.sparkplug_codec import (

@@ -1,4 +1,5 @@
-"""Encoders turn batches of readings into MQTT messages (native JSON, Sparkplug B, NGSI-LD)."""
+"""Encoders turn batches of readings into MQTT messages (native JSON, Sparkplug B, NGSI-LD,
+FIWARE IoT Agent JSON)."""
 
 from __future__ import annotations
 
@@ -47,6 +48,12 @@ def make_encoder(
         from agent.encoders.sparkplug import SparkplugEncoder
 
         return SparkplugEncoder(
+            output=output, gateway_id=gateway_id, bindings=bindings, state_dir=state_dir
+        )
+    if output.encoding == "iotagent":
+        from agent.encoders.iotagent import IotAgentEncoder
+
+        return IotAgentEncoder(
             output=output, gateway_id=gateway_id, bindings=bindings, state_dir=state_dir
         )
     from agent.encoders.ngsild import NgsiLdEncoder

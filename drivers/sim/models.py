@@ -361,9 +361,67 @@ class CameraModel(_Model):
         self._instant(self.step.last)
 
 
-SimModel = StreetlightModel | WaterMeterModel | CameraModel
+class EnergyMeterModel(_Model):
+    """Three-phase cabinet energy meter (Eastron SDM630 map): a lighting load on three phases
+    that follows the lamps (on at night), IEEE 754 float32 values as the meter sends them."""
+
+    kind = "energy_meter"
+    profile_ref = "eastron/sdm630"
+
+    def __init__(self, unit_id: int, clock: Clock | None = None) -> None:
+        self.imported = Totalizer(12_000.0 + 100.0 * unit_id)  # kWh
+        self.demand_period = 60.0
+        super().__init__(unit_id, clock)
+        self.update()
+
+    def _load_w(self, t: float) -> float:
+        return 450.0 + (2400.0 if not is_daytime(t) else 0.0)  # per phase: cabinet + lamps
+
+    def _integrate(self, t: float, dt: float) -> None:
+        self.imported.add(3 * self._load_w(t) * dt / 3_600_000.0)
+
+    def _instant(self, t: float) -> None:
+        super()._instant(t)
+        now: dict[str, SimValue] = {}
+        total = 0.0
+        for i, ph in enumerate(("l1", "l2", "l3")):
+            v = 230.0 * self.step.noise(0.01)
+            pf = 0.95 - 0.02 * i
+            p = self._load_w(t) * self.step.noise(0.02)
+            now[f"voltage_{ph}"] = v
+            now[f"current_{ph}"] = p / (v * pf)
+            now[f"power_{ph}"] = p
+            now[f"power_factor_{ph}"] = pf
+            total += p
+        now.update(
+            {
+                "total_power": total,
+                "total_power_factor": 0.93,
+                "frequency": 50.0 * self.step.noise(0.001),
+                "import_energy": self.imported.value,
+                "export_energy": 0.0,
+                "voltage_l12": 398.4 * self.step.noise(0.01),
+                "voltage_l23": 398.4 * self.step.noise(0.01),
+                "voltage_l31": 398.4 * self.step.noise(0.01),
+                "current_n": 0.4 * self.step.noise(0.1),
+                "total_energy": self.imported.value,
+                "demand_period": self.demand_period,
+            }
+        )
+        self._now = now
+
+    def write(self, point: str, value: float) -> None:
+        if point != "demand_period" or value not in (0, 5, 8, 10, 15, 20, 30, 60):
+            raise WriteRejected(point, "demand_period takes 0, 5, 8, 10, 15, 20, 30 or 60")
+        self.update()
+        self.demand_period = float(value)
+        self._instant(self.step.last)
+
+
+SimModel = StreetlightModel | WaterMeterModel | CameraModel | EnergyMeterModel
 MODEL_CLASSES: dict[str, type[SimModel]] = {
     "streetlight": StreetlightModel,
     "water_meter": WaterMeterModel,
     "camera": CameraModel,
+    "energy_meter": EnergyMeterModel,
 }

@@ -53,6 +53,7 @@ class SimSpec:
     streetlights: Sequence[int] = (1, 2, 3)
     water_meters: Sequence[int] = (11, 12)
     cameras: Sequence[int] = (21,)
+    energy_meters: Sequence[int] = ()  # eastron/sdm630
     speed: float = 1.0  # simulated seconds per real second (3600: a day in 24 s)
     # kind -> profile ref used as register map (e.g. {"streetlight": "cityedge/streetlight_fw3"})
     profiles: Mapping[str, str] = field(default_factory=dict)
@@ -62,6 +63,7 @@ class SimSpec:
             "streetlight": list(self.streetlights),
             "water_meter": list(self.water_meters),
             "camera": list(self.cameras),
+            "energy_meter": list(self.energy_meters),
         }
 
 

@@ -22,6 +22,7 @@ from drivers.sim.server import SimSpec, SimulatorServer
 CONFIG = """\
 [gateway]
 id = "gw-cmd"
+location = [21.0285, 105.8542]  # NGSI-LD Streetlight entities require one
 state_dir = "state"
 watch_config = 0
 shutdown_grace = 2.0
