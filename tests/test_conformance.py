@@ -283,10 +283,14 @@ async def test_every_shipped_profile_publishes_valid_standard_payloads(
         )
         # a device stops answering: stale readings, then its Device status entity
         proxy.silence()
+        fw3_topic = "/ld-key/lamp-fw3/attrs"
         await _until(
-            lambda: any(t == "/ld-key/lamp-fw3/attrs" and b'"offline"' in p for t, p in got),
+            lambda: (
+                any(t == fw3_topic and b'"offline"' in p for t, p in got)
+                and any(t == fw3_topic and b'"stale"' in p for t, p in got)
+            ),
             20,
-            "lamp-fw3 reported offline",
+            "lamp-fw3 reported offline, its last values stale",
         )
         agent.request_shutdown()
         await asyncio.wait_for(run, 10)

@@ -24,7 +24,7 @@ from pathlib import Path
 from agent.config.outputs import MqttOutput
 from agent.encoders import sdm
 from agent.encoders.base import OutMessage
-from agent.fiware.mapping import DeviceMap, device_map
+from agent.fiware.mapping import Attr, DeviceMap, device_map
 from agent.reading import Quality, Reading, iso_ms
 from drivers.base import DeviceBinding
 
@@ -46,7 +46,10 @@ class IotAgentEncoder:
         self.gateway = gateway_id
         self.apikey = output.apikey or gateway_id
         self._qos = output.qos
-        self._maps: dict[str, DeviceMap] = {b.id: device_map(gateway_id, b) for b in bindings}
+        maps: list[DeviceMap] = [device_map(gateway_id, b) for b in bindings]
+        self._attrs: dict[tuple[str, str], Attr] = {
+            (m.device_id, a.object_id): a for m in maps for a in m.attributes
+        }
         self.left_out = 0  # values a model attribute could not hold
 
     def topic(self, device_id: str) -> str:
@@ -74,20 +77,21 @@ class IotAgentEncoder:
         for r in batch:
             if r.quality is Quality.BAD or r.value is None:
                 continue
-            m = self._maps.get(r.device_id)
-            a = m.attr(r.point) if m is not None else None
+            a = self._attrs.get((r.device_id, r.point))
             if a is None:
                 continue  # not provisioned: the IoT Agent would not know where to put it
-            value: object = r.value
-            if isinstance(value, tuple):
-                value = ",".join(value) if a.text else list(value)
+            value: object
+            if isinstance(r.value, tuple):
+                value = ",".join(r.value) if a.text else list(r.value)
             elif a.spec is not None:
-                value = sdm.model_value(a.spec, value)
+                value = sdm.model_value(a.spec, r.value)
                 if not a.spec.holds(value):
                     self.left_out += 1
                     continue
-            elif isinstance(value, bool) and a.type == "Number":
-                value = int(value)  # a measurement's numValue
+            elif isinstance(r.value, bool) and a.type == "Number":
+                value = int(r.value)  # a measurement's numValue
+            else:
+                value = r.value
             self._measure(by_device.setdefault(r.device_id, []), r)[r.point] = value
         out: list[OutMessage] = []
         for device_id, measures in by_device.items():

@@ -28,6 +28,7 @@ from agent.encoders.sdm_models import (
     EntityModel,
     JsonType,
 )
+from agent.reading import Value
 from drivers.resolution import point_decimals
 
 __all__ = [
@@ -178,7 +179,7 @@ def fits(spec: AttrSpec, point: Point) -> bool:
     return bool(labels(point)) and labels(point) <= set(spec.enum)
 
 
-def model_value(spec: AttrSpec, value: object) -> object:
+def model_value(spec: AttrSpec, value: Value) -> Value:
     """A reading's value in the attribute's JSON type: booleans become 0/1 where the model
     wants an integer; an integral float becomes an int there."""
     if spec.type == "integer":

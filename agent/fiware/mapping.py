@@ -57,6 +57,10 @@ class DeviceMap:
         return None
 
 
+def _static(name: str, type_: str, value: object, extra: dict[str, object]) -> dict[str, object]:
+    return {"name": name, "type": type_, "value": value, **extra}
+
+
 def _kind_type(p: Point) -> str:
     kind = sdm.point_kind(p)
     return "Array" if kind is None else _TYPES[kind]
@@ -92,13 +96,11 @@ def device_map(gateway_id: str, b: DeviceBinding) -> DeviceMap:
             text = p.type in (DataType.STRING, DataType.BITFIELD) or sdm.point_kind(p) == "string"
             value = ("textValue", "Text") if text else ("numValue", "Number")
             attrs.append(Attr(p.name, *value, dm, "DeviceMeasurement", text=text))
-            on_dm = {"entity_name": dm, "entity_type": "DeviceMeasurement"}
-            statics.append({"name": "controlledProperty", "type": "Text", "value": metric} | on_dm)
-            statics.append(
-                {"name": "refDevice", "type": "Relationship", "value": device_entity} | on_dm
-            )
+            on_dm: dict[str, object] = {"entity_name": dm, "entity_type": "DeviceMeasurement"}
+            statics.append(_static("controlledProperty", "Text", metric, on_dm))
+            statics.append(_static("refDevice", "Relationship", device_entity, on_dm))
             code = sdm.unit_code(p.unit, p.unit_code)
             if code is not None:
-                statics.append({"name": "unit", "type": "Text", "value": code} | on_dm)
+                statics.append(_static("unit", "Text", code, on_dm))
     commands = tuple(p.name for p in b.profile.points if p.writable)
     return DeviceMap(b.id, entity, model.type, tuple(attrs), tuple(statics), commands)
