@@ -227,3 +227,15 @@ async def test_command_answers_show_refusals_in_the_context_broker(
     finally:
         agent.request_shutdown()
         await asyncio.wait_for(task, 10)
+
+
+def test_the_documented_provisioning_is_current(
+    example: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """examples/fiware-provisioning.json (docs/PAYLOADS.md) is exactly what the command prints
+    for examples/gateway.toml."""
+    cfg = EXAMPLE.parent / "gateway.toml"
+    args = ["fiware", "provision", str(cfg), "--output", "city-platform"]
+    assert main([*args, "--service", "hanoi", "--subservice", "/cabinet-0042"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads((EXAMPLE.parent / "fiware-provisioning.json").read_text())
