@@ -3,7 +3,7 @@
 decode     DeviceState.decode over the plan of a 20-point device (decode_point + Reading)
 filters    DeviceFilters.apply, range -> deadband(heartbeat) on the analogue points,
            compiled (ext._filters) and pure-Python twin (ext._pyfilters)
-native / sparkplug / ngsild   make_encoder(...).encode_rows / encode, batches of 200
+native / sparkplug / ngsild / iotagent   make_encoder(...).encode_rows / encode, batches of 200
 outbox     Outbox.submit from 50 concurrent producers (120 readings each), group commit,
            synchronous=FULL on /var/tmp
 publish    aiomqtt QoS 1 publishes of native messages (200 readings each), 32 in flight,
@@ -254,7 +254,7 @@ def main() -> int:
         bs = [binding(base, 20, f"sl-0-{u}") for u in range(1, 6)]
         batch = batch_of(sample, 200)
         res["serialize (outbox JSON)"] = serialize_stage(batch, secs)
-        for enc in ("native", "sparkplug", "ngsild"):
+        for enc in ("native", "sparkplug", "ngsild", "iotagent"):
             res[f"encode {enc}"] = encoder_stage(enc, base, bs, batch, secs)
         res["outbox commit"] = asyncio.run(outbox_stage(base, sample, secs))
         broker = Mosquitto(base)

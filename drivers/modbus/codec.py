@@ -21,7 +21,7 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 
 from agent.config.profile import DataType, Point, WordOrder
 from agent.reading import Value
-from drivers.resolution import rounder
+from drivers.resolution import implied_decimals, rounder
 
 _FMT: dict[DataType, str] = {
     DataType.INT16: ">h",
@@ -123,6 +123,11 @@ def decode_point(point: Point, regs: Sequence[int] | Sequence[bool], order: Word
         if name is None:
             raise CodecError(point, f"enum value {raw} not in map")
         return name
+    fixed = _fixed_point(point)
+    if fixed is not None:  # as the compiled decoder: exact integer arithmetic, one division
+        si, oi, div = fixed
+        v_int = int(raw) * si + oi
+        return v_int if div == 1 else v_int / div
     rnd = rounder(point)
     if point.scale == 1 and point.offset == 0:
         return raw if rnd is None else rnd(raw)
@@ -284,6 +289,47 @@ def encode_point(
     return _be_to_words(point, data, order)
 
 
+def _fixed_point(point: Point) -> tuple[int, int, int] | None:
+    """(scale, offset, divisor) as integers when an integer register's value is
+    ``(raw * scale + offset) / divisor`` exactly at its implied decimals: one integer product
+    and one correctly rounded division give the value at its resolution, cheaper than a float
+    product and a ``round``. None for anything else."""
+    if point.type not in _INT_RANGE or point.decimals is not None:
+        return None
+    d = implied_decimals(point)
+    if d is None or (point.scale == 1 and point.offset == 0):
+        return None
+    div = 10**d
+    si, oi = round(point.scale * div), round(point.offset * div)
+    if si / div != point.scale or oi / div != point.offset:
+        return None
+    return si, oi, div
+
+
+def _fixed_decoder(
+    point: Point,
+    n: int,
+    pack: Callable[..., bytes],
+    unpack: Callable[[bytes], tuple[int | float, ...]],
+    reverse: bool,
+    si: int,
+    oi: int,
+    div: int,
+) -> Callable[[Sequence[int]], Value]:
+    def decode(words: Sequence[int]) -> Value:
+        if len(words) != n:
+            raise CodecError(point, f"expected {n} register(s), got {len(words)}")
+        try:
+            raw = int(unpack(pack(*(words[::-1] if reverse else words)))[0])
+        except struct.error:
+            raise CodecError(
+                point, f"register words out of range 0..65535: {list(words)}"
+            ) from None
+        return raw * si + oi if div == 1 else (raw * si + oi) / div
+
+    return decode
+
+
 @functools.lru_cache(maxsize=64)
 def _struct(fmt: str) -> struct.Struct:
     # a handful of formats serve every point of every device: share them
@@ -312,6 +358,9 @@ def fast_decoder(point: Point, order: WordOrder) -> Callable[[Sequence[int]], Va
     # the value at the device's resolution (drivers/resolution.py), rounded here once so every
     # encoding and the CLI see the same number
     rnd = rounder(point)
+    fixed = _fixed_point(point)
+    if fixed is not None:
+        return _fixed_decoder(point, n, pack, unpack, reverse, *fixed)
 
     def decode(words: Sequence[int]) -> Value:
         if len(words) != n:
