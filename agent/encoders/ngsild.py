@@ -55,6 +55,10 @@ class _Target:
     spec: sdm.AttrSpec | None = None  # the model attribute's type (None: DM or extension)
 
 
+# a reading with a value, where it goes, and whether its model attribute could not hold it
+_Placed = tuple[Reading, _Target, bool]
+
+
 class NgsiLdEncoder:
     name = "ngsild"
 
@@ -193,28 +197,29 @@ class NgsiLdEncoder:
         return snaps
 
     # --- messages -------------------------------------------------------------------------
-    def _placed(self, dev: _Device, readings: Sequence[Reading]) -> list[tuple[Reading, _Target]]:
+    def _placed(self, dev: _Device, readings: Sequence[Reading]) -> list[_Placed]:
         """Each reading with a value and its target for this message. A value outside the
         model attribute's enum or bounds goes to its DeviceMeasurement (``outlier``); when the
         primary entity cannot carry what its model requires (a Streetlight's location, or a
         status never read yet) its readings go to DeviceMeasurements too, so every entity
         published validates against its model."""
-        placed: list[tuple[Reading, _Target]] = []
+        placed: list[_Placed] = []
         for r in readings:
             if r.quality is Quality.BAD or r.value is None:
                 continue  # no trustworthy value: NGSI-LD has no null Property value
             t = self._target(r)
             if t.spec is not None and not t.spec.holds(sdm.model_value(t.spec, r.value)):
-                t = self._measurement_target(r)
-            placed.append((r, t))
+                placed.append((r, self._measurement_target(r), True))
+            else:
+                placed.append((r, t, False))
         if not self._primary_complete(dev, placed):
             placed = [
-                (r, self._measurement_target(r) if t.entity_id == dev.entity_id else t)
-                for r, t in placed
+                (r, self._measurement_target(r), o) if t.entity_id == dev.entity_id else (r, t, o)
+                for r, t, o in placed
             ]
         return placed
 
-    def _primary_complete(self, dev: _Device, placed: list[tuple[Reading, _Target]]) -> bool:
+    def _primary_complete(self, dev: _Device, placed: list[_Placed]) -> bool:
         for attr in dev.model.required:
             if attr == "location":
                 if dev.location is None:
@@ -222,7 +227,7 @@ class NgsiLdEncoder:
             elif (
                 attr not in _SUPPLIED
                 and (dev.entity_id, attr) not in self._required
-                and not any(t.attribute == attr and t.spec is not None for _, t in placed)
+                and not any(t.attribute == attr and t.spec is not None for _, t, _ in placed)
             ):
                 return False
         return True
@@ -233,12 +238,11 @@ class NgsiLdEncoder:
         seqs = [r.seq for r in readings]
         msg_id = f"urn:cityedge:{self.gateway}:{device_id}:{min(seqs)}-{max(seqs)}"
         entities: dict[str, Entity] = {}
-        for r, t in self._placed(dev, readings):
+        for r, t, outlier in self._placed(dev, readings):
             entity = entities.get(t.entity_id)
             if entity is None:
                 entity = entities[t.entity_id] = self._entity(t.model, t.entity_id, dev)
             if t.model is sdm.DEVICE_MEASUREMENT:
-                outlier = t.entity_id != self._target(r).entity_id
                 self._measurement(entity, dev, r, outlier=outlier)
             else:
                 prop = _reading_prop(r, sdm.model_value(t.spec, r.value) if t.spec else None)
