@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "agent.commands.tools",
     "agent.commands.scan",
     "agent.commands.outbox",
+    "agent.commands.sign",
 )
 
 

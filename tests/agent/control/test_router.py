@@ -14,7 +14,9 @@ from agent.config.profile import Profile
 from agent.control.audit import AuditLog
 from agent.control.model import Command, CommandRejected, CommandStatus
 from agent.control.parse import parse_iota, parse_native
-from agent.control.router import CommandRouter, sign
+from agent.control.router import CommandRouter, nonce_window, signed_fields
+from agent.control.signing import signature
+from agent.control.store import CommandStore
 from agent.reading import Value
 from drivers.base import DeviceBinding, WriteResult, WriteStatus
 
@@ -58,23 +60,45 @@ class RecordingWriter:
         return self.result or WriteResult(WriteStatus.OK, readback=value)
 
 
-def make(tmp_path: Path, **policy: object) -> tuple[CommandRouter, RecordingWriter, Clock]:
+KEY = b"k" * 32
+
+
+def sign(key: bytes, command: Command) -> str:
+    return signature(key, signed_fields("gw", command))
+
+
+def make(
+    tmp_path: Path,
+    writer: RecordingWriter | None = None,
+    clock: Clock | None = None,
+    **policy: object,
+) -> tuple[CommandRouter, RecordingWriter, Clock]:
+    """A router on a durable store in ``tmp_path``: a second call on the same directory is
+    the same gateway after a restart."""
     binding = DeviceBinding("gw", DeviceConfig(id="lamp-1", bus="b", profile="t/lamp"), PROFILE)
-    writer = RecordingWriter()
-    clock = Clock()
-    key = b"k" * 32 if policy.get("require_signature") else None
+    writer = writer or RecordingWriter()
+    clock = clock or Clock()
+    section = CommandsSection(**policy)  # type: ignore[arg-type]
 
     async def ping(_: Command) -> str | None:
         return None
 
     router = CommandRouter(
-        CommandsSection(**policy),
+        section,
         [binding],
         writer,  # type: ignore[arg-type]
         AuditLog(tmp_path / "audit.jsonl"),
-        hmac_key=key,
+        gateway_id="gw",
+        keys={"k": KEY},
+        default_kid="k",
         actions={"ping": ping},
         clock=clock,
+        store=CommandStore(
+            tmp_path / "commands.sqlite",
+            window=section.dedup_window,
+            nonce_window=nonce_window(section),
+            clock=clock,
+        ),
     )
     return router, writer, clock
 
@@ -149,7 +173,7 @@ async def test_rate_limit_per_device(tmp_path: Path) -> None:
 async def test_signatures(tmp_path: Path) -> None:
     router, writer, _ = make(tmp_path, require_signature=True)
     unsigned = await router.execute(cmd())
-    assert unsigned.status is CommandStatus.REJECTED and "nonce" in (unsigned.reason or "")
+    assert unsigned.status is CommandStatus.REJECTED and "requires signed" in (unsigned.reason or "")
     good = cmd(cid="s1", nonce="n1")
     good = Command(
         **{
@@ -213,10 +237,15 @@ def test_malformed_native_payloads(payload: bytes, reason: str) -> None:
 
 
 def test_iota_convention() -> None:
-    c = parse_iota("lamp-1", b'{"dimmingLevel": 30}', 7, "/k/lamp-1/cmdexe")
-    assert (c.target, c.value, c.id) == ("dimmingLevel", 30, "iota-lamp-1-7")
+    topic = "/k/lamp-1/cmd"
+    c = parse_iota("lamp-1", b'{"dimmingLevel": 30}', topic, "/k/lamp-1/cmdexe")
+    assert (c.target, c.value) == ("dimmingLevel", 30) and c.id.startswith("iota-")
+    # the same bytes on the same topic are the same command (a redelivery), others are not
+    assert parse_iota("lamp-1", b'{"dimmingLevel": 30}', topic, "x").id == c.id
+    assert parse_iota("lamp-1", b'{"dimmingLevel": 31}', topic, "x").id != c.id
+    assert parse_iota("lamp-2", b'{"dimmingLevel": 30}', "/k/lamp-2/cmd", "x").id != c.id
     with pytest.raises(CommandRejected):
-        parse_iota("lamp-1", b'{"a": 1, "b": 2}', 8, "x")
+        parse_iota("lamp-1", b'{"a": 1, "b": 2}', topic, "x")
 
 
 @settings(max_examples=300, deadline=None)
