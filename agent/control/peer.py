@@ -36,7 +36,9 @@ def of_socket(sock: socket.socket) -> PeerCred:
     )
     groups: tuple[int, ...] = ()
     try:
-        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 4 * 1024)
+        raw = sock.getsockopt(
+            socket.SOL_SOCKET, SO_PEERGROUPS, 1024
+        )  # CPython caps buflen at 1024: 256 groups
         groups = tuple(array.array("I", raw[: len(raw) - len(raw) % 4]))
     except OSError:
         pass  # a kernel before 4.13: the primary group still counts
