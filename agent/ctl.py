@@ -29,6 +29,7 @@ from agent.observe import sink_snapshot
 from agent.reading import now_ms
 
 if TYPE_CHECKING:
+    from agent.control.router import CommandRouter
     from agent.runtime import Agent
 
 log = logging.getLogger("cityedge.ctl")
@@ -87,6 +88,16 @@ def status_of(agent: Agent) -> dict[str, Any]:
         "devices": devices,
         "sinks": sinks,
         "lastReload": agent.last_reload.to_dict() if agent.last_reload else None,
+        "commands": None if agent.router is None else commands_of(agent.router),
+    }
+
+
+def commands_of(router: CommandRouter) -> dict[str, Any]:
+    """Command outcomes since start, and whether answers are durable (docs/COMMANDS.md)."""
+    return {
+        **router.counts,
+        "storeDegraded": router.store.degraded,
+        "auditErrors": router.audit.errors,
     }
 
 

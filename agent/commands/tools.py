@@ -353,4 +353,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  output {s['name']} ({s['type']}){extra}")
     if reply.get("lastReload"):
         print(f"  last reload: {reply['lastReload']}")
+    cmds = reply.get("commands")
+    if cmds:
+        counts = ", ".join(f"{cmds[k]} {k}" for k in ("ok", "rejected", "failed", "timeout"))
+        print(f"  commands: {counts}")
+        if cmds.get("storeDegraded"):
+            print(f"  COMMAND STORE NOT DURABLE: {cmds['storeDegraded']}")
     return 0

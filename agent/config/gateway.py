@@ -86,7 +86,7 @@ class DeviceConfig(_M):
 REMOTE_SIGNABLE = ("signature", "broker", "off")
 _UNSIGNABLE = {
     "sparkplug": "Sparkplug B payloads have no field for a signature",
-    "iota": "IoT Agent commands are {\"<command>\": value} with no room for a signature",
+    "iota": 'IoT Agent commands are {"<command>": value} with no room for a signature',
 }
 
 

@@ -47,9 +47,7 @@ Subscribe = Callable[[str, Handler], None]
 Publish = Callable[[str, bytes], Awaitable[None]]
 
 SPB_ACTIONS = {"Node Control/Reload": "reload", "Node Control/Ping": "ping"}
-REBIRTH_NOTE = (
-    "handled by the Sparkplug session: births re-sent unless its primary host is offline"
-)
+REBIRTH_NOTE = "handled by the Sparkplug session: births re-sent unless its primary host is offline"
 
 
 class CommandBinding:

@@ -94,6 +94,12 @@ async def test_same_answer_and_audit_record_with_and_without_daemon(
         ("illuminanceLevel", "0.405", 0, 40),  # Smart Data Models name; rounded and said so
         ("lamp_switch", "dazzle", 1, None),  # rejected: the register keeps its value
     ]
+    read = ("read", "-c", str(cfg), "--json", "lamp-1", "totalActivePower", "dim_level")
+    rc, out, err = await cli(*read, cwd=tmp_path)  # Smart Data Models and point names
+    assert rc == 0, err
+    assert sorted(r["point"] for r in json.loads(out)) == ["active_power", "dim_level"]
+    rc, _, err = await cli("read", "-c", str(cfg), "lamp-1", "nonsense", cwd=tmp_path)
+    assert rc == 2 and "has no point nonsense" in err
     alone: list[tuple[int, dict[str, Any]]] = []
     for i, (point, value, reg, expect) in enumerate(cases):
         before = regs()
@@ -117,6 +123,9 @@ async def test_same_answer_and_audit_record_with_and_without_daemon(
             rc, answer, err = await write(cfg, "--id", f"daemon-{i}", "lamp-1", point, value)
             assert (rc, {**answer, "id": None}) == (alone[i][0], {**alone[i][1], "id": None}), err
             assert regs()[reg] == (expect if expect is not None else before[reg])
+        rc, out, err = await cli(*read, cwd=tmp_path)
+        assert rc == 0, err
+        assert sorted(r["point"] for r in json.loads(out)) == ["active_power", "dim_level"]
     finally:
         agent.request_shutdown()
         await asyncio.wait_for(task, 10)
@@ -126,29 +135,6 @@ async def test_same_answer_and_audit_record_with_and_without_daemon(
         assert same(a) == same(b)
     assert records[0]["source"] == "local" and records[0]["user"] == "root"
     assert records[2]["written"] == 0.4
-
-
-async def test_read_takes_smart_data_models_names_with_and_without_daemon(
-    sim: SimulatorServer, tmp_path: Path
-) -> None:
-    cfg = configure(tmp_path, sim)
-    args = ("read", "-c", str(cfg), "--json", "lamp-1", "totalActivePower", "dim_level")
-    rc, out, err = await cli(*args, cwd=tmp_path)
-    assert rc == 0, err
-    assert sorted(r["point"] for r in json.loads(out)) == ["active_power", "dim_level"]
-    agent = Agent(load_config(cfg), sinks=[SlowSink(0)])
-    task = asyncio.create_task(agent.run())
-    try:
-        while agent.pipeline.received < 20:
-            await asyncio.sleep(0.05)
-        rc, out, err = await cli(*args, cwd=tmp_path)
-        assert rc == 0, err
-        assert sorted(r["point"] for r in json.loads(out)) == ["active_power", "dim_level"]
-    finally:
-        agent.request_shutdown()
-        await asyncio.wait_for(task, 10)
-    rc, _, err = await cli("read", "-c", str(cfg), "lamp-1", "nonsense", cwd=tmp_path)
-    assert rc == 2 and "has no point nonsense" in err
 
 
 async def test_repeated_id_and_rate_limit_hold_across_cli_runs(
