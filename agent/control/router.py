@@ -268,6 +268,8 @@ class CommandRouter:
             if age < -self.policy.max_age:
                 raise CommandRejected("issued in the future (check the platform's clock)")
         if cmd.device is None:
+            if (cmd.target == "config") != (cmd.source == "config"):
+                raise CommandRejected("config updates go to <prefix>/<gateway>/config only")
             if cmd.target not in GATEWAY_ACTIONS or cmd.target not in self.actions:
                 known = ", ".join(a for a in GATEWAY_ACTIONS if a in self.actions)
                 raise CommandRejected(f"unknown gateway action '{cmd.target}' (known: {known})")

@@ -140,6 +140,7 @@ async def test_ok_write_and_audit(tmp_path: Path) -> None:
         (cmd(ts=int((NOW - 3600) * 1000)), "stale"),
         (cmd(ts=int((NOW + 3600) * 1000)), "future"),
         (cmd("reboot", device=None), "unknown gateway action"),
+        (cmd("config", device=None), "config updates go to"),  # not as a native action
     ],
 )
 async def test_rejections_never_write(tmp_path: Path, command: Command, reason: str) -> None:
