@@ -23,7 +23,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -133,7 +133,7 @@ class CommandStore:
         writes = [(d, now) for c in items for d in c.devices]
 
         def txn(db: sqlite3.Connection) -> None:
-            with db:
+            with _txn(db):
                 db.executemany("INSERT OR REPLACE INTO answers VALUES (?, ?, NULL)", rows)
                 db.executemany("INSERT OR REPLACE INTO nonces VALUES (?, ?)", nonces)
                 db.executemany("INSERT INTO writes VALUES (?, ?)", writes)
@@ -153,7 +153,7 @@ class CommandStore:
         rows = [(r.id, now, json.dumps(r.to_dict(), separators=(",", ":"))) for r in results]
 
         def txn(db: sqlite3.Connection) -> None:
-            with db:
+            with _txn(db):
                 db.executemany("INSERT OR REPLACE INTO answers VALUES (?, ?, ?)", rows)
 
         with self._lock:
@@ -224,7 +224,7 @@ class CommandStore:
                 self._fail(f"cannot use {self.path}: {exc}")
             return
         self._db = db
-        with contextlib.suppress(sqlite3.Error), db:
+        with contextlib.suppress(sqlite3.Error), _txn(db):
             self._prune(db, self.clock())
         if self._failing is not None:
             log.warning("command store %s usable again", self.path)
@@ -237,7 +237,7 @@ class CommandStore:
         if db is None or not (self._answers or self._nonces or self._writes):
             return
         try:
-            with db:
+            with _txn(db):
                 db.executemany(
                     "INSERT OR REPLACE INTO answers VALUES (?, ?, ?)",
                     [(cid, at, text) for cid, (at, text) in self._answers.items()],
@@ -311,6 +311,20 @@ class CommandStore:
             exc,
             target,
         )
+
+
+@contextlib.contextmanager
+def _txn(db: sqlite3.Connection) -> Iterator[None]:
+    """One transaction, one fsync. (The connection is in autocommit mode, where ``with db``
+    would not open a transaction and every statement would be a commit of its own.)"""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if db.in_transaction:  # SQLITE_FULL may already have rolled it back
+            db.rollback()
+        raise
+    db.execute("COMMIT")
 
 
 def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:

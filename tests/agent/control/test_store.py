@@ -59,9 +59,8 @@ def test_old_rows_are_pruned(tmp_path: Path) -> None:
 
 def _filled(path: Path) -> None:
     s = store(path)
-    for i in range(200):
-        s.claim([Claim(f"c{i}", f"n{i}", ("lamp-1",))], NOW)
-        s.finish([ok(f"c{i}")], NOW)
+    s.claim([Claim(f"c{i}", f"n{i}", ("lamp-1",)) for i in range(300)], NOW)
+    s.finish([ok(f"c{i}") for i in range(300)], NOW)
     s.close()
 
 
