@@ -141,6 +141,7 @@ class CommandStore:
 
         with self._lock:
             if self._usable() and self._commit(txn):
+                self._recovered()
                 return
             for cid, at in rows:
                 self._remember(cid, at, None)
@@ -160,6 +161,7 @@ class CommandStore:
             if self._usable() and self._commit(txn):
                 for cid, _, _ in rows:
                     self._answers.pop(cid, None)  # the file has it now
+                self._recovered()
                 return
             for cid, at, text in rows:
                 self._remember(cid, at, text)
@@ -226,6 +228,9 @@ class CommandStore:
         self._db = db
         with contextlib.suppress(sqlite3.Error), _txn(db):
             self._prune(db, self.clock())
+
+    def _recovered(self) -> None:
+        """A commit went through: if the file had failed, it is durable again (said once)."""
         if self._failing is not None:
             log.warning("command store %s usable again", self.path)
             self._failing = None

@@ -7,6 +7,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from agent.control.model import CommandResult, CommandStatus
 from agent.control.store import INTERRUPTED, Claim, CommandStore
 
@@ -116,12 +118,16 @@ def test_a_full_store_keeps_answers_in_memory_and_recovers(tmp_path: Path) -> No
     assert again.recent_writes("lamp-1", NOW) == 2
 
 
-def test_an_unusable_path_degrades_without_raising(tmp_path: Path) -> None:
+def test_an_unusable_path_degrades_without_raising(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     (tmp_path / "state").write_text("a file where the state directory should be")
     s = store(tmp_path / "state" / "c.sqlite")
     assert s.degraded is not None and "cannot open" in s.degraded
-    s.claim([Claim("c1", "n1", ("lamp-1",))], NOW)
+    for _ in range(3):  # retried at each command, said once
+        s.claim([Claim("c1", "n1", ("lamp-1",))], NOW)
+    assert [r.levelname for r in caplog.records] == ["ERROR"]
     s.finish([ok("c1")], NOW)
     assert s.answer("c1", NOW) == ok("c1")
     assert s.nonce_used("n1", NOW)
-    assert s.recent_writes("lamp-1", NOW) == 1
+    assert s.recent_writes("lamp-1", NOW) == 3
