@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "agent.commands.scan",
     "agent.commands.outbox",
     "agent.commands.fiware",
+    "agent.commands.sign",
 )
 
 

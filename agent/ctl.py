@@ -1,15 +1,20 @@
 """Local control socket: the technician CLI talks to a running daemon through it.
 
-One JSON object per line each way, on a Unix socket in the state directory (mode 0660: root and
-the service's group). Operations: ``status``, ``read`` (last decoded values of a device, with
-their age), ``write`` (queued ahead of polls on the device's bus, read back, audited). There is
-deliberately no operation that runs a shell or makes the gateway connect anywhere.
+One JSON object per line each way, on a Unix socket in the state directory (mode 0660, group
+``[commands] local_group`` when it exists). Operations: ``status``, ``read`` (last decoded values
+of a device, with their age), ``write`` (through the command router on the ``local`` channel:
+validated, rate-limited, de-duplicated by id, queued ahead of polls, read back, audited with the
+caller's user name). Callers are identified by their Unix peer credentials (SO_PEERCRED); see
+agent/control/peer.py. There is deliberately no operation that runs a shell or makes the
+gateway connect anywhere.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
+import itertools
 import json
 import logging
 import os
@@ -17,12 +22,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.control.audit import AuditLog, audit_path
-from agent.control.model import Command, CommandResult, CommandStatus
+from agent.control import peer as peers
+from agent.control.model import Command, CommandStatus, PeerCred
+from agent.control.validate import find_point, value_from_text
 from agent.observe import sink_snapshot
 from agent.reading import now_ms
 
 if TYPE_CHECKING:
+    from agent.control.router import CommandRouter
     from agent.runtime import Agent
 
 log = logging.getLogger("cityedge.ctl")
@@ -81,12 +88,29 @@ def status_of(agent: Agent) -> dict[str, Any]:
         "devices": devices,
         "sinks": sinks,
         "lastReload": agent.last_reload.to_dict() if agent.last_reload else None,
+        "commands": None if agent.router is None else commands_of(agent.router),
     }
 
 
-def read_of(agent: Agent, device: str, points: list[str]) -> dict[str, Any]:
-    if not any(b.id == device for b in agent.bindings):
+def commands_of(router: CommandRouter) -> dict[str, Any]:
+    """Command outcomes since start, and whether answers are durable (docs/COMMANDS.md)."""
+    return {
+        **router.counts,
+        "storeDegraded": router.store.degraded,
+        "auditErrors": router.audit.errors,
+    }
+
+
+def read_of(agent: Agent, device: str, names: list[str]) -> dict[str, Any]:
+    binding = next((b for b in agent.bindings if b.id == device), None)
+    if binding is None:
         raise ControlError(f"unknown device '{device}'")
+    points = []
+    for name in names:  # point names or Smart Data Models metric names
+        p = find_point(binding.profile, name)
+        if p is None:
+            raise ControlError(f"device '{device}' has no point '{name}'")
+        points.append(p.name)
     now = now_ms()
     rows = []
     for (dev, point), r in sorted(agent.pipeline.last_values.items()):
@@ -98,12 +122,23 @@ def read_of(agent: Agent, device: str, points: list[str]) -> dict[str, Any]:
     return {"readings": rows}
 
 
+def local_command(agent_bindings: Any, req: dict[str, Any], caller: PeerCred, cid: str) -> Command:
+    """A ``write`` request as a command of the local channel. ``text`` (what was typed on the
+    command line) is read as the point's type here, where the profile is known: ``on`` is a
+    label of an enum point and a boolean only for a boolean point."""
+    device, name = str(req["device"]), str(req["point"])
+    value = req.get("value")
+    if "text" in req:
+        binding = next((b for b in agent_bindings if b.id == device), None)
+        point = find_point(binding.profile, name) if binding is not None else None
+        value = value_from_text(point, str(req["text"])) if point is not None else req["text"]
+    return Command(cid, "local", device, name, value, origin=caller.user, peer=caller)
+
+
 class ControlServer:
     def __init__(self, agent: Agent, path: Path) -> None:
         self.agent = agent
         self.path = path
-        cfg = agent.loaded.config
-        self.audit = AuditLog(audit_path(cfg))
 
     async def run(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,6 +146,7 @@ class ControlServer:
             self.path.unlink()
         server = await asyncio.start_unix_server(self._client, path=str(self.path), limit=MAX_LINE)
         os.chmod(self.path, 0o660)
+        _give_to_group(self.path, self.agent.loaded.config.commands.local_group)
         try:
             async with server:
                 await server.serve_forever()
@@ -119,10 +155,16 @@ class ControlServer:
                 self.path.unlink()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        try:
+            caller = peers.of_socket(sock)
+        except OSError:
+            writer.close()
+            return
         try:
             while line := await reader.readline():
                 try:
-                    reply = await self.handle(json.loads(line))
+                    reply = await self.handle(json.loads(line), caller)
                 except ControlError as exc:
                     reply = {"ok": False, "error": exc.message}
                 except (ValueError, TypeError, KeyError) as exc:
@@ -134,8 +176,13 @@ class ControlServer:
         finally:
             writer.close()
 
-    async def handle(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def handle(self, req: dict[str, Any], caller: PeerCred | None = None) -> dict[str, Any]:
         op = req.get("op")
+        group = self.agent.loaded.config.commands.local_group
+        if caller is None:
+            caller = peers.of_process()
+        if op in ("status", "read") and (why := peers.refusal(caller, group)) is not None:
+            raise ControlError(f"refused: {why}")
         if op == "status":
             return {"ok": True, **status_of(self.agent)}
         if op == "read":
@@ -144,19 +191,31 @@ class ControlServer:
                 **read_of(self.agent, str(req["device"]), [str(p) for p in req.get("points", [])]),
             }
         if op == "write":
-            device, point, value = str(req["device"]), str(req["point"]), req["value"]
-            cid = f"cli-{now_ms()}"
-            cmd = Command(cid, "cli", device, point, value)
-            if self.agent.router is not None:
-                res = await self.agent.router.execute(cmd)
-            else:
-                wr = await self.agent.write(device, point, value, 10.0)
-                res = CommandResult(
-                    cid, CommandStatus(wr.status.value), wr.reason, device, point, wr.readback
-                )
-                self.audit.record(cmd, res)
+            cid = str(req.get("id") or new_local_id())
+            cmd = local_command(self.agent.bindings, req, caller, cid)
+            assert self.agent.router is not None
+            res = await self.agent.router.execute(cmd)
             return {"ok": res.status is CommandStatus.OK, **res.to_dict()}
         raise ControlError(f"unknown operation {op!r} (status, read, write)")
+
+
+def new_local_id() -> str:
+    return f"local-{now_ms()}-{os.getpid()}-{next(_SEQ)}"
+
+
+_SEQ = itertools.count(1)
+
+
+def _give_to_group(path: Path, group: str) -> None:
+    """Let the local group reach the socket (mode 0660); SO_PEERCRED still checks each caller."""
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        return
+    try:
+        os.chown(path, -1, gid)
+    except OSError as exc:
+        log.warning("cannot give %s to group %s: %s", path, group, exc.strerror or exc)
 
 
 async def request(path: Path, req: dict[str, Any], timeout: float = 15.0) -> dict[str, Any]:

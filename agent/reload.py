@@ -97,4 +97,6 @@ def diff(
         needs.append("gateway")
     if old.config.secrets != new.config.secrets:
         needs.append("secrets")
+    if old.config.commands != new.config.commands:
+        needs.append("commands")  # policies, keys and the store are set up at start
     return ReloadPlan(tuple(start), tuple(stop), tuple(restart), tuple(same), tuple(needs))

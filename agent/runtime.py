@@ -21,7 +21,6 @@ from agent import memory
 from agent.config.errors import ConfigError
 from agent.config.loader import LoadedConfig, load_config
 from agent.config.outputs import JsonLinesOutput
-from agent.control.audit import AuditLog, audit_path
 from agent.control.binding import CommandBinding
 from agent.control.model import Command
 from agent.control.router import CommandRouter
@@ -119,16 +118,13 @@ class Agent:
         return devices_of(self)
 
     def _install_commands(self) -> None:
-        """The command router (always: the technician CLI writes through it too) and its
-        MQTT bindings on every MQTT output (see agent/control/binding.py)."""
+        """The command router (always: the technician CLI writes through it too, on the local
+        channel) and its MQTT bindings on every MQTT output (agent/control/binding.py);
+        ``[commands] enabled = false`` installs no MQTT binding at all."""
+        from agent.control.setup import build_router
+
         cfg = self.loaded.config
         mqtt: list[Any] = [s for s in self.sinks if hasattr(s, "add_handler")]
-        if not cfg.commands.enabled:
-            return
-        key = None
-        if cfg.commands.hmac_secret is not None:
-            key = cfg.secrets[cfg.commands.hmac_secret].get_secret_value().encode()
-        audit = audit_path(cfg)
 
         async def ping(_: Command) -> str | None:
             return None
@@ -149,14 +145,14 @@ class Agent:
 
             return await apply_remote_config(self, cmd.id, cmd.extra["toml"])
 
-        self.router = CommandRouter(
-            cfg.commands,
+        self.router = build_router(
+            cfg,
             self.bindings,
             self.write,
-            AuditLog(audit),
-            hmac_key=key,
-            actions={"ping": ping, "rebirth": rebirth, "reload": reload, "config": config},
+            {"ping": ping, "rebirth": rebirth, "reload": reload, "config": config},
         )
+        if not cfg.commands.enabled:
+            return
         for s in mqtt:
             out = s.output
             spb = s.encoder if out.encoding == "sparkplug" else None
@@ -264,6 +260,8 @@ class Agent:
                 self.pipeline.suppressed,
             )
             ready_task.cancel()
+        if self.router is not None:
+            self.router.store.close()
 
     def _start_bus(self, bus_id: str) -> None:
         assert self._tg is not None
@@ -363,9 +361,12 @@ class Agent:
                 self.request_reload("file change")
 
     async def _announce_ready(self) -> None:
-        from agent.security import exposed_secret_files
+        from agent.security import config_warnings, exposed_secret_files
 
-        for warning in exposed_secret_files(self.loaded.config):
+        for warning in (
+            *exposed_secret_files(self.loaded.config),
+            *config_warnings(self.loaded.config),
+        ):
             log.warning("%s", warning)
         waits = [d.ready() for d in self.drivers.values()]
         with contextlib.suppress(TimeoutError):

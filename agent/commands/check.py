@@ -7,11 +7,17 @@ from typing import Any
 
 from agent.commands.common import load_or_report
 from agent.config.endpoint import parse_endpoint
+from agent.config.gateway import GatewayConfig
+from agent.config.outputs import MqttOutput
+from agent.control.model import CHANNELS
+from agent.security import channels_of, config_warnings, exposed_secret_files
 
 EXAMPLES = """examples:
   cityedge check /etc/cityedge/gateway.toml
   cityedge check examples/demo.toml --dropin /etc/cityedge/conf.d
-exit status: 0 valid, 78 invalid (every problem is listed with file, line and field)"""
+exit status: 0 valid, 78 invalid (every problem is listed with file, line and field)
+Also shown: the effective policy of each command channel, and warnings about settings that
+weaken it (tls.insecure_skip_verify, a channel trusting an anonymous broker connection)."""
 
 
 def register(sub: Any) -> None:
@@ -55,4 +61,48 @@ def run(args: argparse.Namespace) -> int:
     for out in cfg.outputs:
         detail = getattr(out, "path", None) or getattr(out, "encoding", "")
         print(f"  {out.id}: {out.type} {detail}")
+    print("command channels (effective policy, docs/COMMANDS.md):")
+    for channel, policy, detail in channel_policies(cfg):
+        print(f"  {channel:<10} {policy:<10} {detail}")
+    warnings = [*exposed_secret_files(cfg), *config_warnings(cfg)]
+    for w in warnings:
+        print(f"warning: {w}")
     return 0
+
+
+_WHAT = {
+    "signature": "HMAC-SHA256 signature with ts and nonce required",
+    "broker": "trusts the broker's account / client certificate and its ACL",
+    "off": "every command refused (answered and audited)",
+}
+
+
+def channel_policies(cfg: GatewayConfig) -> list[tuple[str, str, str]]:
+    """(channel, policy, what it means here) for each command channel."""
+    effective = cfg.commands.effective_policy()
+    mqtt = [o for o in cfg.outputs if isinstance(o, MqttOutput)]
+    keys = [k for k in (cfg.commands.hmac_secret, *cfg.commands.hmac_extra_secrets) if k]
+    rows = []
+    for channel in CHANNELS:
+        policy = effective[channel]
+        if channel == "local":
+            detail = (
+                f"control socket and CLI: root, the agent's user and group "
+                f"'{cfg.commands.local_group}' (Unix peer credentials)"
+                if policy == "peer"
+                else "local writes refused"
+            )
+            rows.append((channel, policy, detail))
+            continue
+        outs = [o.id for o in mqtt if channel in channels_of(o)]
+        detail = _WHAT[policy]
+        if policy == "signature":
+            detail += f", key id(s) {', '.join(keys) or '-'}"
+        elif policy == "broker" and channel in ("native", "config"):
+            detail += "; a signature, if sent, is verified"
+        if not outs:
+            detail = "not offered (no output carries it)"
+        else:
+            detail += f"; output(s) {', '.join(outs)}"
+        rows.append((channel, policy, detail))
+    return rows

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 from agent.config import ConfigError, LoadedConfig, load_config
+
+DEFAULT_CONFIG = "/etc/cityedge/gateway.toml"
+
+
+def default_config() -> str:
+    """The gateway file commands use without ``-c``: ``$CITYEDGE_CONFIG``, else the path the
+    systemd unit runs."""
+    return os.environ.get("CITYEDGE_CONFIG") or DEFAULT_CONFIG
 
 
 class CommandError(Exception):

@@ -17,7 +17,7 @@ from agent.runtime import EXIT_CONFIG, EXIT_OK, Agent
 
 EXAMPLES = """examples:
   cityedge demo                 # runs until Ctrl-C
-  cityedge demo --duration 15   # stops by itself
+  cityedge demo --duration 5    # stops by itself
   cityedge demo --speed 720     # one simulated day per two minutes (lamps switch at dusk)"""
 
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.commands.common import load_or_report
+from agent.commands.common import default_config, load_or_report
 from agent.config.loader import LoadedConfig
 from agent.config.outputs import MqttOutput
 from agent.ctl import request, socket_path
@@ -36,7 +36,7 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("action", nargs="?", default="stats", choices=["stats", "export", "purge"])
-    p.add_argument("-c", "--config", default="/etc/cityedge/gateway.toml")
+    p.add_argument("-c", "--config", default=default_config())
     p.add_argument("--output", help="MQTT output id (default: all)")
     p.add_argument("--limit", type=int, default=0, help="export: at most N readings")
     p.add_argument("--older-than", type=float, help="purge: only readings older than N seconds")

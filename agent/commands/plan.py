@@ -19,7 +19,7 @@ from drivers.modbus.planner import (
 
 EXAMPLES = """examples:
   cityedge plan /etc/cityedge/gateway.toml
-  cityedge plan /etc/cityedge/gateway.toml lamp-017 --turnaround 8
+  cityedge plan /etc/cityedge/gateway.toml lamp-1 --turnaround 8
 Wire time is estimated for Modbus RTU at the bus's baud rate: request and response frames, the
 3.5-character silence after each, and the device turnaround. TCP buses show 'network'.
 exit status: 0 planned, 1 a point cannot be planned, 2 bad config or unknown device"""

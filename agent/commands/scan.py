@@ -19,10 +19,11 @@ from agent.config.endpoint import EndpointError, parse_endpoint
 from agent.config.profile import Table
 
 EXAMPLES = """examples:
-  cityedge scan rtu:///dev/ttyUSB0                      # 9600/19200/4800/38400/115200, E/N/O
+  cityedge scan rtu:///dev/ttyUSB0 --units 1-8          # 9600/19200/4800/38400/115200, E/N/O
   cityedge scan rtu:///dev/ttyUSB0 --baud 9600 --parity E --units 1-32
   cityedge scan tcp://192.168.10.20:502 --units 1-10
-  cityedge scan rtu+tcp://10.1.1.5:4001 --timeout 0.3 --json
+  cityedge scan rtu+tcp://10.1.1.5:4001 --units 1-16 --timeout 0.3 --json
+without --units every unit id 1-247 is tried: minutes per line setting on a quiet bus.
 stop the daemon first (systemctl stop cityedge): a serial port has one owner."""
 
 
@@ -115,12 +116,19 @@ async def scan(
     from drivers.modbus.adapter import DeviceException, ModbusError, NotConnected, modbus_client
 
     found: list[Found] = []
+    refused: list[str] = []
     for url in urls:
         ep = parse_endpoint(url)
         client = modbus_client(ep, timeout)
         try:
             await client.connect(max(1.0, timeout))
         except NotConnected as exc:
+            refused.append(f"{url}: {exc.reason}")
+            if len(refused) < len(urls):
+                # one line setting the port cannot take (an adapter without that parity)
+                # must not end a scan of the others
+                sys.stderr.write(f"cityedge: skipping {url}: {exc.reason}\n")
+                continue
             progress.close()
             raise SystemExit(
                 f"cityedge: cannot open {url}: {exc.reason} (is the daemon "

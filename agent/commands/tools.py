@@ -2,7 +2,10 @@
 
 While the daemon runs, ``read``/``write``/``status`` go through its control socket (the daemon
 owns the bus; a second opener would corrupt RS-485 traffic or fail on the exclusive port).
-Without a daemon, ``read`` and ``write`` open the device's bus themselves for one shot.
+Without a daemon, ``read`` opens the device's bus for one poll, and ``write`` builds the same
+command router the daemon has (agent/control/setup.py) and sends the command through it on the
+``local`` channel: same checks, rate limit, de-duplication store and audit trail, so the audit
+record is the same with or without a daemon.
 """
 
 from __future__ import annotations
@@ -10,27 +13,36 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from agent.commands.common import load_or_report
+from agent.commands.common import default_config, load_or_report
 from agent.config.loader import LoadedConfig
+from agent.config.profile import Point
+from agent.control.validate import find_point
 from agent.ctl import request, socket_path
-from agent.reading import Reading
+from agent.reading import Reading, Value
 from agent.runtime import bindings_for
-from drivers.base import DeviceBinding, WriteStatus, create_driver
+from drivers.base import DeviceBinding, WriteResult, WriteStatus, create_driver
 
-DEFAULT_CONFIG = "/etc/cityedge/gateway.toml"
+CONFIG_HELP = "gateway file (default $CITYEDGE_CONFIG, else /etc/cityedge/gateway.toml)"
 EXAMPLES = {
     "read": """examples:
-  cityedge read lamp-1                      # every point of lamp-1
-  cityedge read lamp-1 dimLevel activePower
-  cityedge read -c examples/demo.toml meter-1 --json""",
+  cityedge read lamp-1                          # every point of lamp-1
+  cityedge read lamp-1 dim_level totalActivePower   # point or Smart Data Models names
+  cityedge read -c examples/demo.toml meter-11 --json
+exit status: 0 read, 1 no good value, 2 unknown device or point, 78 bad configuration""",
     "write": """examples:
-  cityedge write lamp-1 dimLevel 40
-  cityedge write lamp-1 mode manual
-  cityedge write cam-1 gotoPreset 3""",
+  cityedge write lamp-1 dim_level 0.4           # 0..1, the register holds percent
+  cityedge write lamp-1 illuminanceLevel 0.4    # the same point by its Smart Data Models name
+  cityedge write lamp-1 working_mode manual
+  cityedge write lamp-1 lamp_switch on
+  cityedge write --id wo-2291 cam-21 preset 3   # the same id again is answered, not re-sent
+exit status: 0 ok, 1 failed or timeout, 2 rejected (nothing reached the device),
+78 bad configuration""",
     "status": """examples:
   cityedge status
   cityedge status --json""",
@@ -48,7 +60,9 @@ def register(sub: Any) -> None:
         "Goes through the running agent when there is one, else opens the bus itself.",
     )
     p.add_argument("device")
-    p.add_argument("points", nargs="*", help="point names (default: all)")
+    p.add_argument(
+        "points", nargs="*", help="point names or Smart Data Models names (default: all)"
+    )
     _common(p)
     p.set_defaults(func=cmd_read)
     w = sub.add_parser(
@@ -56,12 +70,16 @@ def register(sub: Any) -> None:
         help="write one point of a device (validated, read back)",
         epilog=EXAMPLES["write"],
         formatter_class=fmt,
-        description="Write a writable point; the value is checked against the "
-        "profile's type, bounds and enum, then read back. Audited.",
+        description="Write a writable point through the command router (the local channel, "
+        "docs/COMMANDS.md): checked against the profile's type, bounds and enum, "
+        "rate-limited, de-duplicated by id, read back and audited with your user name. "
+        "Through the running agent when there is one, else in this process with the same "
+        "checks and audit trail.",
     )
     w.add_argument("device")
-    w.add_argument("point")
-    w.add_argument("value", help="number, true/false, or an enum name")
+    w.add_argument("point", help="point name or Smart Data Models name")
+    w.add_argument("value", help="number, true/false (boolean points), or an enum label")
+    w.add_argument("--id", help="command id (default: a new one); a repeated id is not re-sent")
     _common(w)
     w.set_defaults(func=cmd_write)
     s = sub.add_parser(
@@ -75,25 +93,9 @@ def register(sub: Any) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
+    p.add_argument("-c", "--config", default=default_config(), help=CONFIG_HELP)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--timeout", type=float, default=15.0, help="seconds (default 15)")
-
-
-def _value(text: str) -> object:
-    low = text.lower()
-    if low in ("true", "on"):
-        return True
-    if low in ("false", "off"):
-        return False
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        return text
 
 
 async def _daemon(
@@ -153,21 +155,31 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _points(binding: DeviceBinding, names: Sequence[str]) -> list[Point] | None:
+    """Points by name or Smart Data Models name; None (after saying why) if one is unknown."""
+    found = {n: find_point(binding.profile, n) for n in names}
+    unknown = [n for n, p in found.items() if p is None]
+    if unknown:
+        known = ", ".join(p.name for p in binding.profile.points)
+        print(
+            f"cityedge: '{binding.id}' has no point {', '.join(unknown)} (points: {known})",
+            file=sys.stderr,
+        )
+        return None
+    return [p for p in found.values() if p is not None]
+
+
 def cmd_read(args: argparse.Namespace) -> int:
     loaded = load_or_report(args.config)
     if loaded is None:
         return 78
     binding = _binding(loaded, args.device)
-    unknown = [p for p in args.points if p not in {x.name for x in binding.profile.points}]
-    if unknown:
-        names = ", ".join(p.name for p in binding.profile.points)
-        print(
-            f"cityedge: '{args.device}' has no point {', '.join(unknown)} (points: {names})",
-            file=sys.stderr,
-        )
+    points = _points(binding, args.points)
+    if points is None:
         return 2
+    names = [p.name for p in points]
     reply = asyncio.run(
-        _daemon(loaded, {"op": "read", "device": args.device, "points": args.points}, args.timeout)
+        _daemon(loaded, {"op": "read", "device": args.device, "points": names}, args.timeout)
     )
     if reply is not None:
         if not reply.get("ok"):
@@ -184,7 +196,7 @@ def cmd_read(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
-        rows = [r.to_dict() for r in readings if not args.points or r.point in args.points]
+        rows = [r.to_dict() for r in readings if not names or r.point in names]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -193,66 +205,116 @@ def cmd_read(args: argparse.Namespace) -> int:
     return 1 if bad and len(bad) == len(rows) else 0
 
 
-async def _one_shot_write(
-    loaded: LoadedConfig, binding: DeviceBinding, point: str, value: object, timeout: float
-) -> dict[str, Any]:
-    bus = next(b for b in loaded.config.buses if b.id == binding.device.bus)
+def _bus_writer(loaded: LoadedConfig, bindings: Sequence[DeviceBinding]) -> Any:
+    """A router writer that opens the device's bus for one write (no daemon owns it)."""
 
     async def emit(b: DeviceBinding, batch: Sequence[Reading]) -> None:
         return None
 
-    driver = create_driver(bus, [binding], emit)
-    async with asyncio.TaskGroup() as tg:
-        task = tg.create_task(driver.run(), name=f"bus:{bus.id}")
+    async def write(device: str, point: str, value: Value, timeout: float) -> WriteResult:
+        binding = next(b for b in bindings if b.id == device)  # the router checked it exists
+        bus = next(b for b in loaded.config.buses if b.id == binding.device.bus)
+        driver = create_driver(bus, [binding], emit)
+        task = asyncio.create_task(driver.run(), name=f"bus:{bus.id}")
         try:
-            await asyncio.wait_for(driver.ready(), timeout)
-            res = await driver.write(binding.id, point, value, timeout)  # type: ignore[arg-type]
+            try:
+                await asyncio.wait_for(driver.ready(), timeout)
+            except TimeoutError:
+                return WriteResult(WriteStatus.TIMEOUT, f"bus {bus.id} did not open in time")
+            return await driver.write(device, point, value, timeout)
         finally:
             task.cancel()
-    return {
-        "ok": res.status is WriteStatus.OK,
-        "status": res.status.value,
-        "reason": res.reason,
-        "value": res.readback,
-    }
+            await asyncio.gather(task, return_exceptions=True)
+
+    return write
+
+
+async def _in_process_write(loaded: LoadedConfig, args: argparse.Namespace) -> dict[str, Any]:
+    from agent.control import peer as peers
+    from agent.control.model import CommandStatus
+    from agent.control.setup import build_router
+    from agent.ctl import local_command, new_local_id
+
+    bindings = bindings_for(loaded)
+    router = build_router(loaded.config, bindings, _bus_writer(loaded, bindings))
+    try:
+        req = {"device": args.device, "point": args.point, "text": args.value}
+        cmd = local_command(bindings, req, peers.of_process(), args.id or new_local_id())
+        res = await router.execute(cmd)
+    finally:
+        router.store.close()
+    return {"ok": res.status is CommandStatus.OK, **res.to_dict()}
+
+
+def _writable_state(loaded: LoadedConfig) -> str | None:
+    """Why this user cannot keep the audit trail and the command store, or None."""
+    state = Path(loaded.config.gateway.state_dir)
+    probe = state if state.exists() else state.parent
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return (
+            f"cannot write the audit trail and command store in {state}: run as root "
+            "(sudo), or start the agent and write through it"
+        )
+    return None
+
+
+def _adopt_state_files(loaded: LoadedConfig) -> None:
+    """Files root created in the state directory must stay the service user's: give them to
+    the directory's owner, or the daemon could not append to them later."""
+    if os.geteuid() != 0:
+        return
+    from agent.control.audit import audit_path
+    from agent.control.setup import store_path
+
+    state = Path(loaded.config.gateway.state_dir)
+    try:
+        st = state.stat()
+    except OSError:
+        return
+    store = store_path(loaded.config)
+    for f in (audit_path(loaded.config), store, *(Path(f"{store}{s}") for s in ("-wal", "-shm"))):
+        try:
+            if f.stat().st_uid != st.st_uid:
+                os.chown(f, st.st_uid, st.st_gid)
+        except OSError:
+            continue
 
 
 def cmd_write(args: argparse.Namespace) -> int:
     loaded = load_or_report(args.config)
     if loaded is None:
         return 78
-    binding = _binding(loaded, args.device)
-    value = _value(args.value)
-    reply = asyncio.run(
-        _daemon(
-            loaded,
-            {"op": "write", "device": args.device, "point": args.point, "value": value},
-            args.timeout,
-        )
-    )
+    req = {"op": "write", "device": args.device, "point": args.point, "text": args.value}
+    if args.id:
+        req["id"] = args.id
+    reply = asyncio.run(_daemon(loaded, req, args.timeout))
     if reply is None:
-        from agent.control.model import CommandRejected
-        from agent.control.validate import check_value
-
+        if (why := _writable_state(loaded)) is not None:
+            print(f"cityedge: {why}", file=sys.stderr)
+            return 1
         try:
-            point = binding.profile.point(args.point)
-            if not point.writable:
-                raise CommandRejected(f"point '{args.point}' is read-only")
-            check_value(point, value)  # type: ignore[arg-type]
-        except KeyError:
-            print(f"cityedge: '{args.device}' has no point '{args.point}'", file=sys.stderr)
-            return 2
-        except CommandRejected as exc:
-            print(f"cityedge: rejected: {exc.reason}", file=sys.stderr)
-            return 2
-        reply = asyncio.run(_one_shot_write(loaded, binding, args.point, value, args.timeout))
+            reply = asyncio.run(_in_process_write(loaded, args))
+        finally:
+            _adopt_state_files(loaded)
+    elif "status" not in reply:  # the daemon refused the request itself
+        print(f"cityedge: agent says: {reply.get('error')}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(reply))
     elif reply.get("ok"):
-        print(f"{args.device}.{args.point} = {reply.get('value')!r} (read back)")
+        note = ""
+        if "requested" in reply:
+            note = f" (asked {reply['requested']!r}: the register's resolution)"
+        dup = " [already done: answered from the record, not sent again]"
+        print(
+            f"{args.device}.{reply.get('target', args.point)} = {reply.get('value')!r} "
+            f"(read back){note}{dup if reply.get('duplicate') else ''}"
+        )
     else:
         print(f"cityedge: write {reply.get('status')}: {reply.get('reason')}", file=sys.stderr)
-    return 0 if reply.get("ok") else 1
+    if reply.get("ok"):
+        return 0
+    return 2 if reply.get("status") == "rejected" else 1
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -291,4 +353,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  output {s['name']} ({s['type']}){extra}")
     if reply.get("lastReload"):
         print(f"  last reload: {reply['lastReload']}")
+    cmds = reply.get("commands")
+    if cmds:
+        counts = ", ".join(f"{cmds[k]} {k}" for k in ("ok", "rejected", "failed", "timeout"))
+        print(f"  commands: {counts}")
+        if cmds.get("storeDegraded"):
+            print(f"  COMMAND STORE NOT DURABLE: {cmds['storeDegraded']}")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
 from agent.config.endpoint import parse_endpoint
 from agent.config.filters import FilterSpec, check_chain
@@ -85,17 +85,74 @@ class DeviceConfig(_M):
         return v
 
 
+REMOTE_SIGNABLE = ("signature", "broker", "off")
+_UNSIGNABLE = {
+    "sparkplug": "Sparkplug B payloads have no field for a signature",
+    "iota": 'IoT Agent commands are {"<command>": value} with no room for a signature',
+}
+
+
+class ChannelPolicies(_M):
+    """One policy per command channel (docs/COMMANDS.md, "One policy per channel").
+
+    - ``signature``: an HMAC-SHA256 signature with ``ts`` and ``nonce`` is required.
+    - ``broker``: the broker's identity checks are relied on (TLS client certificate or an
+      account, plus an ACL on the command topics); a signature, if one is sent, is verified.
+    - ``peer``: the local control socket's Unix peer credentials (root or ``local_group``).
+    - ``off``: every command on the channel is refused (answered and audited).
+
+    ``native`` and ``config`` default to ``signature`` when ``require_signature = true``,
+    else to ``broker``.
+    """
+
+    native: Literal["signature", "broker", "off"] | None = None
+    config: Literal["signature", "broker", "off"] | None = None
+    sparkplug: str = "broker"
+    iota: str = "broker"
+    local: Literal["peer", "off"] = "peer"
+
+    @field_validator("sparkplug", "iota")
+    @classmethod
+    def _unsignable(cls, v: str, info: ValidationInfo) -> str:
+        if v == "signature":
+            raise ValueError(
+                f"{_UNSIGNABLE[str(info.field_name)]}: use 'broker' (TLS client certificate or "
+                "account + ACL on the command topics) or 'off'"
+            )
+        if v not in ("broker", "off"):
+            raise ValueError("use 'broker' or 'off'")
+        return v
+
+
 class CommandsSection(_M):
     """Downlink command policy (see docs/COMMANDS.md)."""
 
-    enabled: bool = True
+    enabled: bool = True  # false: every remote channel is off (the local one keeps its policy)
     max_age: float = Field(300.0, gt=0, le=86400)  # older commands are rejected as stale
     dedup_window: float = Field(3600.0, gt=0, le=7 * 86400)  # same id -> same answer, no re-run
     rate_per_minute: int = Field(30, ge=1, le=6000)  # per device
-    require_signature: bool = False
-    hmac_secret: str | None = None  # secret name holding the per-gateway HMAC key
+    require_signature: bool = False  # shorthand for policy.native = policy.config = "signature"
+    hmac_secret: str | None = None  # secret name holding the per-gateway HMAC key (default kid)
+    hmac_extra_secrets: tuple[str, ...] = ()  # more accepted key ids (key rotation)
     audit_file: str | None = None  # default <state_dir>/audit.jsonl
     timeout: float = Field(10.0, gt=0, le=120)  # write + read-back deadline
+    policy: ChannelPolicies = ChannelPolicies()
+    local_group: str = "cityedge"  # besides root, members of this group may use the socket
+
+    def effective_policy(self) -> dict[str, str]:
+        """channel -> signature / broker / peer / off, with the defaults applied."""
+        p = self.policy
+        default = "signature" if self.require_signature else "broker"
+        out = {
+            "native": p.native or default,
+            "config": p.config or p.native or default,
+            "sparkplug": p.sparkplug,
+            "iota": p.iota,
+            "local": p.local,
+        }
+        if not self.enabled:
+            out.update({k: "off" for k in ("native", "config", "sparkplug", "iota")})
+        return out
 
 
 class MetricsSection(_M):

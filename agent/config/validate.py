@@ -117,22 +117,7 @@ def cross_check(cfg: GatewayConfig, profiles: Mapping[str, Profile]) -> list[tup
                         f"profile '{d.profile}' has no point of that name",
                     )
                 )
-    cmd = cfg.commands
-    if cmd.require_signature and cmd.hmac_secret is None:
-        out.append(
-            (
-                ("commands", "hmac_secret"),
-                "require_signature needs hmac_secret (the name of a secret holding the key)",
-            )
-        )
-    if cmd.hmac_secret is not None and cmd.hmac_secret not in cfg.secrets:
-        out.append(
-            (
-                ("commands", "hmac_secret"),
-                f"secret '{cmd.hmac_secret}' not found (put it "
-                f"in $CREDENTIALS_DIRECTORY or CITYEDGE_SECRETS__{cmd.hmac_secret.upper()})",
-            )
-        )
+    out.extend(_command_checks(cfg))
     for i, o in enumerate(cfg.outputs):
         if isinstance(o, MqttOutput):
             out.extend(_mqtt_checks(i, o, cfg))
@@ -243,3 +228,41 @@ def _loopback(host: str) -> bool:
         return ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _command_checks(cfg: GatewayConfig) -> list[tuple[Loc, str]]:
+    out: list[tuple[Loc, str]] = []
+    cmd = cfg.commands
+    effective = cmd.effective_policy()
+    if cmd.require_signature:
+        for ch in ("native", "config"):
+            if getattr(cmd.policy, ch) == "broker":
+                out.append(
+                    (
+                        ("commands", "policy", ch),
+                        "'broker' contradicts require_signature = true (drop one of them)",
+                    )
+                )
+    signed = [ch for ch, p in effective.items() if p == "signature"]
+    if signed and cmd.hmac_secret is None:
+        out.append(
+            (
+                ("commands", "hmac_secret"),
+                f"the {' and '.join(signed)} channel(s) require signatures: set hmac_secret "
+                "(the name of a secret holding the key)",
+            )
+        )
+    names = ([("hmac_secret", cmd.hmac_secret)] if cmd.hmac_secret else []) + [
+        (("hmac_extra_secrets", i), n) for i, n in enumerate(cmd.hmac_extra_secrets)
+    ]
+    for field, name in names:
+        if name not in cfg.secrets:
+            loc: Loc = ("commands", *field) if isinstance(field, tuple) else ("commands", field)
+            out.append(
+                (
+                    loc,
+                    f"secret '{name}' not found (put it "
+                    f"in $CREDENTIALS_DIRECTORY or CITYEDGE_SECRETS__{name.upper()})",
+                )
+            )
+    return out

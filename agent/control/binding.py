@@ -8,15 +8,20 @@ Every MQTT output accepts native JSON commands; an output's encoding adds its ow
 - sparkplug: ``spBv1.0/<group>/DCMD/<gw>/<device>`` and ``NCMD``; answers on
   ``<prefix>/<gw>/<device>/cmd/res``
 
-Sparkplug has no command ids: the id is a hash of the payload (which carries the host's
-timestamp and seq), so an MQTT redelivery of the same DCMD is answered, not executed twice.
-``Node Control/Rebirth`` is the encoder's (it re-sends the births); the binding maps
-``Node Control/Reload`` and ``Node Control/Ping`` to the gateway actions.
+Sparkplug and IoT Agent commands have no ids: the id is a hash of the topic and the payload
+(a DCMD carries the host's timestamp and seq), so a redelivery of the same bytes within the
+de-duplication window is answered again, not executed again. Each metric of a DCMD is a
+command with its own answer, and the metrics are validated together: one invalid metric and
+none is executed. ``Node Control/Rebirth`` is carried out by the encoder (it re-sends the
+births at once); the binding answers and audits it like ``Node Control/Reload`` and
+``Node Control/Ping``, which map to the gateway actions.
+
+Every payload gets exactly one answer per command and one audit record, the empty, the
+oversized (refused by size before any parsing) and the undecodable ones included.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -24,7 +29,15 @@ from typing import Any
 
 from agent.config.outputs import MqttOutput
 from agent.control.model import Command, CommandRejected, CommandResult
-from agent.control.parse import command_id_of, parse_config, parse_iota, parse_native
+from agent.control.parse import (
+    MAX_PAYLOAD,
+    check_size,
+    command_id_of,
+    parse_config,
+    parse_iota,
+    parse_native,
+    payload_id,
+)
 from agent.control.router import CommandRouter
 
 log = logging.getLogger("cityedge.commands")
@@ -34,6 +47,7 @@ Subscribe = Callable[[str, Handler], None]
 Publish = Callable[[str, bytes], Awaitable[None]]
 
 SPB_ACTIONS = {"Node Control/Reload": "reload", "Node Control/Ping": "ping"}
+REBIRTH_NOTE = "handled by the Sparkplug session: births re-sent unless its primary host is offline"
 
 
 class CommandBinding:
@@ -52,7 +66,6 @@ class CommandBinding:
         self.sparkplug = sparkplug  # the output's SparkplugEncoder (alias table for DCMD)
         self.prefix = f"{output.topic_prefix}/{gateway_id}"
         self.apikey = output.apikey or gateway_id
-        self._iota_seq = 0
 
     def install(self, subscribe: Subscribe) -> list[str]:
         topics = [f"{self.prefix}/+/cmd", f"{self.prefix}/cmd", f"{self.prefix}/config"]
@@ -77,22 +90,22 @@ class CommandBinding:
         device = parts[-2] if len(parts) == len(self.prefix.split("/")) + 2 else None
         reply = f"{topic}/res"
         try:
-            cmd = parse_native(device, payload, reply)
+            cmd = parse_native(device, payload, reply, origin=topic)
         except CommandRejected as exc:
             cid = exc.command_id or command_id_of(payload)
-            await self._answer(reply, self.router.reject(cid, exc.reason, f"native:{topic}"))
+            await self._answer(reply, self.router.reject(cid, exc.reason, "native", topic))
             return
         await self._answer(reply, await self.router.execute(cmd))
 
     async def _config(self, topic: str, payload: bytes) -> None:
-        """Remote config update: ``{"id", "toml", "ts"?, "nonce"?, "sig"?}``; the signature (if
-        any) covers the SHA-256 of the TOML text as the command value."""
+        """Remote config update: ``{"id", "toml", "ts"?, "nonce"?, "kid"?, "sig"?}``; the
+        signature (if any) covers the SHA-256 of the TOML text as the command value."""
         reply = f"{topic}/res"
         try:
-            cmd = parse_config(payload, reply)
+            cmd = parse_config(payload, reply, origin=topic)
         except CommandRejected as exc:
             cid = exc.command_id or command_id_of(payload)
-            await self._answer(reply, self.router.reject(cid, exc.reason, "config"))
+            await self._answer(reply, self.router.reject(cid, exc.reason, "config", topic))
             return
         await self._answer(reply, await self.router.execute(cmd))
 
@@ -102,11 +115,11 @@ class CommandBinding:
         device = topic.split("/")[2]
         reply = f"/{self.apikey}/{device}/cmdexe"
         ngsild = self.output.encoding == "ngsild"
-        self._iota_seq += 1
         try:
-            cmd = parse_iota(device, payload, self._iota_seq, reply)
+            cmd = parse_iota(device, payload, topic, reply)
         except CommandRejected as exc:
-            res = self.router.reject(f"iota-{device}-{self._iota_seq}", exc.reason, "iota")
+            cid = payload_id("iota", topic, payload)
+            res = self.router.reject(cid, exc.reason, "iota", topic)
             names = command_names(payload)
             for name in names:  # the IoT Agent's <name>_status shows the refusal
                 await self.publish(*iota_answer(self.apikey, device, name, res, ngsild=ngsild))
@@ -123,33 +136,51 @@ class CommandBinding:
             parse_payload,
         )
 
-        cid = "spb-" + hashlib.sha256(topic.encode() + payload).hexdigest()[:20]
+        cid = payload_id("spb", topic, payload)
         parts = topic.split("/")
         device = parts[4] if len(parts) == 5 else None
         reply = f"{self.prefix}/{device}/cmd/res" if device else f"{self.prefix}/cmd/res"
         try:
+            check_size(payload, MAX_PAYLOAD)  # before any protobuf parsing
             if self.sparkplug is not None:
-                cmds = self.sparkplug.decode_command(topic, payload)
+                decoded = self.sparkplug.decode_command(topic, payload)
             else:
-                cmds = decode_command(topic, payload)
+                decoded = decode_command(topic, payload)
             ts = parse_payload(topic, payload).timestamp or None
+            if not decoded:
+                raise CommandRejected(f"{parts[2]} without metrics")
         except SparkplugDecodeError as exc:
-            await self._answer(reply, self.router.reject(cid, exc.reason, "sparkplug"))
+            await self._answer(reply, self.router.reject(cid, exc.reason, "sparkplug", topic))
             return
-        for i, (dev, metric, metric_value) in enumerate(cmds):
+        except CommandRejected as exc:
+            await self._answer(reply, self.router.reject(cid, exc.reason, "sparkplug", topic))
+            return
+        cmds: list[Command] = []
+        for i, (dev, metric, metric_value) in enumerate(decoded):
             name, value = metric, metric_value
             if dev is None:
-                if name == "Node Control/Rebirth":
-                    continue  # handled by the encoder's on_message
-                action = SPB_ACTIONS.get(name)
-                if action is None:
-                    res = self.router.reject(
-                        f"{cid}-{i}", f"unsupported node metric '{name}'", "sparkplug"
-                    )
-                    await self._answer(reply, res)
-                    continue
-                name, value = action, None
-            cmd = Command(
-                f"{cid}-{i}", "sparkplug", dev, name, value, issued_at_ms=ts, reply_to=reply
+                # an unknown node metric is a gateway action nobody knows: the router rejects
+                # it, and with it the whole NCMD
+                name, value = SPB_ACTIONS.get(metric, metric), None
+                if metric_value is not True:
+                    name = f"{metric} = {metric_value!r} (Node Control metrics take true)"
+            cmds.append(
+                Command(
+                    f"{cid}-{i}",
+                    "sparkplug",
+                    dev,
+                    name,
+                    value,
+                    issued_at_ms=ts,
+                    reply_to=reply,
+                    origin=topic,
+                )
             )
-            await self._answer(reply, await self.router.execute(cmd))
+        # the encoder has re-sent the births already: acknowledged, the rest go to the router
+        for c in cmds:
+            if c.target == "Node Control/Rebirth":
+                await self._answer(reply, self.router.acknowledge(c, REBIRTH_NOTE))
+        rest = [c for c in cmds if c.target != "Node Control/Rebirth"]
+        if rest:
+            for res in await self.router.execute_all(rest):
+                await self._answer(reply, res)

@@ -9,8 +9,10 @@ Native JSON (topic ``<prefix>/<gateway>/<device>/cmd``, gateway actions on
 
 FIWARE IoT Agent (JSON over MQTT) convention: ``/<apikey>/<device>/cmd`` with
 ``{"<command>": <value>}``; the result goes to ``/<apikey>/<device>/cmdexe``. The convention
-carries no id or time, so such commands are neither deduplicated nor age-checked (document it to
-the platform; use the native topic or signing where that matters).
+carries no id or time: the id is a hash of the topic and the payload, so a redelivery of the
+same bytes within the de-duplication window is answered again, not executed again.
+
+Sizes are checked before any parsing, on every channel (``MAX_PAYLOAD``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from datetime import datetime
 from typing import Any
 
@@ -26,11 +29,23 @@ from agent.reading import Value
 
 MAX_PAYLOAD = 16 * 1024
 MAX_ID = 128
+# Control characters (and DEL) are refused in every signed text field, so none can fake the
+# line structure of the signed string (agent/control/signing.py).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# The id of a payload that cannot be parsed (malformed, oversized) is looked for in its first
+# KiB only: nothing beyond the size limit is ever parsed.
+_ID_PREFIX = re.compile(rb'"id"\s*:\s*"([^"\\\x00-\x1f]{1,128})"')
 
 
-def _load(payload: bytes) -> Any:
-    if len(payload) > MAX_PAYLOAD:
-        raise CommandRejected(f"payload too large ({len(payload)} bytes, max {MAX_PAYLOAD})")
+def check_size(payload: bytes, limit: int = MAX_PAYLOAD) -> None:
+    if len(payload) > limit:
+        raise CommandRejected(f"payload too large ({len(payload)} bytes, max {limit})")
+    if not payload.strip():
+        raise CommandRejected("empty payload")
+
+
+def _load(payload: bytes, limit: int = MAX_PAYLOAD) -> Any:
+    check_size(payload, limit)
     try:
         return json.loads(payload.decode("utf-8"), parse_constant=_no_constants)
     except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
@@ -57,6 +72,8 @@ def _timestamp(v: Any) -> int | None:
     if isinstance(v, int) and not isinstance(v, bool):
         return v
     if isinstance(v, str):
+        if _CONTROL.search(v) or len(v) > 64:
+            raise CommandRejected("bad timestamp (use epoch ms or ISO 8601 UTC)")
         try:
             dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
         except ValueError:
@@ -75,25 +92,41 @@ def _str(d: dict[str, Any], key: str, required: bool = False) -> str | None:
         return None
     if not isinstance(v, str) or not v or len(v) > MAX_ID:
         raise CommandRejected(f"'{key}' must be a non-empty string of at most {MAX_ID} chars")
+    if _CONTROL.search(v):
+        raise CommandRejected(f"'{key}' must not contain control characters")
     return v
 
 
+def _ts_text(v: Any) -> str | None:
+    return None if v is None else str(v)
+
+
 def command_id_of(payload: bytes) -> str:
-    """Best effort id for answering a payload that failed to parse."""
+    """Best effort id for answering a payload that failed to parse: an ``"id"`` string member
+    in its first KiB, else "unknown". Never parses the payload."""
+    m = _ID_PREFIX.search(payload[:1024])
+    if m is None:
+        return "unknown"
     try:
-        d = json.loads(payload)
-        if isinstance(d, dict) and isinstance(d.get("id"), str) and len(d["id"]) <= MAX_ID:
-            return str(d["id"])
-    except (ValueError, UnicodeDecodeError):
-        pass
-    return "unknown"
+        return m.group(1).decode("utf-8")
+    except UnicodeDecodeError:
+        return "unknown"
 
 
-def parse_native(device: str | None, payload: bytes, reply_to: str | None) -> Command:
+def payload_id(prefix: str, topic: str, payload: bytes) -> str:
+    """The id of a command whose encoding has none: identical bytes on the same topic give
+    the same id, so a redelivery is answered from the de-duplication record."""
+    digest = hashlib.sha256(topic.encode() + b"\0" + payload).hexdigest()
+    return f"{prefix}-{digest[:24]}"
+
+
+def parse_native(
+    device: str | None, payload: bytes, reply_to: str | None, origin: str | None = None
+) -> Command:
     d = _load(payload)
     if not isinstance(d, dict):
         raise CommandRejected("command must be a JSON object")
-    allowed = {"id", "point", "action", "value", "ts", "nonce", "sig"}
+    allowed = {"id", "point", "action", "value", "ts", "nonce", "sig", "kid"}
     unknown = set(d) - allowed
     cid = _str(d, "id", required=True)
     assert cid is not None
@@ -115,36 +148,38 @@ def parse_native(device: str | None, payload: bytes, reply_to: str | None) -> Co
             nonce=_str(d, "nonce"),
             signature=_str(d, "sig"),
             reply_to=reply_to,
+            ts_text=_ts_text(d.get("ts")),
+            kid=_str(d, "kid"),
+            origin=origin,
         )
     except CommandRejected as exc:
         raise CommandRejected(exc.reason, cid) from None
 
 
-def parse_iota(device: str, payload: bytes, seq: int, reply_to: str) -> Command:
+def parse_iota(device: str, payload: bytes, topic: str, reply_to: str) -> Command:
     d = _load(payload)
     if not isinstance(d, dict) or len(d) != 1:
         raise CommandRejected('IoT Agent commands are {"<command>": <value>} with one command')
     ((name, raw),) = d.items()
-    if not isinstance(name, str) or not name or len(name) > MAX_ID:
+    if not isinstance(name, str) or not name or len(name) > MAX_ID or _CONTROL.search(name):
         raise CommandRejected("bad command name")
     return Command(
-        id=f"iota-{device}-{seq}",
+        id=payload_id("iota", topic, payload),
         source="iota",
         device=device,
         target=name,
         value=_value(raw),
         reply_to=reply_to,
+        origin=topic,
     )
 
 
 MAX_CONFIG = 256 * 1024
 
 
-def parse_config(payload: bytes, reply_to: str) -> Command:
+def parse_config(payload: bytes, reply_to: str, origin: str | None = None) -> Command:
     """A remote config update: the whole gateway file as TOML text."""
-    if len(payload) > MAX_CONFIG:
-        raise CommandRejected(f"config too large ({len(payload)} bytes, max {MAX_CONFIG})")
-    d = _load(payload)
+    d = _load(payload, MAX_CONFIG)
     if not isinstance(d, dict):
         raise CommandRejected('config updates are {"id": ..., "toml": "<gateway file>"}')
     cid = _str(d, "id", required=True)
@@ -152,7 +187,7 @@ def parse_config(payload: bytes, reply_to: str) -> Command:
     toml = d.get("toml")
     if not isinstance(toml, str) or not toml.strip():
         raise CommandRejected("missing 'toml' (the whole gateway file)", cid)
-    unknown = set(d) - {"id", "toml", "ts", "nonce", "sig"}
+    unknown = set(d) - {"id", "toml", "ts", "nonce", "sig", "kid"}
     if unknown:
         raise CommandRejected(f"unknown field(s): {', '.join(sorted(unknown))}", cid)
     digest = hashlib.sha256(toml.encode()).hexdigest()
@@ -168,6 +203,9 @@ def parse_config(payload: bytes, reply_to: str) -> Command:
             signature=_str(d, "sig"),
             reply_to=reply_to,
             extra={"toml": toml},
+            ts_text=_ts_text(d.get("ts")),
+            kid=_str(d, "kid"),
+            origin=origin,
         )
     except CommandRejected as exc:
         raise CommandRejected(exc.reason, cid) from None

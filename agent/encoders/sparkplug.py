@@ -41,6 +41,7 @@ from drivers.base import DeviceBinding
 log = logging.getLogger(__name__)
 
 REBIRTH = "Node Control/Rebirth"
+MAX_NCMD = 16 * 1024  # agent/control/parse.py MAX_PAYLOAD: the size limit of every channel
 BDSEQ = "bdSeq"
 NODE = ""  # key of the edge node's own metrics in the metric tables
 
@@ -150,6 +151,8 @@ class SparkplugEncoder:
             return self._on_state(payload)
         if topic != self.topic("NCMD"):
             return []  # DCMD and other NCMD metrics belong to the command subsystem
+        if len(payload) > MAX_NCMD:
+            return []  # refused unparsed; the command binding answers and audits it
         try:
             commands = self.decode_command(topic, payload)
         except spc.SparkplugDecodeError as exc:

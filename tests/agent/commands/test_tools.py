@@ -142,7 +142,7 @@ async def test_cli_through_running_agent(sim: SimulatorServer, tmp_path: Path) -
         assert sim.registers(1, "holding", 0, 1) == [40]
 
         rc, out, err = await cli("write", "-c", str(cfg), "lamp-1", "voltage", "1", cwd=tmp_path)
-        assert rc == 1 and "read-only" in err
+        assert rc == 2 and "read-only" in err
         audit = (tmp_path / "state" / "audit.jsonl").read_text().splitlines()
         assert [json.loads(x)["result"] for x in audit] == ["ok", "rejected"]
     finally:

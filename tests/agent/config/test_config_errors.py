@@ -332,6 +332,33 @@ CASES: list[tuple[str, Edit, str, str, str, bool]] = [
         "less than or equal to 1",
         True,
     ),
+    (  # issue #17: a Sparkplug payload cannot carry a signature
+        "sparkplug-signature-policy",
+        gw_append('\n[commands]\nmax_age = 60\n\n[commands.policy]\nsparkplug = "signature"\n'),
+        "gateway.toml",
+        "commands.policy.sparkplug",
+        "no field for a signature",
+        True,
+    ),
+    (
+        "signature-policy-without-key",
+        gw_append('\n[commands.policy]\nnative = "signature"\n'),
+        "gateway.toml",
+        "commands.hmac_secret",
+        "native and config channel(s) require signatures",
+        False,
+    ),
+    (
+        "require-signature-contradicts-broker",
+        gw_append(
+            '\n[commands]\nrequire_signature = true\nhmac_secret = "k"\n'
+            '[commands.policy]\nnative = "broker"\n'
+        ),
+        "gateway.toml",
+        "commands.policy.native",
+        "contradicts require_signature",
+        False,
+    ),
 ]
 
 

@@ -15,7 +15,8 @@ import pytest
 
 from agent.config import load_config
 from agent.control.model import Command
-from agent.control.router import sign
+from agent.control.router import signed_fields
+from agent.control.signing import signature
 from agent.runtime import Agent
 from drivers.sim.server import SimSpec, SimulatorServer
 
@@ -158,7 +159,7 @@ async def test_dim_round_trip_and_rejections(
             for body, reason in rejected:
                 res = await platform.command(body, str(body["id"]))
                 assert res["status"] == "rejected" and reason in res["reason"], res
-            res = await platform.command(b'{"id": "r6", "point": ', "unknown")
+            res = await platform.command(b'{"id": "r6", "point": ', "r6")
             assert res["status"] == "rejected" and "malformed JSON" in res["reason"]
             res = await platform.command(
                 {"id": "r7", "point": "dim_level", "value": 0.1},
@@ -207,7 +208,7 @@ async def test_signed_commands(
                 "value": 0.2,
                 "ts": now,
                 "nonce": "n1",
-                "sig": sign(b"k" * 32, good),
+                "sig": signature(b"k" * 32, signed_fields("gw-cmd", good)),
             }
             forged = {**body, "id": "s2", "value": 1.0}
             res = await platform.command(forged, "s2")

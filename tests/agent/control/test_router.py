@@ -14,7 +14,9 @@ from agent.config.profile import Profile
 from agent.control.audit import AuditLog
 from agent.control.model import Command, CommandRejected, CommandStatus
 from agent.control.parse import parse_iota, parse_native
-from agent.control.router import CommandRouter, sign
+from agent.control.router import CommandRouter, nonce_window, signed_fields
+from agent.control.signing import signature
+from agent.control.store import CommandStore
 from agent.reading import Value
 from drivers.base import DeviceBinding, WriteResult, WriteStatus
 
@@ -58,23 +60,46 @@ class RecordingWriter:
         return self.result or WriteResult(WriteStatus.OK, readback=value)
 
 
-def make(tmp_path: Path, **policy: object) -> tuple[CommandRouter, RecordingWriter, Clock]:
+KEY = b"k" * 32
+
+
+def sign(key: bytes, command: Command) -> str:
+    return signature(key, signed_fields("gw", command))
+
+
+def make(
+    tmp_path: Path,
+    writer: RecordingWriter | None = None,
+    clock: Clock | None = None,
+    durable: bool = True,
+    **policy: object,
+) -> tuple[CommandRouter, RecordingWriter, Clock]:
+    """A router on a durable store in ``tmp_path``: a second call on the same directory is
+    the same gateway after a restart."""
     binding = DeviceBinding("gw", DeviceConfig(id="lamp-1", bus="b", profile="t/lamp"), PROFILE)
-    writer = RecordingWriter()
-    clock = Clock()
-    key = b"k" * 32 if policy.get("require_signature") else None
+    writer = writer or RecordingWriter()
+    clock = clock or Clock()
+    section = CommandsSection(**policy)  # type: ignore[arg-type]
 
     async def ping(_: Command) -> str | None:
         return None
 
     router = CommandRouter(
-        CommandsSection(**policy),
+        section,
         [binding],
         writer,  # type: ignore[arg-type]
         AuditLog(tmp_path / "audit.jsonl"),
-        hmac_key=key,
+        gateway_id="gw",
+        keys={"k": KEY},
+        default_kid="k",
         actions={"ping": ping},
         clock=clock,
+        store=CommandStore(
+            tmp_path / "commands.sqlite" if durable else None,
+            window=section.dedup_window,
+            nonce_window=nonce_window(section),
+            clock=clock,
+        ),
     )
     return router, writer, clock
 
@@ -82,7 +107,7 @@ def make(tmp_path: Path, **policy: object) -> tuple[CommandRouter, RecordingWrit
 def cmd(target: str = "dimLevel", value: Value = 40, cid: str = "c1", **kw: object) -> Command:
     return Command(
         cid,
-        "native",
+        kw.pop("source", "native"),  # type: ignore[arg-type]
         kw.pop("device", "lamp-1"),
         target,
         value,  # type: ignore[arg-type]
@@ -115,6 +140,7 @@ async def test_ok_write_and_audit(tmp_path: Path) -> None:
         (cmd(ts=int((NOW - 3600) * 1000)), "stale"),
         (cmd(ts=int((NOW + 3600) * 1000)), "future"),
         (cmd("reboot", device=None), "unknown gateway action"),
+        (cmd("config", device=None), "config updates go to"),  # not as a native action
     ],
 )
 async def test_rejections_never_write(tmp_path: Path, command: Command, reason: str) -> None:
@@ -149,7 +175,9 @@ async def test_rate_limit_per_device(tmp_path: Path) -> None:
 async def test_signatures(tmp_path: Path) -> None:
     router, writer, _ = make(tmp_path, require_signature=True)
     unsigned = await router.execute(cmd())
-    assert unsigned.status is CommandStatus.REJECTED and "nonce" in (unsigned.reason or "")
+    assert unsigned.status is CommandStatus.REJECTED and "requires signed" in (
+        unsigned.reason or ""
+    )
     good = cmd(cid="s1", nonce="n1")
     good = Command(
         **{
@@ -213,10 +241,15 @@ def test_malformed_native_payloads(payload: bytes, reason: str) -> None:
 
 
 def test_iota_convention() -> None:
-    c = parse_iota("lamp-1", b'{"dimmingLevel": 30}', 7, "/k/lamp-1/cmdexe")
-    assert (c.target, c.value, c.id) == ("dimmingLevel", 30, "iota-lamp-1-7")
+    topic = "/k/lamp-1/cmd"
+    c = parse_iota("lamp-1", b'{"dimmingLevel": 30}', topic, "/k/lamp-1/cmdexe")
+    assert (c.target, c.value) == ("dimmingLevel", 30) and c.id.startswith("iota-")
+    # the same bytes on the same topic are the same command (a redelivery), others are not
+    assert parse_iota("lamp-1", b'{"dimmingLevel": 30}', topic, "x").id == c.id
+    assert parse_iota("lamp-1", b'{"dimmingLevel": 31}', topic, "x").id != c.id
+    assert parse_iota("lamp-2", b'{"dimmingLevel": 30}', "/k/lamp-2/cmd", "x").id != c.id
     with pytest.raises(CommandRejected):
-        parse_iota("lamp-1", b'{"a": 1, "b": 2}', 8, "x")
+        parse_iota("lamp-1", b'{"a": 1, "b": 2}', topic, "x")
 
 
 @settings(max_examples=300, deadline=None)
@@ -240,7 +273,7 @@ async def test_fuzz_payloads_never_crash_and_never_write_invalid(payload: bytes)
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        router, writer, _ = make(Path(tmp))
+        router, writer, _ = make(Path(tmp), durable=False)  # about parsing, not durability
         try:
             command = parse_native("lamp-1", payload, None)
         except CommandRejected:
@@ -251,3 +284,214 @@ async def test_fuzz_payloads_never_crash_and_never_write_invalid(payload: bytes)
             if point == "dimLevel":
                 assert isinstance(value, int | float) and 0 <= value <= 100
         assert res.status in (CommandStatus.OK, CommandStatus.REJECTED)
+
+
+def audit_ids(tmp_path: Path) -> list[str]:
+    return [json.loads(x)["id"] for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
+
+
+async def test_replay_after_restart_is_answered_not_written(tmp_path: Path) -> None:
+    """Issue #17 item 1: the same id after a restart, with a fresh ts, does not write again."""
+    router, writer, clock = make(tmp_path)
+    first = await router.execute(cmd(cid="b-ok-2", value=50))
+    router.store.close()
+    clock.t += 90
+    router2, _, _ = make(tmp_path, writer=writer, clock=clock)  # the restarted agent
+    again = await router2.execute(cmd(cid="b-ok-2", value=70, ts=int(clock.t * 1000)))
+    assert again.duplicate and again.to_dict() == {**first.to_dict(), "duplicate": True}
+    assert writer.writes == [("lamp-1", "dimLevel", 50)]
+    records = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["duplicate"]) for r in records] == [("b-ok-2", False), ("b-ok-2", True)]
+
+
+async def test_nonces_and_rate_limit_survive_a_restart(tmp_path: Path) -> None:
+    router, writer, clock = make(
+        tmp_path, require_signature=True, hmac_secret="k", rate_per_minute=2
+    )
+    signed = cmd(cid="s1", nonce="n1")
+    signed = Command(
+        **{**{f: getattr(signed, f) for f in signed.__slots__}, "signature": sign(KEY, signed)}
+    )  # type: ignore[arg-type]
+    assert (await router.execute(signed)).status is CommandStatus.OK
+    router.store.close()
+    router2, _, _ = make(
+        tmp_path,
+        writer=writer,
+        clock=clock,
+        require_signature=True,
+        hmac_secret="k",
+        rate_per_minute=2,
+    )
+    reuse = cmd(cid="s2", nonce="n1")
+    reuse = Command(
+        **{**{f: getattr(reuse, f) for f in reuse.__slots__}, "signature": sign(KEY, reuse)}
+    )  # type: ignore[arg-type]
+    res = await router2.execute(reuse)
+    assert res.status is CommandStatus.REJECTED and "nonce already used" in (res.reason or "")
+    third = cmd(cid="s3", nonce="n3")
+    third = Command(
+        **{**{f: getattr(third, f) for f in third.__slots__}, "signature": sign(KEY, third)}
+    )  # type: ignore[arg-type]
+    assert (await router2.execute(third)).status is CommandStatus.OK
+    fourth = cmd(cid="s4", nonce="n4")
+    fourth = Command(
+        **{**{f: getattr(fourth, f) for f in fourth.__slots__}, "signature": sign(KEY, fourth)}
+    )  # type: ignore[arg-type]
+    res = await router2.execute(fourth)
+    assert "rate limit" in (res.reason or "")  # 2 per minute, one of them before the restart
+    assert len(writer.writes) == 2
+
+
+async def test_an_unsigned_copy_does_not_poison_the_signed_command(tmp_path: Path) -> None:
+    router, writer, _ = make(tmp_path, require_signature=True, hmac_secret="k")
+    assert (await router.execute(cmd(cid="x1", value=99))).status is CommandStatus.REJECTED
+    real = cmd(cid="x1", nonce="n")
+    real = Command(
+        **{**{f: getattr(real, f) for f in real.__slots__}, "signature": sign(KEY, real)}
+    )  # type: ignore[arg-type]
+    res = await router.execute(real)
+    assert res.status is CommandStatus.OK and not res.duplicate
+    assert writer.writes == [("lamp-1", "dimLevel", 40)]
+
+
+async def test_a_group_is_validated_and_rejected_whole(tmp_path: Path) -> None:
+    """Issue #17 item 6: a DCMD with one valid and one invalid metric executes nothing."""
+    router, writer, _ = make(tmp_path)
+    results = await router.execute_all(
+        [
+            cmd("dimLevel", 30, "g-0", source="sparkplug"),
+            cmd("mode", "turbo", "g-1", source="sparkplug"),
+        ]
+    )
+    assert [r.status for r in results] == [CommandStatus.REJECTED] * 2
+    assert "not executed: mode was rejected" in (results[0].reason or "")
+    assert "expects one of" in (results[1].reason or "")
+    assert writer.writes == []
+    assert audit_ids(tmp_path) == ["g-0", "g-1"]
+    ok = await router.execute_all(
+        [
+            cmd("dimLevel", 30, "h-0", source="sparkplug"),
+            cmd("mode", "manual", "h-1", source="sparkplug"),
+        ]
+    )
+    assert [r.status for r in ok] == [CommandStatus.OK] * 2
+    assert writer.writes == [("lamp-1", "dimLevel", 30), ("lamp-1", "mode", "manual")]
+
+
+async def test_a_failed_write_stops_the_rest_of_its_group(tmp_path: Path) -> None:
+    router, writer, _ = make(tmp_path)
+    writer.result = WriteResult(WriteStatus.TIMEOUT, "no answer")
+    results = await router.execute_all([cmd("dimLevel", 30, "f-0"), cmd("mode", "manual", "f-1")])
+    assert [r.status for r in results] == [CommandStatus.TIMEOUT, CommandStatus.REJECTED]
+    assert len(writer.writes) == 1
+
+
+async def test_rounding_to_the_register_is_reported(tmp_path: Path) -> None:
+    """Issue #17 item 6: 0.405 on a 0.01 register is written as 0.4 and the answer says so."""
+    scaled = PROFILE.model_copy(
+        update={
+            "points": (
+                PROFILE.points[0].model_copy(update={"scale": 0.01, "min": 0, "max": 1}),
+                *PROFILE.points[1:],
+            )
+        }
+    )
+    router, writer, _ = make(tmp_path)
+    router.set_bindings(
+        [DeviceBinding("gw", DeviceConfig(id="lamp-1", bus="b", profile="t/lamp"), scaled)]
+    )
+    writer.result = WriteResult(WriteStatus.OK, readback=0.7000000000000001)
+    exact = await router.execute(cmd(value=0.7, cid="r0"))
+    assert exact.to_dict() == {
+        "id": "r0",
+        "status": "ok",
+        "device": "lamp-1",
+        "target": "dimLevel",
+        "value": 0.7,
+    }
+    writer.result = WriteResult(WriteStatus.OK, readback=40 * 0.01)  # what the register gives
+    res = await router.execute(cmd(value=0.405, cid="r1"))
+    assert res.value == 0.4 and res.requested == 0.405
+    assert res.to_dict()["requested"] == 0.405
+    last = json.loads((tmp_path / "audit.jsonl").read_text().splitlines()[-1])
+    assert (last["value"], last["written"]) == (0.405, 0.4)
+
+
+async def test_concurrent_copies_of_an_id_write_once(tmp_path: Path) -> None:
+    import asyncio
+
+    gate = asyncio.Event()
+
+    class Slow(RecordingWriter):
+        async def __call__(
+            self, device: str, point: str, value: Value, timeout: float
+        ) -> WriteResult:
+            await gate.wait()
+            return await super().__call__(device, point, value, timeout)
+
+    router, writer, _ = make(tmp_path, writer=Slow())
+    tasks = [asyncio.create_task(router.execute(cmd(cid="same"))) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    gate.set()
+    results = await asyncio.gather(*tasks)
+    assert len(writer.writes) == 1
+    assert sorted(r.duplicate for r in results) == [False, True, True]
+    assert audit_ids(tmp_path) == ["same"] * 3
+
+
+CHANNEL_CASES = [
+    # (channel, policy, signed?, accepted?)
+    ("native", "signature", False, False),
+    ("native", "signature", True, True),
+    ("native", "broker", False, True),
+    ("native", "broker", True, True),
+    ("native", "off", True, False),
+    ("config", "off", False, False),
+    ("sparkplug", "broker", False, True),
+    ("sparkplug", "off", False, False),
+    ("iota", "broker", False, True),
+    ("iota", "off", False, False),
+]
+
+
+@pytest.mark.parametrize(("channel", "policy", "signed", "accepted"), CHANNEL_CASES)
+async def test_each_channel_under_each_policy(
+    tmp_path: Path, channel: str, policy: str, signed: bool, accepted: bool
+) -> None:
+    router, writer, _ = make(tmp_path, hmac_secret="k", policy={channel: policy})
+    c = cmd(cid="p1", nonce="n1" if signed else None, source=channel)
+    if signed:
+        c = Command(**{**{f: getattr(c, f) for f in c.__slots__}, "signature": sign(KEY, c)})  # type: ignore[arg-type]
+    res = await router.execute(c)
+    assert (res.status is CommandStatus.OK) is accepted, res
+    assert len(writer.writes) == (1 if accepted else 0)
+    assert audit_ids(tmp_path) == ["p1"]
+
+
+async def test_require_signature_leaves_other_channels_alone(tmp_path: Path) -> None:
+    """Issue #17 item 2: Sparkplug, the IoT Agent and the local CLI are not blocked."""
+    from agent.control.peer import of_process
+
+    router, writer, _ = make(tmp_path, require_signature=True, hmac_secret="k")
+    for i, source in enumerate(("sparkplug", "iota")):
+        assert (await router.execute(cmd(cid=f"o{i}", source=source))).status is CommandStatus.OK
+    me = of_process()
+    local = cmd(cid="l1", source="local", peer=me, origin=me.user)
+    assert (await router.execute(local)).status is CommandStatus.OK
+    assert len(writer.writes) == 3
+
+
+async def test_local_channel_checks_peer_credentials(tmp_path: Path) -> None:
+    from agent.control.model import PeerCred
+
+    router, writer, _ = make(tmp_path, local_group="nogroup")
+    stranger = PeerCred(4242, 54321, 54321, (), "uid 54321")
+    res = await router.execute(cmd(cid="l1", source="local", peer=stranger, origin="uid 54321"))
+    assert res.status is CommandStatus.REJECTED
+    assert res.reason == "user 'uid 54321' is neither root nor in group 'nogroup'"
+    member = PeerCred(4243, 54321, 54321, (65534,), "uid 54321")
+    ok = await router.execute(cmd(cid="l2", source="local", peer=member, origin="uid 54321"))
+    assert ok.status is CommandStatus.OK
+    assert writer.writes == [("lamp-1", "dimLevel", 40)]
+    users = [json.loads(x).get("user") for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert users == ["uid 54321", "uid 54321"]
