@@ -34,6 +34,7 @@ id = "gw-pol"
 state_dir = "state"
 watch_config = 0
 shutdown_grace = 2.0
+location = [21.0285, 105.8542]  # NGSI-LD Streetlight entities require one
 
 [[buses]]
 id = "sim"
