@@ -276,12 +276,20 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"{reply['readingsRead']} readings read, {reply['readingsDelivered']} delivered"
     )
     for dev, st in sorted(reply["devices"].items()):
-        state = "online " if st["online"] else "OFFLINE"
+        state = str(st.get("state") or ("online" if st["online"] else "offline"))
+        shown = state if state in ("online", "unknown") else state.upper()
         age = st["lastSuccessAgeS"]
+        why = f" ({st['reason']}{': ' + st['detail'] if st.get('detail') else ''})"
         print(
-            f"  {dev:<16} {state} bus {st['bus']:<10} polls {st['polls']:<6} timeouts "
+            f"  {dev:<16} {shown:<8} bus {st['bus']:<10} polls {st['polls']:<6} timeouts "
             f"{st['timeouts']:<4} last ok {'-' if age is None else f'{age:.0f} s ago'}"
+            f"{why if st.get('reason') else ''}"
         )
+        for x in st.get("excluded", []):
+            print(
+                f"      excluded: {x['what']}, {x['reason']}, since {x['since']}, "
+                f"probed again in {x['retryInS']:.0f} s"
+            )
     for s in reply["sinks"]:
         extra = ""
         if "outbox" in s:
