@@ -117,6 +117,6 @@ def explore(points: Sequence[Point], *, deep: bool = False) -> Explorer:
     if later and (f.answered or deep):
         for a, b, rejected in later:
             yield from by_register(a, b, rejected)
-        if not f.rejected and not f.unreadable and f.readable:
-            f.cap = max(b - a for a, b in f.readable)
+    if f.answered and not f.rejected and not f.unreadable:
+        f.cap = max(b - a for a, b in f.readable)  # every part reads: the length is refused
     return f

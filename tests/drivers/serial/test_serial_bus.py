@@ -148,9 +148,7 @@ async def test_silent_device_is_quarantined_without_stalling_neighbours(sims: Se
 
 
 async def test_unplug_and_replug_reopens_the_port(sims: SerialSims) -> None:
-    h, _ = bus_for(
-        sims, interval=0.05, stale_readings=True, driver_opts={"reconnect_min": 0.05}
-    )
+    h, _ = bus_for(sims, interval=0.05, stale_readings=True, driver_opts={"reconnect_min": 0.05})
     pty = sims.lines["serial"]
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(h.bus.run(), name="serial-bus")
