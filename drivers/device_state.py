@@ -180,10 +180,11 @@ class DeviceHealth:
         return self._set(State.DEGRADED, reason, detail)
 
     def failed(
-        self, reason: Reason, detail: str | None = None, *, shared: bool = True
+        self, reason: Reason, detail: str | None = None, *, shared: bool = True, probed: bool = True
     ) -> Transition | None:
-        """A poll got nothing usable (or a tick found the link down). ``shared``: the bus has
-        other devices that answer, so probes back off instead of running every tick."""
+        """A poll got nothing usable. ``shared``: the bus has other devices that answer, so
+        probes back off instead of running every tick. ``probed=False``: a tick that found the
+        link down (nothing was sent; the probe schedule stays as it is)."""
         now = self._clock()
         if self.failures == 0:
             self._failing_since = now
@@ -204,6 +205,8 @@ class DeviceHealth:
         st.online = False
         if reason in LINK_REASONS:
             self.probe_at = 0.0  # the reconnect backoff paces it; the first poll probes
+        elif not probed:
+            pass
         elif shared:
             self.probe_at = now + self._probe.next()
         else:

@@ -378,6 +378,8 @@ class MqttSink:
         while not self._closing.is_set():
             if ready is not None and not ready():
                 self._ctrl.clear()
+                if self._closing.is_set():
+                    return
                 await self._ctrl.wait()
                 continue
             await wire.space()
@@ -385,6 +387,8 @@ class MqttSink:
             if not rows:
                 # every row committed before a waiting transition is out (or acked): its turn
                 self._put_states(wire, math.inf)
+                if self._closing.is_set():  # close() woke the readers while we read
+                    return
                 await self.outbox.wait_for_rows(cursor)
                 continue
             if (

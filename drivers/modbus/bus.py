@@ -347,6 +347,10 @@ class ModbusBus:
                     attempt += 1
                     continue
                 raise
+            except NotConnected as exc:  # supervision closed the link over this request
+                dev.stats.timeouts += exc.kind is Reason.TIMEOUT
+                dev.stats.bad_frames += exc.kind is Reason.BAD_FRAMES
+                raise
             except DeviceException as exc:
                 dev.stats.exceptions += 1
                 self._answered(dev)  # an exception reply is an answer: the link works
@@ -384,15 +388,16 @@ class ModbusBus:
     ) -> list[int] | list[bool]:
         if drain:
             await self._drain_writes()
-        if not self._client.connected:
+        # only a poll read takes its reply from the batch: a write's read-back must see the
+        # register after the write. A batch outcome goes first even if the link is closed by
+        # now: it says why (a corrupt frame, a reset).
+        pre = self._prefetched.pop((table, start, count, dev.unit), None) if poll else None
+        if pre is None and not self._client.connected:
             raise _Abort("not connected", self._link_kind, self._link_detail)
 
         async def call(timeout: float) -> list[int] | list[bool]:
             return await self._client.read(table, start, count, dev.unit, timeout)
 
-        # only a poll read takes its reply from the batch: a write's read-back must see the
-        # register after the write
-        pre = self._prefetched.pop((table, start, count, dev.unit), None) if poll else None
         try:
             return await self._request(dev, call, _frame_chars(table, count), retries, pre)
         except NoResponse as exc:
@@ -450,8 +455,10 @@ class ModbusBus:
         h = dev.health
         transition: Transition | None = None
         readings: list[Reading] = []
-        if not self._client.connected:
-            transition = h.failed(self._link_kind, self._link_detail)
+        # the owner's view of the link: the I/O thread may have closed it during this tick's
+        # batch, and the batch's outcome says why (read below)
+        if not self.stats.connected:
+            transition = h.failed(self._link_kind, self._link_detail, probed=False)
         elif h.may_poll(start):
             busy = self.stats.busy_s
             poll = await self._read_groups(dev, groups)

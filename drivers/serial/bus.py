@@ -271,7 +271,7 @@ class SerialBus:
             self._fail_writes("not connected")
             dev = await self._next_due_before(until)
             if dev is not None:
-                t = dev.health.failed(self._link_kind, self._link_detail)
+                t = dev.health.failed(self._link_kind, self._link_detail, probed=False)
                 await self._report(dev, t, [])
 
     async def _next_due_before(self, until: float) -> _Device | None:

@@ -3,7 +3,6 @@ rejects, 8 requests per cycle), and rejections that go away again (re-probed, no
 
 from __future__ import annotations
 
-import asyncio
 import random
 from typing import Any
 
