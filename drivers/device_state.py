@@ -9,11 +9,13 @@ one line per transition and returns the :class:`Transition` for the bus owner to
 ``deviceState``, all from that one event.
 
 Hysteresis. Offline after ``offline_after`` failed polls in a row, or once the failures have
-lasted ``offline_after_s``; online again at the first good poll. Silence (every retry of a
-request timed out) and a lost link count in full at the first failed poll: the retries inside
-the poll were the hysteresis, and the issue's bound (offline within max(2 x interval,
-(retries + 1) x timeout + 1 s)) leaves no room for a second poll. Garbled replies and exception
-replies need ``offline_after`` (2) polls: one noisy frame is not a dead device.
+lasted ``offline_after_s``; online again at the first good poll. A poll fails when it got
+nothing usable: every request silent or garbled after all its retries, exception replies to
+every read, or no link. ``offline_after`` is 1: the issue's bound (offline within
+max(2 x interval, (retries + 1) x timeout + 1 s) of the fault) leaves no room for a second
+poll when the fault starts just after a tick. The hysteresis is the poll's own retries
+(``bus.retries``, default 1): one noisy frame is retried, not a dead device; two garbled or
+silent answers in a row are. A lost link counts at the first tick without it.
 
 Probing. An offline device is polled only when its probe is due, without retries, so it costs
 its neighbours at most one timeout per probe period. The period starts at ``probe_min`` and
@@ -64,7 +66,8 @@ class Reason(enum.StrEnum):
 
 
 LINK_REASONS = frozenset({Reason.REFUSED, Reason.RESET, Reason.NO_ROUTE, Reason.PORT_GONE})
-# counted in full at the first failed poll (see the module docstring)
+# offline at the first failed poll even with ``offline_after`` > 1: the link is gone, or every
+# retry of the poll met silence
 IMMEDIATE = LINK_REASONS | {Reason.TIMEOUT}
 _UP = (State.ONLINE, State.DEGRADED)
 
@@ -116,7 +119,7 @@ class DeviceHealth:
         bus_id: str,
         stats: DeviceStats,
         *,
-        offline_after: int = 2,
+        offline_after: int = 1,
         offline_after_s: float | None = None,
         probe_min: float = 1.0,
         probe_max: float = 60.0,

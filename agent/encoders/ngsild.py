@@ -110,7 +110,7 @@ class NgsiLdEncoder:
         state = transition.state.value if transition else "online" if online else "offline"
         entity["deviceState"] = _prop(state, now)
         if transition is not None and transition.reason is not None:
-            entity["deviceState"]["reason"] = {"type": "Property", "value": transition.reason}
+            entity["deviceState"]["reason"] = {"type": "Property", "value": transition.reason.value}
         entity[sdm.MSG_ID] = {
             "type": "Property",
             "value": f"urn:cityedge:{self.gateway}:{device_id}:status:{now}",

@@ -69,8 +69,17 @@ def test_silence_and_link_faults_take_a_device_offline_at_the_first_failed_poll(
 
 
 @pytest.mark.parametrize("reason", [Reason.BAD_FRAMES, Reason.EXCEPTION])
-def test_garbage_and_exceptions_need_two_failed_polls(reason: Reason) -> None:
-    h, st, _ = health()
+def test_garbage_and_exceptions_go_offline_at_the_first_failed_poll(reason: Reason) -> None:
+    """The poll's retries were the hysteresis (the issue's bound leaves no second poll)."""
+    h, _, _ = health()
+    h.good()
+    t = h.failed(reason, "every retry garbled")
+    assert t is not None and (t.state, t.reason) == (State.OFFLINE, reason)
+
+
+@pytest.mark.parametrize("reason", [Reason.BAD_FRAMES, Reason.EXCEPTION])
+def test_offline_after_n_polls_when_configured(reason: Reason) -> None:
+    h, st, _ = health(offline_after=2)
     h.good()
     assert h.failed(reason) is None and st.state == "online"  # one garbled poll: noise
     assert h.good() is None  # and a good one resets the count
@@ -80,7 +89,7 @@ def test_garbage_and_exceptions_need_two_failed_polls(reason: Reason) -> None:
 
 
 def test_offline_after_t_seconds_even_before_n_polls() -> None:
-    h, _, clock = health(offline_after=5, offline_after_s=2.0)
+    h, _, clock = health(offline_after=5, offline_after_s=2.0)  # a slower hysteresis
     h.good()
     assert h.failed(Reason.BAD_FRAMES) is None
     clock.t += 1.0
@@ -151,7 +160,6 @@ def test_offline_device_is_probed_with_backoff_when_it_has_neighbours() -> None:
 def test_offline_device_alone_on_its_bus_is_probed_every_tick() -> None:
     h, _, clock = health()
     h.good()
-    h.failed(Reason.EXCEPTION, shared=False)
     h.failed(Reason.EXCEPTION, shared=False)
     assert h.offline and h.may_poll(clock.t)
 
