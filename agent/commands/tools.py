@@ -20,6 +20,7 @@ from agent.ctl import request, socket_path
 from agent.reading import Reading
 from agent.runtime import bindings_for
 from drivers.base import DeviceBinding, WriteStatus, create_driver
+from drivers.device_state import Transition
 
 DEFAULT_CONFIG = "/etc/cityedge/gateway.toml"
 EXAMPLES = {
@@ -126,13 +127,32 @@ async def _one_shot_read(
         if b.id == binding.id and not got.done():
             got.set_result(list(batch))
 
-    driver = create_driver(bus, [binding], emit)
+    async def on_state(t: Transition) -> None:
+        # a link that cannot open (refused, port gone...) yields no readings, only this
+        if t.device_id == binding.id and not t.online and not got.done():
+            got.set_exception(DeviceOffline(t))
+
+    driver = create_driver(bus, [binding], emit, on_state)
+    failure: Exception | None = None
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(driver.run(), name=f"bus:{bus.id}")
         try:
-            return await asyncio.wait_for(got, timeout)
+            readings = await asyncio.wait_for(got, timeout)
+        except (TimeoutError, DeviceOffline) as exc:  # raised out of the group, not wrapped
+            failure = exc
         finally:
             task.cancel()
+    if failure is not None:
+        raise failure
+    return readings
+
+
+class DeviceOffline(Exception):
+    def __init__(self, transition: Transition) -> None:
+        self.transition = transition
+        t = transition
+        why = "" if t.reason is None else f": {t.reason.value}"
+        super().__init__(f"offline{why}{f' ({t.detail})' if t.detail else ''}")
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
@@ -183,6 +203,9 @@ def cmd_read(args: argparse.Namespace) -> int:
                 "wiring, unit id and baud rate (try 'cityedge scan')",
                 file=sys.stderr,
             )
+            return 1
+        except DeviceOffline as exc:
+            print(f"cityedge: '{args.device}' is {exc}", file=sys.stderr)
             return 1
         rows = [r.to_dict() for r in readings if not args.points or r.point in args.points]
     if args.json:
