@@ -7,6 +7,8 @@ import asyncio
 import random
 from typing import Any
 
+import pytest
+from pymodbus import FramerType
 from pymodbus.constants import ExcCodes
 
 from agent.config.profile import DataType, Limits, Point, Table
@@ -38,8 +40,19 @@ def unit(n: int, **kw: Any) -> Any:
     return sim_device(n, holding={0: n, 1: 0, 2: n * 100}, **kw)
 
 
-async def test_silent_unit_does_not_slow_its_neighbours(modbus_rtu_server):
-    srv = await modbus_rtu_server([unit(1), unit(2), unit(3, action=silent_action())])
+@pytest.mark.parametrize("fault", ["silent", "garbage"])
+async def test_dead_unit_does_not_slow_its_neighbours(modbus_rtu_server, fault):
+    """A unit that stays silent, or keeps answering garbage (issue 15: it used to slow its
+    neighbours, as a garbled reply never quarantined), costs them one probe per backoff."""
+    if fault == "silent":
+        srv = await modbus_rtu_server([unit(1), unit(2), unit(3, action=silent_action())])
+    else:
+        srv = await modbus_rtu_server([unit(1), unit(2), unit(3)])
+
+        def garble(data: bytes) -> bytes:  # unit 3's replies fail their CRC
+            return data[:-1] + bytes([data[-1] ^ 0xFF]) if data[:1] == b"\x03" else data
+
+        srv.wire.to_client = garble
     got = Collector()
     binds = [make_binding(f"u{n}", n, PROFILE, interval=0.1) for n in (1, 2, 3)]
     bus = ModbusBus(
@@ -64,8 +77,9 @@ async def test_silent_unit_does_not_slow_its_neighbours(modbus_rtu_server):
         assert not dead.online and dead.quarantined_until > 0
     (batch,) = got.of("u3")  # the failed poll; offline, its probes emit nothing (issue 15)
     first = {r.point: r for r in batch}
-    assert first["a"].quality is Quality.BAD and first["a"].reason == "timeout"
-    assert (dead.state, dead.reason) == ("offline", "timeout")
+    reason = {"silent": ("timeout", "timeout"), "garbage": ("bad frame", "bad frames")}[fault]
+    assert first["a"].quality is Quality.BAD and first["a"].reason == reason[0]
+    assert (dead.state, dead.reason) == ("offline", reason[1])
     assert bus.stats.devices["u1"].timeouts == 0
     assert got.last("u1")["b"].value == 100
 
@@ -331,3 +345,33 @@ async def test_port_missing_at_start_then_plugged_in(modbus_rtu_server):
         await states.wait_for(lambda: states.state("u1") == "online")
         assert got.last("u1")["a"].quality is Quality.GOOD
         assert bus.stats.connected and bus.stats.reconnects == 0  # first connect, not a re-
+
+
+async def test_rtu_over_tcp_silent_server_is_reconnected(modbus_tcp_server):
+    """Link supervision on RTU over TCP (issue 15): timeouts in a row close the connection, and
+    the bus opens a new one; the device is offline (timeout) meanwhile and back after."""
+    quiet = {"on": False}
+
+    async def maybe_silent(*_: Any) -> ExcCodes | None:
+        while quiet["on"]:
+            await asyncio.sleep(0.01)
+        return None
+
+    srv = await modbus_tcp_server([unit(1, action=maybe_silent)], framer=FramerType.RTU)
+    got, states = Collector(), States()
+    bus = ModbusBus(
+        make_bus_config(srv.url, timeout=0.1, retries=1),
+        [make_binding("u1", 1, PROFILE, interval=0.05)],
+        got,
+        on_state=states,
+    )
+    async with running(bus):
+        await states.wait_for(lambda: states.state("u1") == "online")
+        quiet["on"] = True
+        await states.wait_for(lambda: states.state("u1") == "offline")
+        await asyncio.sleep(0.3)
+        assert bus.stats.reconnects >= 1  # the silent connection was dropped and reopened
+        quiet["on"] = False
+        await states.wait_for(lambda: states.state("u1") == "online", timeout=5)
+    assert states.of("u1") == [("online", None), ("offline", "timeout"), ("online", None)]
+    assert got.last("u1")["b"].quality is Quality.GOOD
