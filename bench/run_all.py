@@ -250,10 +250,22 @@ def targets(st: dict[str, Step]) -> list[Target]:
     kinds = st["faults"].data.get("kinds", [])
     t.append(
         Target(
-            "Field faults: worst time to offline / its bound (issue 15)",
-            max((k["offline_max_s"] / k["offline_bound_s"] for k in kinds), default=None),
-            1.0,
-            "",
+            "Field faults: worst time to offline over its bound (issue 15; the bound is tight "
+            "at a 1 s interval, 50 ms allowed for scheduling)",
+            max((k["offline_max_s"] - k["offline_bound_s"] for k in kinds), default=None),
+            0.05,
+            "s",
+            True,
+            "faults",
+        )
+    )
+    t.append(
+        Target(
+            "Field faults: worst time to recover over its bound (one interval + the reconnect "
+            "delay in force)",
+            max((k["recover_over_bound_s"] for k in kinds), default=None),
+            0.05,
+            "s",
             True,
             "faults",
         )
@@ -577,13 +589,17 @@ def _faults(a: Callable[[str], None], s: Step) -> None:
         "link (capped at 10 s)."
     )
     a("")
-    a("| fault | reason | to offline (median / max) | bound | to recover (median / max) | flaps |")
-    a("|---|---|---|---|---|---|")
+    a(
+        "| fault | reason | to offline (median / max) | bound | to recover (median / max) "
+        "| bound | flaps |"
+    )
+    a("|---|---|---|---|---|---|---|")
     for k in d["kinds"]:
         a(
             f"| {k['kind']} | {k['reason']} | {k['offline_median_s']:.2f} / "
             f"{k['offline_max_s']:.2f} | {k['offline_bound_s']:.2f} | "
-            f"{k['recover_median_s']:.2f} / {k['recover_max_s']:.2f} | {k['flaps']} |"
+            f"{k['recover_median_s']:.2f} / {k['recover_max_s']:.2f} | "
+            f"{k['recover_bound_s']:.2f} | {k['flaps']} |"
         )
     a("")
 

@@ -47,7 +47,7 @@ from typing import TypeVar, cast
 from agent.config.endpoint import parse_endpoint
 from agent.config.gateway import BusConfig
 from agent.config.profile import DataType, Table
-from agent.reading import Quality, Reading, Value, now_ms
+from agent.reading import Reading, Value, now_ms
 from agent.waits import wait_event
 from drivers.base import (
     BusStats,
@@ -59,7 +59,6 @@ from drivers.base import (
     no_listener,
 )
 from drivers.device_state import Reason, Transition
-from drivers.modbus import bisect
 from drivers.modbus.adapter import (
     DEVICE_BUSY,
     SPAN_REJECTED,
@@ -76,6 +75,7 @@ from drivers.modbus.adapter import (
 from drivers.modbus.codec import CodecError, decode_point, encode_point
 from drivers.modbus.device import DeviceState, Group
 from drivers.modbus.planner import ReadRequest
+from drivers.modbus.poll import Abort, ExploreRead, PollResult, explore_rejected
 from drivers.modbus.schedule import Backoff
 from drivers.modbus.writes import WriteJob, read_only_reason
 
@@ -91,33 +91,6 @@ def _frame_chars(table: Table, count: int) -> int:
 
 def _due(d: DeviceState) -> float:
     return d.due
-
-
-class _Abort(Exception):
-    """Stop the current poll; the remaining points are reported with ``reason``; ``kind`` and
-    ``detail`` are what it means for the device's state."""
-
-    def __init__(self, reason: str, kind: Reason, detail: str | None = None) -> None:
-        self.reason = reason
-        self.kind = kind
-        self.detail = detail
-        super().__init__(reason)
-
-
-class _Poll:
-    """What one poll of one device came to."""
-
-    __slots__ = ("answered", "failing", "failure", "readings")
-
-    def __init__(self) -> None:
-        self.readings: list[Reading] = []
-        self.answered = 0  # reads the device answered
-        self.failure: tuple[Reason, str | None] | None = None  # the first failure
-        self.failing: dict[str, Reason] = {}  # points failing for a reason of the device's
-
-    def fail(self, kind: Reason, detail: str | None) -> None:
-        if self.failure is None:
-            self.failure = (kind, detail)
 
 
 class ModbusBus:
@@ -393,7 +366,7 @@ class ModbusBus:
         # now: it says why (a corrupt frame, a reset).
         pre = self._prefetched.pop((table, start, count, dev.unit), None) if poll else None
         if pre is None and not self._client.connected:
-            raise _Abort("not connected", self._link_kind, self._link_detail)
+            raise Abort("not connected", self._link_kind, self._link_detail)
 
         async def call(timeout: float) -> list[int] | list[bool]:
             return await self._client.read(table, start, count, dev.unit, timeout)
@@ -403,11 +376,11 @@ class ModbusBus:
         except NoResponse as exc:
             tries = f"after {retries + 1} tr{'ies' if retries else 'y'}"
             if exc.bad_frame:  # the unit did answer, the line garbled it
-                raise _Abort("bad frame", Reason.BAD_FRAMES, f"garbled reply {tries}") from exc
-            raise _Abort("timeout", Reason.TIMEOUT, f"no answer {tries}") from exc
+                raise Abort("bad frame", Reason.BAD_FRAMES, f"garbled reply {tries}") from exc
+            raise Abort("timeout", Reason.TIMEOUT, f"no answer {tries}") from exc
         except NotConnected as exc:
             self._lost(exc)
-            raise _Abort("not connected", exc.kind, exc.reason) from exc
+            raise Abort("not connected", exc.kind, exc.reason) from exc
 
     # --- polls ----------------------------------------------------------------------------------
     async def _poll_due(self, now: float, loop: asyncio.AbstractEventLoop) -> None:
@@ -499,16 +472,23 @@ class ModbusBus:
         if readings:
             await self._emit(dev.binding, readings)
 
-    async def _read_groups(self, dev: DeviceState, groups: list[Group]) -> _Poll:
+    def _explorer_read(self, dev: DeviceState, retries: int) -> ExploreRead:
+        async def read(table: Table, start: int, count: int) -> tuple[list[int] | list[bool], int]:
+            values = await self._read(dev, table, start, count, retries)
+            return values, self._rx_ms
+
+        return read
+
+    async def _read_groups(self, dev: DeviceState, groups: list[Group]) -> PollResult:
         plan = dev.plan(groups)
         retries = 0 if dev.health.probing else self.config.retries  # a probe costs one timeout
-        poll = _Poll()
+        poll = PollResult()
         out = poll.readings
         rejected: list[tuple[ReadRequest, int]] = []
         for i, req in enumerate(plan):
             try:
                 values = await self._read(dev, req.table, req.start, req.count, retries, poll=True)
-            except _Abort as stop:
+            except Abort as stop:
                 poll.fail(stop.kind, stop.detail)
                 ts = now_ms()
                 for later in (*(r for r, _ in rejected), *plan[i:]):
@@ -524,90 +504,12 @@ class ModbusBus:
                     poll.failing[p.name] = Reason.EXCEPTION
                 continue
             poll.answered += 1
-            self._decoded(dev, poll, dev.decode(req.points, req.start, values, self._rx_ms))
+            poll.add(dev.decode(req.points, req.start, values, self._rx_ms))
         if rejected:
-            await self._explore_rejected(dev, poll, rejected, retries)
+            await explore_rejected(dev, poll, rejected, self._explorer_read(dev, retries))
         else:
             dev.rejected_all = False
         return poll
-
-    def _decoded(self, dev: DeviceState, poll: _Poll, readings: list[Reading]) -> None:
-        for r in readings:
-            if r.quality is Quality.BAD:
-                poll.failing[r.point] = Reason.BAD_VALUE
-        poll.readings += readings
-
-    async def _explore_rejected(
-        self, dev: DeviceState, poll: _Poll, rejected: list[tuple[ReadRequest, int]], retries: int
-    ) -> None:
-        """Find what the device rejects in the requests it answered with exception 1/2/3. A
-        device that rejected every read of its last poll too is not explored again: that is a
-        device fault (booting, its gateway's serial side down), not a register map. Nothing
-        is learned from a poll the device answered with exceptions only."""
-        found: list[tuple[ReadRequest, int, bisect.Findings]] = []
-        stopped: _Abort | None = None
-        if poll.answered or not dev.rejected_all:
-            for req, code in rejected:
-                try:
-                    f = await self._explore(dev, poll, req, retries, deep=poll.answered > 0)
-                except _Abort as stop:
-                    stopped = stop
-                    poll.fail(stop.kind, stop.detail)
-                    break
-                found.append((req, code, f))
-        ts = now_ms()
-        for req, code, f in found:
-            poll.readings += dev.bad(f.unreadable, ts, f"exception {code}")
-            for p in f.unreadable:
-                poll.failing[p.name] = Reason.EXCEPTION
-            if not poll.answered:
-                continue
-            dev.learned.learn_registers(req.table, f.rejected, code)
-            for p in f.unreadable:  # rejected as a whole although its registers read singly
-                if not any(a in f.rejected for a in range(p.address, p.address + p.registers)):
-                    dev.learned.learn_point(p.name, code)
-            if f.cap is not None:
-                dev.learned.learn_cap(req.table, f.cap, code)
-        done = {r.point for r in poll.readings}
-        for req, code in rejected[len(found) :]:  # not explored, or cut short
-            why = stopped.reason if stopped is not None else f"exception {code}"
-            poll.readings += dev.bad([p for p in req.points if p.name not in done], ts, why)
-            if stopped is None:
-                for p in req.points:
-                    poll.failing[p.name] = Reason.EXCEPTION
-        if stopped is None:
-            dev.rejected_all = not poll.answered
-            if not poll.answered:
-                poll.fail(Reason.EXCEPTION, f"exception {rejected[0][1]} to every read")
-
-    async def _explore(
-        self, dev: DeviceState, poll: _Poll, req: ReadRequest, retries: int, *, deep: bool
-    ) -> bisect.Findings:
-        gen = bisect.explore(req.points, deep=deep)
-        try:
-            probe = next(gen)
-            while True:
-                try:
-                    values = await self._read(dev, req.table, probe.start, probe.count, retries)
-                except DeviceException as exc:
-                    if exc.code not in SPAN_REJECTED:
-                        gen.close()
-                        raise _Abort(f"exception {exc.code}", *exception_reason(exc.code)) from exc
-                    probe = gen.send(False)
-                    continue
-                poll.answered += 1
-                dev.learned.readable(req.table, probe.start, probe.count)
-                if probe.points:
-                    decoded = dev.decode(probe.points, probe.start, values, self._rx_ms)
-                    self._decoded(dev, poll, decoded)
-                    for p in probe.points:
-                        dev.learned.point_readable(p.name)
-                probe = gen.send(True)
-        except StopIteration as stop:
-            findings: bisect.Findings = stop.value
-            return findings
-        finally:
-            gen.close()
 
     # --- writes ---------------------------------------------------------------------------------
     async def _drain_writes(self) -> None:
@@ -629,7 +531,7 @@ class ModbusBus:
             try:
                 word = await self._read(dev, p.table, p.address, 1, retries, drain=False)
                 enc = encode_point(p, job.value, dev.order(p), current=[int(w) for w in word])
-            except _Abort as stop:
+            except Abort as stop:
                 status = (
                     WriteStatus.REJECTED
                     if stop.reason == "not connected"
@@ -669,7 +571,7 @@ class ModbusBus:
         try:
             values = await self._read(dev, p.table, p.address, p.registers, retries, drain=False)
             readback = decode_point(p, values, dev.order(p))
-        except (_Abort, DeviceException, CodecError) as exc:
+        except (Abort, DeviceException, CodecError) as exc:
             job.finish(WriteResult(WriteStatus.OK, f"readback failed: {exc}"))
             return
         job.finish(WriteResult(WriteStatus.OK, readback=readback))

@@ -125,7 +125,8 @@ class DeviceState:
 
     @property
     def excluded_points(self) -> int:
-        return len(self.learned.points | self.blocked.keys())
+        """Points not polled because the device rejects them (degraded while any)."""
+        return len(self.stats.unsupported_points)
 
     def plan(self, groups: Sequence[Group]) -> tuple[ReadRequest, ...]:
         learned = self.learned
