@@ -257,7 +257,11 @@ def main() -> int:
             f"{r.flaps:5d}"
         )
     within = all(max(r.offline) <= r.off_bound + SLACK for r in results)
-    back = all(rec <= bound + SLACK for r in results for rec, bound in zip(r.recover, r.rec_bound))
+    back = all(
+        rec <= bound + SLACK
+        for r in results
+        for rec, bound in zip(r.recover, r.rec_bound, strict=True)
+    )
     print(f"every time to offline within its bound (+{SLACK * 1000:.0f} ms): {_yes(within)}")
     print(f"every time to recover within its bound (+{SLACK * 1000:.0f} ms): {_yes(back)}")
     if args.json:
@@ -277,7 +281,7 @@ def main() -> int:
                         "recover_max_s": round(max(r.recover), 3),
                         "recover_bound_s": round(max(r.rec_bound), 3),
                         "recover_over_bound_s": round(
-                            max(a - b for a, b in zip(r.recover, r.rec_bound)), 3
+                            max(a - b for a, b in zip(r.recover, r.rec_bound, strict=True)), 3
                         ),
                         "flaps": r.flaps,
                     }
