@@ -340,7 +340,7 @@ async def test_hostile_modbus_tcp_peer_every_mode(
     for mode, (off, on) in timings.items():
         print(f"{mode:<14} {off:9.2f} {on:9.2f}")
     # the healthy bus kept its rate all along
-    assert g_done >= 0.85 * elapsed / INTERVAL, (g_done, elapsed, g_overruns)
+    assert g_done >= 0.8 * elapsed / INTERVAL, (g_done, elapsed, g_overruns)
     assert g1.timeouts == 0 and g1.transitions == 1
     check_encodings(plat, "h1", faults)
     check_encodings(plat, "g1", [])
@@ -429,6 +429,7 @@ interval = {INTERVAL}
         await rtu_server.shutdown()
         wire.close()
         await sims.close()
-    assert g_done >= 0.85 * elapsed / INTERVAL, (g_done, elapsed)
+    assert g_done >= 0.8 * elapsed / INTERVAL, (g_done, elapsed)
+    assert g1.timeouts == 0 and g1.transitions == 1
     for dev in ("r1", "s1"):
         check_encodings(plat, dev, list(modes.values()))
