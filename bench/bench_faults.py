@@ -2,9 +2,9 @@
 
 One device polled every second by the real bus owner (``ModbusBus``), its state decided by
 ``drivers/device_state.py``. Each fault starts at a random phase of the poll tick, is held until
-the device is reported offline (plus 2 s, to show it stays offline without flapping), then the
-peer is made healthy again. Measured at the bus owner, where the transition is decided (the MQTT
-message follows one outbox commit later, ~0.1 s):
+the device is reported offline (plus 2-3 s, to show it stays offline without flapping), then
+the peer is made healthy again, at a random phase too. Measured at the bus owner, where the
+transition is decided (the MQTT message follows one outbox commit later, ~0.1 s):
 
 - time to offline: fault start -> offline transition; bound max(2 x interval, (retries + 1) x
   timeout + 1 s);
@@ -123,7 +123,7 @@ async def run_fault(
         at, reason = await watch.until("offline", t0)
         res.offline.append(at - t0)
         res.reason = reason
-        await asyncio.sleep(2.0)  # held: must stay offline, once
+        await asyncio.sleep(2.0 + rng.uniform(0, INTERVAL))  # held (offline, once); any phase
         t1 = time.monotonic()
         # the reconnect scheduled last, when the link is down: recovery waits for it
         delay = 0.0 if bus.stats.connected else bus.stats.retry_in
