@@ -6,9 +6,14 @@ on:
 - ``failing`` — the agent is not doing its job: not ready 60 s after start; every configured
   device offline; the watchdog has stopped feeding systemd; an outbox is dropping readings
   (full) while its link is down.
-- ``degraded`` — working, with a problem: some devices offline or quarantined; a bus
-  disconnected; an output disconnected (readings are buffered); the last config reload was
-  refused; the wall clock is not synchronised.
+- ``degraded`` — working, with a problem: some devices offline (each with its reason) or
+  degraded (points the device rejects or that do not decode); a bus disconnected; an output
+  disconnected (readings are buffered); the last config reload was refused; the wall clock is
+  not synchronised.
+
+Each device shows its state as drivers/device_state.py decided it (``unknown`` before its
+first poll, ``online``, ``degraded``, ``offline``), the reason and since when, the next probe
+of an offline device, and what it was found to reject (re-probed later).
 - ``ok`` — none of the above.
 
 The HTTP endpoint answers 200 for ok/degraded and 503 for failing, so a plain HTTP check works.
@@ -28,6 +33,7 @@ from agent.reading import iso_ms
 if TYPE_CHECKING:
     from agent.timesync import TimeKeeper
     from agent.watchdog import ProgressWatchdog
+    from drivers.base import DeviceStats
 
 OK, DEGRADED, FAILING = "ok", "degraded", "failing"
 _RANK = {OK: 0, DEGRADED: 1, FAILING: 2}
@@ -83,21 +89,16 @@ class HealthReport:
             if d is None:
                 entry["status"] = "unknown"
             else:
-                quarantined = d.quarantined_until > now_m
-                entry["status"] = (
-                    "quarantined" if quarantined else "online" if d.online else "offline"
-                )
-                entry.update(polls=d.polls, timeouts=d.timeouts, exceptions=d.exceptions)
-                entry["last_poll_s"] = round(d.last_cycle_s, 4)
-                if d.last_success_ms is not None:
-                    entry["last_success"] = iso_ms(d.last_success_ms)
-                    entry["last_success_age_s"] = round(now_w - d.last_success_ms / 1000, 1)
+                entry.update(device_entry(d, now_m, now_w))
             devices[dev_id] = entry
-        down = [k for k, v in devices.items() if v["status"] in ("offline", "quarantined")]
+        down = sorted(k for k, v in devices.items() if v["status"] == "offline")
         if devices and len(down) == len(devices) and a.ready_at is not None:
             verdicts.append((FAILING, f"all {len(devices)} device(s) offline"))
         elif down:
-            verdicts.append((DEGRADED, f"{len(down)} device(s) offline: {', '.join(sorted(down))}"))
+            verdicts.append((DEGRADED, f"{len(down)} device(s) offline: {_why(devices, down)}"))
+        weak = sorted(k for k, v in devices.items() if v["status"] == "degraded")
+        if weak:
+            verdicts.append((DEGRADED, f"{len(weak)} device(s) degraded: {_why(devices, weak)}"))
 
         bus_doc: dict[str, dict[str, Any]] = {}
         for bus_id, drv in a.drivers.items():
@@ -176,3 +177,44 @@ class HealthReport:
             },
             "clock": clock,
         }
+
+
+def device_entry(d: DeviceStats, now_m: float, now_w: float) -> dict[str, Any]:
+    """One device's part of the health document (also the MQTT health message's)."""
+    entry: dict[str, Any] = {"status": d.state}
+    if d.reason is not None:
+        entry["reason"] = d.reason
+    if d.detail is not None:
+        entry["detail"] = d.detail
+    if d.state_since_ms is not None:
+        entry["since"] = iso_ms(d.state_since_ms)
+    if d.state == "offline" and d.quarantined_until > now_m:
+        entry["next_probe_s"] = round(d.quarantined_until - now_m, 1)
+    entry.update(
+        polls=d.polls,
+        timeouts=d.timeouts,
+        exceptions=d.exceptions,
+        bad_frames=d.bad_frames,
+        transitions=d.transitions,
+    )
+    entry["last_poll_s"] = round(d.last_cycle_s, 4)
+    if d.last_success_ms is not None:
+        entry["last_success"] = iso_ms(d.last_success_ms)
+        entry["last_success_age_s"] = round(now_w - d.last_success_ms / 1000, 1)
+    if d.excluded:
+        entry["excluded"] = [
+            {
+                "what": x.what,
+                "reason": x.reason,
+                "since": iso_ms(x.since_ms),
+                "retry_in_s": round(max(0.0, x.retry_at - now_m), 1),
+            }
+            for x in d.excluded
+        ]
+    return entry
+
+
+def _why(devices: dict[str, dict[str, Any]], ids: list[str]) -> str:
+    return ", ".join(
+        f"{k} ({devices[k]['reason']})" if devices[k].get("reason") else k for k in ids
+    )

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CONTENT_TYPE", "AgentCollector", "make_registry", "render"]
 _NAN = math.nan
+_STATES = ("online", "degraded", "offline", "unknown")
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -107,8 +108,21 @@ class AgentCollector:
         exc = _c("device_exceptions", "Protocol exception responses.", lab)
         badf = _c("device_bad_frames", "Corrupt or mismatched frames.", lab)
         over = _c("device_overruns", "Poll ticks skipped: previous poll still running.", lab)
-        online = _g("device_online", "1 when the last poll got an answer.", lab)
-        quar = _g("device_quarantined", "1 while the device is in quarantine backoff.", lab)
+        online = _g("device_online", "1 while the device answers (online or degraded).", lab)
+        quar = _g("device_quarantined", "1 while an offline device waits for its probe.", lab)
+        state = _g(
+            "device_state",
+            "1 for the device's state (online, degraded, offline, unknown), 0 for the others.",
+            (*lab, "state"),
+        )
+        reason = _g(
+            "device_reason",
+            "1 for why a degraded or offline device is so (timeout, refused, reset, no route, "
+            "port gone, bad frames, exception, bad value); absent while online.",
+            (*lab, "reason"),
+        )
+        trans = _c("device_transitions", "Changes of device state.", lab)
+        excl = _g("device_excluded", "Registers, points or caps the device rejects.", lab)
         last_ts = _g(
             "device_last_success_timestamp_seconds", "Wall time of the last good poll.", lab
         )
@@ -125,11 +139,18 @@ class AgentCollector:
                 badf.add_metric(lv, d.bad_frames)
                 over.add_metric(lv, d.overruns)
                 online.add_metric(lv, d.online)
-                quar.add_metric(lv, d.quarantined_until > now_m)
+                quar.add_metric(lv, d.state == "offline" and d.quarantined_until > now_m)
+                for s in _STATES:
+                    state.add_metric([*lv, s], d.state == s)
+                if d.reason is not None and d.state in ("degraded", "offline"):
+                    reason.add_metric([*lv, d.reason], 1)
+                trans.add_metric(lv, d.transitions)
+                excl.add_metric(lv, len(d.excluded))
                 ok = d.last_success_ms
                 last_ts.add_metric(lv, ok / 1000.0 if ok is not None else _NAN)
                 age.add_metric(lv, max(0.0, now_w - ok / 1000.0) if ok is not None else _NAN)
         yield from (lat, polls, reqs, tmo, exc, badf, over, online, quar, last_ts, age)
+        yield from (state, reason, trans, excl)
 
     def _buses(self) -> Iterable[Family]:
         busy = _c(

@@ -4,6 +4,11 @@ The pipeline is called by bus tasks once per device poll. It runs the device's f
 the whole batch, stamps each surviving reading with the gateway-wide sequence number and hands
 the batch to every sink. A sink's ``submit`` returning means the batch is accepted (written or
 committed), so a reading counted in ``delivered`` is never lost by a shutdown.
+
+Device state transitions (drivers/device_state.py) travel the same queues as the readings, so
+each sink sees them in order: a sink with a ``device_status(transition)`` method gets it once
+every reading emitted before it has been submitted (the MQTT sink then publishes it after
+those readings and before any later one).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from agent.reading import Reading
 from agent.sinks.base import Sink
 from drivers.base import DeviceBinding
+from drivers.device_state import Transition
 
 if TYPE_CHECKING:
     from agent.filtering import DeviceFilters
@@ -40,6 +46,7 @@ class Pipeline:
         self.received = 0
         self.forwarded = 0
         self.last_emit = 0.0  # monotonic; the watchdog checks poll progress with it
+        self.transitions = 0  # device state transitions handed to the sinks
         self.last_values: dict[tuple[str, str], Reading] = {}
         # Marks readings taken while the wall clock is not synchronised (agent.timesync).
         self.time_mark: Callable[[Sequence[Reading]], Sequence[Reading]] | None = None
@@ -86,6 +93,12 @@ class Pipeline:
         for feed in self._feeds:
             await feed.queue.put(out)  # waits only when a sink is MAX_QUEUED batches behind
 
+    async def device_state(self, transition: Transition) -> None:
+        """A device changed state: to every sink, in order with the readings."""
+        self.transitions += 1
+        for feed in self._feeds:
+            await feed.queue.put(transition)
+
     @property
     def suppressed(self) -> int:
         """Net of samples a swinging door held back and released with a later batch."""
@@ -116,20 +129,38 @@ class _Feed:
 
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
-        self.queue: asyncio.Queue[list[Reading]] = asyncio.Queue(MAX_QUEUED)
+        self.queue: asyncio.Queue[list[Reading] | Transition] = asyncio.Queue(MAX_QUEUED)
         self.delivered = 0
+        self._status = getattr(sink, "device_status", None)
 
     async def run(self) -> None:
         q = self.queue
         while True:
-            batch = list(await q.get())
+            first = await q.get()
             taken = 1
-            while not q.empty() and len(batch) < MAX_COALESCED:
-                batch.extend(q.get_nowait())
+            batch: list[Reading] = []
+            state: Transition | None = None
+            if isinstance(first, Transition):
+                state = first
+            else:
+                batch.extend(first)
+            # coalesce batches up to the next transition, which goes after them
+            while state is None and not q.empty() and len(batch) < MAX_COALESCED:
+                item = q.get_nowait()
                 taken += 1
+                if isinstance(item, Transition):
+                    state = item
+                else:
+                    batch.extend(item)
             try:
-                await self.sink.submit(batch)
-                self.delivered += len(batch)
+                if batch:
+                    await self.sink.submit(batch)
+                    self.delivered += len(batch)
+                if state is not None and self._status is not None:
+                    try:
+                        self._status(state)
+                    except Exception:
+                        log.exception("sink %s: device status hook failed", self.sink.name)
             finally:
                 for _ in range(taken):
                     q.task_done()

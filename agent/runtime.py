@@ -109,8 +109,6 @@ class Agent:
         for sink in self.sinks:  # per-device status in the MQTT health message
             if hasattr(sink, "status_provider"):
                 sink.status_provider = self.device_status
-        if any(hasattr(s, "device_status") for s in self.sinks):
-            self.services.append(("device-status", self._device_status_watch))
 
     def device_status(self) -> dict[str, Any]:
         from agent.ctl import devices_of
@@ -165,29 +163,15 @@ class Agent:
             )
             binding.install(s.add_handler)
 
-    async def _device_status_watch(self) -> None:
-        """Tell the sinks when a device stops answering or comes back (Sparkplug DDEATH /
-        DBIRTH, native device status) by watching the drivers' counters."""
-        known: dict[str, bool] = {}
-        while True:
-            for driver in list(self.drivers.values()):
-                for dev_id, st in driver.stats.devices.items():
-                    if st.polls == 0 and st.timeouts == 0:
-                        continue
-                    if known.get(dev_id) != st.online:
-                        if dev_id in known or not st.online:
-                            for s in self.sinks:
-                                fn = getattr(s, "device_status", None)
-                                if fn is not None:
-                                    fn(dev_id, st.online)
-                        known[dev_id] = st.online
-            await asyncio.sleep(1.0)
-
     def _make_driver(self, bus_id: str) -> None:
         bus = next(b for b in self.loaded.config.buses if b.id == bus_id)
         devs = [b for b in self.bindings if b.device.bus == bus.id]
         if devs:
-            self.drivers[bus.id] = create_driver(bus, devs, self.pipeline.emit)
+            # readings and device state transitions reach the sinks through the pipeline, in
+            # order (drivers/device_state.py, agent/pipeline.py)
+            self.drivers[bus.id] = create_driver(
+                bus, devs, self.pipeline.emit, self.pipeline.device_state
+            )
         else:
             self.drivers.pop(bus.id, None)
 

@@ -11,9 +11,9 @@ Progress rules, checked every ``interval`` (half of ``WatchdogSec``):
   timeouts, exceptions, overruns) changed, or its driver's optional ``stats.last_activity``
   (monotonic) moved, within ``max(min_window, factor × shortest device interval)``;
 - a bus is legitimately idle while disconnected (the driver is in reconnect backoff) or while
-  every device on it is quarantined; but drivers hand the pipeline stale readings on every
-  poll even then, so ``pipeline.last_emit`` must still move within ``factor ×`` the longest
-  device interval;
+  every device on it is offline and waiting for its probe; ``pipeline.last_emit`` must move
+  within ``factor ×`` the longest device interval while any device answers (an offline one
+  emits nothing: it costs the uplink its transitions only);
 - a sink that reports ``last_progress`` (monotonic, see agent/observe.py) progresses when it is
   within ``publisher_window``; otherwise its ``messages`` counter must move while it has an
   outbox backlog and a connected link. An empty outbox or a broker outage is not a stall: the
@@ -74,9 +74,14 @@ class ProgressWatchdog:
 
     def _bus_stall(self, now: float) -> str | None:
         intervals = bus_intervals(self.agent)
-        if self.agent.drivers and intervals:
-            # Drivers emit every poll, stale readings included (quarantined / disconnected), so
-            # a pipeline that hears from no bus at all means every loop is stuck.
+        answering = any(
+            d.state != "offline"
+            for drv in self.agent.drivers.values()
+            for d in drv.stats.devices.values()
+        )
+        if self.agent.drivers and intervals and answering:
+            # Drivers emit every poll of a device that answers, so a pipeline that hears from
+            # no bus at all while some device is up means every loop is stuck.
             window = max(self.min_window, self.factor * max(intervals.values()))
             since = self._moved("emit", self.agent.pipeline.last_emit, now)
             if now - since > window:
@@ -93,8 +98,8 @@ class ProgressWatchdog:
             if not st.connected:
                 continue  # reconnect backoff: nothing to do on the wire until it reopens
             devs = st.devices.values()
-            if devs and all(d.quarantined_until > now for d in devs):
-                continue
+            if devs and all(d.state == "offline" and d.quarantined_until > now for d in devs):
+                continue  # every device waits for its probe
             return f"bus {bus_id}: no poll progress for {now - since:.0f} s (limit {window:.0f} s)"
         return None
 

@@ -55,6 +55,7 @@ STEPS = [
     Step("startup", "bench_startup.py", ["--json"], ["--quick", "--json"], 120, 60),
     Step("recovery", "bench_recovery.py", ["--json"], ["--quick", "--json"], 300, 120),
     Step("commands", "bench_commands.py", ["--json"], ["--quick", "--json"], 180, 90),
+    Step("faults", "bench_faults.py", ["--json"], ["--quick", "--json"], 420, 150),
 ]
 
 
@@ -247,6 +248,29 @@ def targets(st: dict[str, Step]) -> list[Target]:
             "outbox",
         )
     )
+    kinds = st["faults"].data.get("kinds", [])
+    t.append(
+        Target(
+            "Field faults: worst time to offline over its bound (issue 15; the bound is tight "
+            "at a 1 s interval, 50 ms allowed for scheduling)",
+            max((k["offline_max_s"] - k["offline_bound_s"] for k in kinds), default=None),
+            0.05,
+            "s",
+            True,
+            "faults",
+        )
+    )
+    t.append(
+        Target(
+            "Field faults: worst time to recover over its bound (one interval + the reconnect "
+            "delay in force)",
+            max((k["recover_over_bound_s"] for k in kinds), default=None),
+            0.05,
+            "s",
+            True,
+            "faults",
+        )
+    )
     t.append(
         Target(
             "Readings lost across the broker outage",
@@ -371,6 +395,7 @@ def render(st: dict[str, Step], mach: dict[str, str], quick: bool, total: float)
     _idle_start(a, st["idle"], st["startup"])
     _recovery(a, st["recovery"], st["outbox"])
     _commands(a, st["commands"])
+    _faults(a, st["faults"])
     _filters(a, st["filters"])
     a("## Raw output")
     a("")
@@ -567,6 +592,39 @@ def _commands(a: Callable[[str], None], s: Step) -> None:
         "(most of it is Nagle's algorithm meeting delayed ACKs on the MQTT hops: paho and "
         "Mosquitto leave TCP_NODELAY off)."
     )
+    a("")
+
+
+def _faults(a: Callable[[str], None], s: Step) -> None:
+    d = s.data
+    a("## Field faults: time to offline and to recover")
+    a("")
+    if not d:
+        a("Not measured in this run.")
+        a("")
+        return
+    a(
+        f"bench_faults.py: one device polled every {d['interval_s']:g} s by the real bus owner, "
+        f"{d['reps']} run(s) per fault kind, each fault starting at a random phase of the poll "
+        "tick; seconds from the fault to the offline transition and from the peer's recovery "
+        "to the online transition, as the bus owner decides them (the MQTT message follows one "
+        "outbox commit later). Bound: max(2 x interval, (retries + 1) x timeout + 1 s). "
+        "Recovery is one interval, plus the reconnect delay in force when the fault closed the "
+        "link (capped at 10 s)."
+    )
+    a("")
+    a(
+        "| fault | reason | to offline (median / max) | bound | to recover (median / max) "
+        "| bound | flaps |"
+    )
+    a("|---|---|---|---|---|---|---|")
+    for k in d["kinds"]:
+        a(
+            f"| {k['kind']} | {k['reason']} | {k['offline_median_s']:.2f} / "
+            f"{k['offline_max_s']:.2f} | {k['offline_bound_s']:.2f} | "
+            f"{k['recover_median_s']:.2f} / {k['recover_max_s']:.2f} | "
+            f"{k['recover_bound_s']:.2f} | {k['flaps']} |"
+        )
     a("")
 
 

@@ -11,11 +11,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from agent.config.gateway import BusConfig, DeviceConfig
 from agent.config.profile import Point, Profile
 from agent.reading import Quality, Reading, Source, Value
+
+if TYPE_CHECKING:
+    from drivers.device_state import Transition
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +41,14 @@ class DeviceBinding:
 
 
 Emit = Callable[[DeviceBinding, Sequence[Reading]], Awaitable[None]]
+# A device changed state (drivers/device_state.py). The bus owner awaits it in order with
+# ``emit``: the readings of a poll that brought a device back come after its transition, the
+# readings before a device went down come before it.
+StateListener = Callable[["Transition"], Awaitable[None]]
+
+
+async def no_listener(_: Transition) -> None:
+    return None
 
 
 def point_reading(
@@ -81,6 +92,16 @@ class WriteResult:
     readback: Value = None  # value read back after the write, when it succeeded
 
 
+@dataclass(frozen=True, slots=True)
+class Excluded:
+    """Something a device rejected and is not read any more until its re-probe."""
+
+    what: str  # "input registers 44..45 (FC04)", "point p10"
+    reason: str  # "exception 2"
+    since_ms: int  # wall clock, when it was learned
+    retry_at: float  # monotonic, when it is probed again
+
+
 @dataclass
 class DeviceStats:
     requests: int = 0
@@ -91,9 +112,15 @@ class DeviceStats:
     overruns: int = 0  # ticks skipped because the previous poll was still running
     last_success_ms: int | None = None
     last_cycle_s: float = 0.0
-    online: bool = False
-    quarantined_until: float = 0.0  # monotonic time
+    online: bool = False  # online or degraded (kept in step by drivers/device_state.py)
+    quarantined_until: float = 0.0  # monotonic: while offline, the time of the next probe
     unsupported_points: tuple[str, ...] = ()
+    state: str = "unknown"  # drivers.device_state.State
+    reason: str | None = None  # drivers.device_state.Reason, while degraded / offline
+    detail: str | None = None
+    state_since_ms: int | None = None  # wall clock of the last transition
+    transitions: int = 0
+    excluded: tuple[Excluded, ...] = ()
 
 
 @dataclass
@@ -102,6 +129,8 @@ class BusStats:
     busy_s: float = 0.0  # time the bus was occupied by our traffic (for utilization)
     reconnects: int = 0
     connected: bool = False
+    link_error: str | None = None  # why the last connect failed / the link was lost
+    retry_in: float = 0.0  # the reconnect delay scheduled last (s)
     devices: dict[str, DeviceStats] = field(default_factory=dict)
 
 
@@ -124,14 +153,19 @@ class BusDriver(Protocol):
 DriverFactory = Callable[[BusConfig, Sequence[DeviceBinding], Emit], BusDriver]
 
 
-def create_driver(bus: BusConfig, devices: Sequence[DeviceBinding], emit: Emit) -> BusDriver:
+def create_driver(
+    bus: BusConfig,
+    devices: Sequence[DeviceBinding],
+    emit: Emit,
+    on_state: StateListener = no_listener,
+) -> BusDriver:
     """Dispatch on the bus protocol. Imports are local so an unused protocol costs nothing."""
     if bus.protocol == "modbus":
         from drivers.modbus.bus import ModbusBus
 
-        return ModbusBus(bus, devices, emit)
+        return ModbusBus(bus, devices, emit, on_state=on_state)
     if bus.protocol in ("serial", "pelco_d", "mbus"):
         from drivers.serial.bus import SerialBus
 
-        return SerialBus(bus, devices, emit)
+        return SerialBus(bus, devices, emit, on_state=on_state)
     raise ValueError(f"no driver for protocol {bus.protocol!r}")

@@ -27,6 +27,7 @@ from agent.ctl import request, socket_path
 from agent.reading import Reading, Value
 from agent.runtime import bindings_for
 from drivers.base import DeviceBinding, WriteResult, WriteStatus, create_driver
+from drivers.device_state import Transition
 
 CONFIG_HELP = "gateway file (default $CITYEDGE_CONFIG, else /etc/cityedge/gateway.toml)"
 EXAMPLES = {
@@ -128,13 +129,32 @@ async def _one_shot_read(
         if b.id == binding.id and not got.done():
             got.set_result(list(batch))
 
-    driver = create_driver(bus, [binding], emit)
+    async def on_state(t: Transition) -> None:
+        # a link that cannot open (refused, port gone...) yields no readings, only this
+        if t.device_id == binding.id and not t.online and not got.done():
+            got.set_exception(DeviceOffline(t))
+
+    driver = create_driver(bus, [binding], emit, on_state)
+    failure: Exception | None = None
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(driver.run(), name=f"bus:{bus.id}")
         try:
-            return await asyncio.wait_for(got, timeout)
+            readings = await asyncio.wait_for(got, timeout)
+        except (TimeoutError, DeviceOffline) as exc:  # raised out of the group, not wrapped
+            failure = exc
         finally:
             task.cancel()
+    if failure is not None:
+        raise failure
+    return readings
+
+
+class DeviceOffline(Exception):
+    def __init__(self, transition: Transition) -> None:
+        self.transition = transition
+        t = transition
+        why = "" if t.reason is None else f": {t.reason.value}"
+        super().__init__(f"offline{why}{f' ({t.detail})' if t.detail else ''}")
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
@@ -195,6 +215,9 @@ def cmd_read(args: argparse.Namespace) -> int:
                 "wiring, unit id and baud rate (try 'cityedge scan')",
                 file=sys.stderr,
             )
+            return 1
+        except DeviceOffline as exc:
+            print(f"cityedge: '{args.device}' is {exc}", file=sys.stderr)
             return 1
         rows = [r.to_dict() for r in readings if not names or r.point in names]
     if args.json:
@@ -338,12 +361,20 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"{reply['readingsRead']} readings read, {reply['readingsDelivered']} delivered"
     )
     for dev, st in sorted(reply["devices"].items()):
-        state = "online " if st["online"] else "OFFLINE"
+        state = str(st.get("state") or ("online" if st["online"] else "offline"))
+        shown = state if state in ("online", "unknown") else state.upper()
         age = st["lastSuccessAgeS"]
+        why = f" ({st['reason']}{': ' + st['detail'] if st.get('detail') else ''})"
         print(
-            f"  {dev:<16} {state} bus {st['bus']:<10} polls {st['polls']:<6} timeouts "
+            f"  {dev:<16} {shown:<8} bus {st['bus']:<10} polls {st['polls']:<6} timeouts "
             f"{st['timeouts']:<4} last ok {'-' if age is None else f'{age:.0f} s ago'}"
+            f"{why if st.get('reason') else ''}"
         )
+        for x in st.get("excluded", []):
+            print(
+                f"      excluded: {x['what']}, {x['reason']}, since {x['since']}, "
+                f"probed again in {x['retryInS']:.0f} s"
+            )
     for s in reply["sinks"]:
         extra = ""
         if "outbox" in s:

@@ -48,8 +48,12 @@ class BusConfig(_M):
     retries: int = Field(1, ge=0, le=5)  # only on timeout / busy
     inter_frame_gap: float | None = Field(None, ge=0, le=5)  # None: 3.5 chars, min 1.75 ms
     connect_pause: float = Field(0.0, ge=0, le=30)
-    quarantine_max: float = Field(300.0, gt=0, le=3600)
+    # longest wait between two probes of an offline device (drivers/device_state.py)
+    quarantine_max: float = Field(60.0, gt=0, le=3600)
     align_polls: bool = True  # after a first poll at once, ticks on wall-clock multiples
+    # offline devices re-report their last values as stale on every tick (default: they cost
+    # the uplink their transitions only; see docs/PAYLOADS.md)
+    stale_readings: bool = False
 
     _id = field_validator("id")(_check_id)
 

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from agent.reading import Reading
+
+if TYPE_CHECKING:
+    from drivers.device_state import Transition
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,5 +45,10 @@ class Encoder(Protocol):
         """Readings of one or more devices (``historical`` already set on replay) -> messages.
         Every message must carry a stable id/sequence so the platform can drop redeliveries."""
 
-    def device_status(self, device_id: str, online: bool) -> list[OutMessage]:
-        """A device stopped answering / came back (Sparkplug DDEATH / DBIRTH)."""
+    def device_status(
+        self, device_id: str, online: bool, transition: Transition | None = None
+    ) -> list[OutMessage]:
+        """A device changed state: ``online`` is up (online or degraded) or down; the
+        ``transition`` (drivers/device_state.py) carries the state, the reason and its time
+        when the runtime sends it. Once per transition: Sparkplug DDEATH / DBIRTH, the native
+        device status, the NGSI-LD Device ``deviceState``."""

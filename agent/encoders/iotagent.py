@@ -27,6 +27,7 @@ from agent.encoders.base import OutMessage
 from agent.fiware.mapping import Attr, DeviceMap, device_map
 from agent.reading import Quality, Reading, iso_ms
 from drivers.base import DeviceBinding
+from drivers.device_state import Transition
 
 log = logging.getLogger("cityedge.iotagent")
 
@@ -67,7 +68,9 @@ class IotAgentEncoder:
     def on_message(self, topic: str, payload: bytes) -> list[OutMessage]:
         return []
 
-    def device_status(self, device_id: str, online: bool) -> list[OutMessage]:
+    def device_status(
+        self, device_id: str, online: bool, transition: Transition | None = None
+    ) -> list[OutMessage]:
         # the IoT Agent has no device-state attribute of its own; provisioned devices carry
         # their readings only (the platform sees a silent device by its observedAt)
         return []

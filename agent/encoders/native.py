@@ -23,6 +23,7 @@ from agent.reading import Quality, Reading, Source, TimeQuality, iso_ms, now_ms
 
 if TYPE_CHECKING:
     from agent.outbox import OutboxRow
+    from drivers.device_state import Transition
 
 VERSION = 1
 _HEADER_SLACK = 256  # envelope fields around the readings array, generously
@@ -172,7 +173,8 @@ class NativeEncoder:
         self.status_topic = status_topic or f"{self.base}/status"
         self.max_message_bytes = max_message_bytes
         self._clock = clock
-        self._devices: dict[str, tuple[bool, int]] = {}
+        # device -> (state, reason, detail, since ms): restated after every reconnect
+        self._devices: dict[str, tuple[str, str | None, str | None, int]] = {}
 
     def _status(self, state: str) -> OutMessage:
         body: dict[str, object] = {
@@ -190,7 +192,7 @@ class NativeEncoder:
 
     def on_connect(self) -> list[OutMessage]:
         out = [self._status("online")]
-        out += [self._device_msg(d, online, t) for d, (online, t) in self._devices.items()]
+        out += [self._device_msg(d, *status) for d, status in self._devices.items()]
         return out
 
     def on_disconnect(self) -> list[OutMessage]:
@@ -213,21 +215,34 @@ class NativeEncoder:
     def device_topic(self, device_id: str) -> str:
         return f"{self.base}/{device_id}/status"
 
-    def _device_msg(self, device_id: str, online: bool, t: int) -> OutMessage:
+    def _device_msg(
+        self, device_id: str, state: str, reason: str | None, detail: str | None, t: int
+    ) -> OutMessage:
         body = {
             "v": VERSION,
             "type": "device",
             "gateway": self.gateway_id,
             "device": device_id,
-            "state": "online" if online else "offline",
+            "state": state,
             "since": iso_ms(t),
         }
+        if reason is not None:
+            body["reason"] = reason
+        if detail is not None:
+            body["detail"] = detail
         return OutMessage(self.device_topic(device_id), _dumps(body).encode(), qos=1, retain=True)
 
-    def device_status(self, device_id: str, online: bool) -> list[OutMessage]:
-        t = self._clock()
-        self._devices[device_id] = (online, t)
-        return [self._device_msg(device_id, online, t)]
+    def device_status(
+        self, device_id: str, online: bool, transition: Transition | None = None
+    ) -> list[OutMessage]:
+        status: tuple[str, str | None, str | None, int]
+        if transition is None:
+            status = ("online" if online else "offline", None, None, self._clock())
+        else:
+            reason = None if transition.reason is None else transition.reason.value
+            status = (transition.state.value, reason, transition.detail, transition.at_ms)
+        self._devices[device_id] = status
+        return [self._device_msg(device_id, *status)]
 
     def encode(self, batch: Sequence[Reading]) -> list[OutMessage]:
         """Without outbox ids (direct use): ids and msgId come from the readings' ``seq``."""

@@ -28,6 +28,7 @@ from agent.encoders import sdm
 from agent.encoders.base import OutMessage
 from agent.reading import Quality, Reading, Value, iso_ms, now_ms
 from drivers.base import DeviceBinding
+from drivers.device_state import Transition
 
 Entity = dict[str, Any]
 
@@ -119,12 +120,18 @@ class NgsiLdEncoder:
                     out.append(msg)
         return out
 
-    def device_status(self, device_id: str, online: bool) -> list[OutMessage]:
-        """The device's Device entity gets ``deviceState`` "online" / "offline"."""
+    def device_status(
+        self, device_id: str, online: bool, transition: Transition | None = None
+    ) -> list[OutMessage]:
+        """The device's Device entity gets ``deviceState`` "online" / "degraded" / "offline",
+        with the reason (a sub-property) when it is not online."""
         dev = self._device(device_id, None)
-        now = self._clock()
+        now = self._clock() if transition is None else transition.at_ms
         entity = self._entity(sdm.DEVICE, dev.device_entity_id, dev)  # with controlledProperty
-        entity["deviceState"] = _prop("online" if online else "offline", now)
+        state = transition.state.value if transition else "online" if online else "offline"
+        entity["deviceState"] = _prop(state, now)
+        if transition is not None and transition.reason is not None:
+            entity["deviceState"]["reason"] = {"type": "Property", "value": transition.reason.value}
         entity[sdm.MSG_ID] = {
             "type": "Property",
             "value": f"urn:cityedge:{self.gateway}:{device_id}:status:{now}",

@@ -37,6 +37,7 @@ from agent.encoders import sparkplug_codec as spc
 from agent.encoders.base import OutMessage
 from agent.reading import Quality, Reading, Value, now_ms
 from drivers.base import DeviceBinding
+from drivers.device_state import Transition
 
 log = logging.getLogger(__name__)
 
@@ -173,24 +174,35 @@ class SparkplugEncoder:
         out: list[OutMessage] = []
         if self._learn(by_device.get(NODE, ())):
             out.extend(self._births())  # a new node metric can only be defined by an NBIRTH
-        for device, readings in by_device.items():
+        for device, of_device in by_device.items():
+            readings = of_device
             if device == NODE:
                 out.append(self._data("NDATA", NODE, readings))
                 continue
             if device not in self._metrics:
                 self._metrics[device] = {}
+            if not self._online.get(device, True):
+                # A device reported down gets no DDATA until its next DBIRTH. Its stale
+                # values (``stale_readings``) say nothing the DDEATH did not: dropped.
+                readings = [r for r in readings if r.quality is not Quality.STALE]
+                if not readings:
+                    continue
             changed = self._learn(readings, device)
             if device not in self._born or changed:
                 out.append(self._dbirth(device))
             out.append(self._data("DDATA", device, readings))
             if not self._online.get(device, True):
-                # Data of a device reported down (replayed history, or backlog read before it
-                # stopped answering): born just to carry it, dead again right after. Liveness
-                # comes from device_status() only, never from data that may be old.
+                # Data of a device reported down: only history replayed after a reconnect (the
+                # publisher orders transitions with the rows otherwise). Born just to carry it,
+                # dead again right after; liveness comes from device_status() only.
                 out.append(self._ddeath(device))
         return out
 
-    def device_status(self, device_id: str, online: bool) -> list[OutMessage]:
+    def device_status(
+        self, device_id: str, online: bool, transition: Transition | None = None
+    ) -> list[OutMessage]:
+        """DDEATH when the device goes offline, DBIRTH when it answers again (online or
+        degraded: a degraded device is alive, its failing points carry bad quality)."""
         self._online[device_id] = online
         if not self._node_born or device_id not in self._metrics:
             return []

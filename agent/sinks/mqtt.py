@@ -14,6 +14,13 @@ outage, a restart, or the first connect after boot - so its timestamp is older t
 Optional encoder hooks (Sparkplug uses them; looked up with ``getattr``): ``ready_to_publish()``
 gates data, ``wants_reconnect()`` is checked after each ``on_message`` and ends the session,
 ``on_disconnect()`` is published before a graceful DISCONNECT (else ``will()`` is).
+
+Device state transitions (``device_status``) are published in order with the readings: each
+is held until every outbox row committed before it has been encoded (its *barrier*, the
+outbox's last id when it arrived), and rows committed after it wait for it. So a Sparkplug
+host never sees DDATA after a DDEATH that was decided later, nor data of a device coming back
+before its DBIRTH. Transitions wait in memory while the link is down (a restart re-derives the
+state from the next polls); the encoder restates what it last published after a reconnect.
 """
 
 from __future__ import annotations
@@ -22,8 +29,10 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import random
 import ssl
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -49,8 +58,10 @@ from agent.outbox import Outbox, OutboxRow
 from agent.reading import Reading, now_ms
 from agent.timesync import ClockOffset, correct_reading
 from drivers.base import DeviceBinding
+from drivers.device_state import Transition
 
 log = logging.getLogger("cityedge.mqtt")
+MAX_PENDING_STATES = 10_000  # transitions held while the link is down (a flapping device...)
 
 Handler = Callable[[str, bytes], Awaitable[None]]
 StatusProvider = Callable[[], Mapping[str, object]]
@@ -108,6 +119,7 @@ class MqttSink:
         self._tls: ssl.SSLContext | None = None
         self._wire: Wire | None = None
         self._tg: asyncio.TaskGroup | None = None
+        self._states: deque[tuple[int, Transition]] = deque()  # (barrier row id, transition)
         self.link = LinkStats()
 
     # -- Sink protocol -------------------------------------------------------------------
@@ -158,12 +170,31 @@ class MqttSink:
             raise NotConnectedError(self.name)
         await wire.publish(OutMessage(topic, payload, qos, retain))
 
-    def device_status(self, device_id: str, online: bool) -> None:
-        """A device stopped answering / came back. Sent now when connected; otherwise the
-        encoder restates it in ``on_connect``."""
-        msgs = self.encoder.device_status(device_id, online)
-        if self._wire is not None:
-            self._wire.put(msgs)
+    def device_status(self, transition: Transition) -> None:
+        """A device changed state (drivers/device_state.py). Called by the pipeline after the
+        readings emitted before it were submitted; published after them (see the module
+        docstring)."""
+        if len(self._states) >= MAX_PENDING_STATES:
+            _, dropped = self._states.popleft()
+            log.warning(
+                "output %s: too many device transitions waiting; dropped %s -> %s of %s",
+                self.name,
+                dropped.previous.value,
+                dropped.state.value,
+                dropped.device_id,
+            )
+        self._states.append((self.outbox.last_id, transition))
+        self.outbox.wake_readers()
+
+    def _put_states(self, wire: Wire, below: float) -> None:
+        """Encode and send the transitions whose barrier is below row id ``below``."""
+        msgs: list[OutMessage] = []
+        states = self._states
+        while states and states[0][0] < below:
+            _, t = states.popleft()
+            msgs += self.encoder.device_status(t.device_id, t.online, t)
+        if msgs:
+            wire.put(msgs)
 
     def correct_unsynced(self, offset: ClockOffset) -> int:
         """Clock synchronised: fix the timestamps of pre-sync readings still in the outbox."""
@@ -347,19 +378,34 @@ class MqttSink:
         while not self._closing.is_set():
             if ready is not None and not ready():
                 self._ctrl.clear()
+                if self._closing.is_set():
+                    return
                 await self._ctrl.wait()
                 continue
             await wire.space()
             rows = await self.outbox.read(cursor, limit)
             if not rows:
+                # every row committed before a waiting transition is out (or acked): its turn
+                self._put_states(wire, math.inf)
+                if self._closing.is_set():  # close() woke the readers while we read
+                    return
                 await self.outbox.wait_for_rows(cursor)
                 continue
-            if len(rows) < limit and await self._fill_wait(rows, cursor, limit):
+            if (
+                not self._states
+                and len(rows) < limit
+                and await self._fill_wait(rows, cursor, limit)
+            ):
                 rows = await self.outbox.read(cursor, limit)
             if self._closing.is_set():
                 return
             if ready is not None and not ready():  # a control message arrived meanwhile
                 continue
+            if self._states:
+                self._put_states(wire, rows[0].id)
+                if self._states and self._states[0][0] < rows[-1].id:
+                    barrier = self._states[0][0]  # rows after it wait for the transition
+                    rows = [r for r in rows if r.id <= barrier]
             cursor = rows[-1].id
             self._encode(wire, rows, boundary)
 

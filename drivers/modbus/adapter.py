@@ -12,15 +12,22 @@ bus owner never sees a pymodbus type:
 
     DeviceException(unit, function_code, code)   the device answered with an exception PDU
     NoResponse(unit, function_code, bad_frame)   nothing valid came back within the timeout
-    NotConnected(endpoint, reason)               the port / socket is closed or cannot open
+    NotConnected(endpoint, reason, kind)         the port / socket is closed or cannot open;
+                                                 ``kind``: the device-state reason
 
 pymodbus' own retries and reconnect task are switched off (``retries=0``,
 ``reconnect_delay=0``): the bus owner retries only on timeout / busy and reconnects with its
 own backoff, so one dead unit cannot burn 12 s of bus time in library retries.
+
+Link supervision (issue 15): a TCP stream whose position is unknown is closed, so the bus
+owner reconnects on a clean one. Modbus TCP does it in ``mbap_io`` (a partial frame older than
+the timeout, ``MAX_SILENT`` timeouts in a row, a corrupt header); RTU over TCP does it here
+(a garbled or partial reply, or ``MAX_SILENT`` timeouts in a row, close the connection).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
 from collections.abc import Sequence
@@ -28,14 +35,28 @@ from typing import Any, Protocol
 
 from agent.config.endpoint import Endpoint
 from agent.config.profile import Table
+from drivers.device_state import Reason, link_reason
 from drivers.modbus.mbap import MbapClient, MbapClosed, MbapTimeout, Outcome
+from drivers.modbus.mbap_io import MAX_SILENT
 
 # Modbus exception codes (spec, section 7) the bus owner reacts to.
 ILLEGAL_FUNCTION = 1
 ILLEGAL_ADDRESS = 2
 ILLEGAL_VALUE = 3
 DEVICE_BUSY = 6
+GATEWAY_PATH_UNAVAILABLE = 10
+GATEWAY_TARGET_FAILED = 11
 SPAN_REJECTED = frozenset({ILLEGAL_FUNCTION, ILLEGAL_ADDRESS, ILLEGAL_VALUE})
+
+
+def exception_reason(code: int) -> tuple[Reason, str]:
+    """The device-state reason of an exception reply to every read of a poll."""
+    if code == GATEWAY_TARGET_FAILED:  # the gateway's device behind it is silent
+        return Reason.TIMEOUT, "exception 11: the gateway's target device did not respond"
+    if code == GATEWAY_PATH_UNAVAILABLE:
+        return Reason.NO_ROUTE, "exception 10: gateway path unavailable"
+    return Reason.EXCEPTION, f"exception {code} to every read"
+
 
 # pymodbus logs every timeout at ERROR; here each failure becomes a typed exception that the bus
 # owner counts and logs once per state change. Unless the application set a level for the
@@ -71,9 +92,10 @@ class NoResponse(ModbusError):
 
 
 class NotConnected(ModbusError):
-    def __init__(self, endpoint: str, reason: str) -> None:
+    def __init__(self, endpoint: str, reason: str, kind: Reason = Reason.RESET) -> None:
         self.endpoint = endpoint
         self.reason = reason
+        self.kind = kind  # what it means for the devices behind it (drivers/device_state.py)
         super().__init__(f"{endpoint}: not connected ({reason})")
 
 
@@ -202,9 +224,9 @@ class _MbapBackend:
         try:
             await self._mbap.connect(timeout)
         except TimeoutError as exc:
-            raise NotConnected(self.url, "connect timed out") from exc
+            raise NotConnected(self.url, "connect timed out", Reason.TIMEOUT) from exc
         except OSError as exc:
-            raise NotConnected(self.url, f"{type(exc).__name__}: {exc}") from exc
+            raise NotConnected(self.url, f"{type(exc).__name__}: {exc}", link_reason(exc)) from exc
 
     def close(self) -> None:
         self._mbap.close()
@@ -213,10 +235,13 @@ class _MbapBackend:
 
     def link_error(self, unit: int, fc: int, exc: Exception) -> ModbusError:
         if isinstance(exc, MbapTimeout):
-            if not self._mbap.connected:
-                return NotConnected(self.url, "stream corrupt; connection reset")
+            if not self._mbap.connected:  # supervision closed the stream (see mbap_io)
+                kind = Reason.BAD_FRAMES if exc.bad_frame else Reason.TIMEOUT
+                return NotConnected(self.url, f"{exc.why}; connection closed", kind)
             return NoResponse(unit, fc, bad_frame=exc.bad_frame)
-        return NotConnected(self.url, str(exc))
+        if isinstance(exc, MbapClosed):
+            return NotConnected(self.url, str(exc), exc.kind)
+        return NotConnected(self.url, str(exc), link_reason(exc))
 
     async def _call(self, unit: int, fc: int, pdu: bytes, timeout: float) -> bytes:
         try:
@@ -237,7 +262,7 @@ class _MbapBackend:
         try:
             outcomes = await self._mbap.batch(reqs, timeout)
         except MbapClosed as exc:
-            raise NotConnected(self.url, str(exc)) from exc
+            raise NotConnected(self.url, str(exc), exc.kind) from exc
         return [Prefetched(self, r, o) for r, o in zip(reads, outcomes, strict=False)]
 
     def cut_batch(self) -> None:
@@ -294,6 +319,8 @@ class _PymodbusBackend:
 
         self.endpoint = endpoint
         self._rx_seen = False
+        self._silent = 0  # timeouts in a row on this connection (RTU over TCP supervision)
+        self._serial = endpoint.is_serial
         self._client: Any
         common: dict[str, Any] = {
             "timeout": timeout,
@@ -328,14 +355,23 @@ class _PymodbusBackend:
 
     async def connect(self, timeout: float) -> None:
         self._client.ctx.comm_params.timeout_connect = timeout
+        self._silent = 0
         try:
             ok = await self._client.connect()
         except Exception as exc:
             # pyserial raises SerialException (an OSError), ValueError for settings the port
             # refuses and termios.error from tcsetattr; none of them may kill the bus owner
-            raise NotConnected(self.endpoint.url, f"{type(exc).__name__}: {exc}") from exc
+            raise NotConnected(
+                self.endpoint.url,
+                f"{type(exc).__name__}: {exc}",
+                link_reason(exc, serial=self._serial),
+            ) from exc
         if not ok:
-            raise NotConnected(self.endpoint.url, "connect failed")
+            if self._serial:
+                raise NotConnected(self.endpoint.url, "cannot open the port", Reason.PORT_GONE)
+            # pymodbus logs the socket error and returns False: find out what it was
+            why, kind = await _tcp_failure(self.endpoint, timeout)
+            raise NotConnected(self.endpoint.url, f"connect failed: {why}", kind)
 
     def close(self) -> None:
         self._client.close()
@@ -379,25 +415,51 @@ class _PymodbusBackend:
     ) -> Any:
         from pymodbus.exceptions import ConnectionException, ModbusIOException
 
+        lost = Reason.PORT_GONE if self._serial else Reason.RESET
         if not self._client.connected:
-            raise NotConnected(self.endpoint.url, "link closed")
+            raise NotConnected(self.endpoint.url, "link closed", lost)
         # pymodbus reads the response timeout from comm_params on every execute
         self._client.ctx.comm_params.timeout_connect = timeout
         self._rx_seen = False
         try:
             resp = await getattr(self._client, method)(*args, **kwargs)
         except ConnectionException as exc:
-            raise NotConnected(self.endpoint.url, str(exc)) from exc
+            raise NotConnected(self.endpoint.url, str(exc), lost) from exc
         except ModbusIOException as exc:
             if not self._client.connected:
                 # the link dropped while we waited: not the unit's fault
-                raise NotConnected(self.endpoint.url, "link lost during request") from exc
+                raise NotConnected(self.endpoint.url, "link lost during request", lost) from exc
+            self._silent = 0 if self._rx_seen else self._silent + 1
+            if not self._serial and (self._rx_seen or self._silent >= MAX_SILENT):
+                # RTU over TCP: a partial or garbled reply may sit in the framer and prefix
+                # the next one, and a server that stopped answering may have a dead link to
+                # its own port: start again on a new connection
+                self.close()
+                why = "garbled reply" if self._rx_seen else f"{self._silent} timeouts in a row"
+                kind = Reason.BAD_FRAMES if self._rx_seen else Reason.TIMEOUT
+                raise NotConnected(self.endpoint.url, f"{why}; connection closed", kind) from exc
             raise NoResponse(unit, fc, bad_frame=self._rx_seen) from exc
         except OSError as exc:
-            raise NotConnected(self.endpoint.url, str(exc)) from exc
+            kind = link_reason(exc, serial=self._serial)
+            raise NotConnected(self.endpoint.url, str(exc), kind) from exc
+        self._silent = 0
         if resp.isError():
             raise DeviceException(unit, fc, int(getattr(resp, "exception_code", 0)))
         return resp
+
+
+async def _tcp_failure(endpoint: Endpoint, timeout: float) -> tuple[str, Reason]:
+    """Why a TCP connect to ``endpoint`` fails, found with a plain connect of our own (only
+    called after pymodbus' connect failed, so at the reconnect backoff's pace)."""
+    try:
+        async with asyncio.timeout(timeout):
+            _, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
+    except TimeoutError:
+        return "connect timed out", Reason.TIMEOUT
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc}", link_reason(exc)
+    writer.close()
+    return "the connection failed once and worked on a second try", Reason.RESET
 
 
 _READS: dict[Table, tuple[int, str]] = {

@@ -11,18 +11,25 @@ their replies from it, and whatever the batch did not read is read live.
 Behaviour worth knowing (documented choices):
 - A poll = every interval group of one device that is due, read with one cached plan, emitted
   as one batch. A tick missed because the bus was busy is skipped and counted in ``overruns``.
+- What a poll came to goes to the device's ``DeviceHealth`` (drivers/device_state.py), which
+  decides online / degraded / offline; each transition goes to ``on_state``, in order with the
+  readings: a device coming back gets its transition before the readings of that poll, the
+  poll that takes a device down emits its (BAD) readings before the transition.
 - A failed request: its points (and, after a timeout, the rest of the poll) are emitted BAD
-  with value None and reason "timeout", "bad frame", "exception N", "not connected".
-- A timeout (after ``bus.retries`` retries) with nothing received quarantines the unit (a
-  garbled reply does not: the unit is alive, the line is noisy): backoff from
-  ``quarantine_min`` (1 s) doubling to ``bus.quarantine_max``, ±20 % jitter. While quarantined
-  or while the bus is down, each tick emits the device's points as STALE with the last good
-  value (None if never read) and reason "quarantined" / "not connected", at no bus cost. The
-  first poll after the quarantine is the probe and runs without retries, so a dead unit costs
-  its neighbours at most one timeout per backoff period.
-- Exception 1/2/3 on a read: the request is bisected to find the points the device rejects
-  (reported in ``DeviceStats.unsupported_points``, never polled again during this run) or the
-  gap between points it refuses to bridge (excluded from later plans).
+  with value None and reason "timeout", "bad frame", "exception N", "not connected". Once
+  offline, a device emits nothing on its ticks (failed probes included), unless the bus sets
+  ``stale_readings``: then its points go out STALE with the last good value and the offline
+  reason as the reason, at no bus cost.
+- An offline device is polled only when its probe is due (see device_state.py), without
+  retries, so a dead unit costs its neighbours at most one timeout per probe period.
+- Exception 1/2/3 on a read: after the poll's other reads, the request is explored
+  (drivers/modbus/bisect.py) for exactly the registers and points the device rejects; they
+  are left out of the plans and re-probed with backoff up to about an hour
+  (drivers/modbus/exclusions.py). Nothing is learned from a poll the device answered with
+  exceptions only: that is a device fault (offline, reason "exception").
+- The link: a connect that fails, or a link lost without a transaction on it, retries with
+  jittered backoff from ``reconnect_min`` to ``reconnect_max`` (10 s); a link that carried
+  transactions and then dropped is reopened at once.
 - ``emit`` is awaited by the bus owner: a slow pipeline slows this bus.
 """
 
@@ -39,10 +46,19 @@ from typing import TypeVar, cast
 
 from agent.config.endpoint import parse_endpoint
 from agent.config.gateway import BusConfig
-from agent.config.profile import DataType, Point, Table
+from agent.config.profile import DataType, Table
 from agent.reading import Reading, Value, now_ms
 from agent.waits import wait_event
-from drivers.base import BusStats, DeviceBinding, Emit, WriteResult, WriteStatus
+from drivers.base import (
+    BusStats,
+    DeviceBinding,
+    Emit,
+    StateListener,
+    WriteResult,
+    WriteStatus,
+    no_listener,
+)
+from drivers.device_state import Reason, Transition
 from drivers.modbus.adapter import (
     DEVICE_BUSY,
     SPAN_REJECTED,
@@ -51,12 +67,15 @@ from drivers.modbus.adapter import (
     NotConnected,
     Prefetched,
     Read,
+    exception_reason,
     inter_frame_gap,
     modbus_client,
     response_timeout,
 )
 from drivers.modbus.codec import CodecError, decode_point, encode_point
 from drivers.modbus.device import DeviceState, Group
+from drivers.modbus.planner import ReadRequest
+from drivers.modbus.poll import Abort, ExploreRead, PollResult, explore_rejected
 from drivers.modbus.schedule import Backoff
 from drivers.modbus.writes import WriteJob, read_only_reason
 
@@ -74,14 +93,6 @@ def _due(d: DeviceState) -> float:
     return d.due
 
 
-class _Abort(Exception):
-    """Stop the current poll; the remaining points are reported with ``reason``."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(reason)
-
-
 class ModbusBus:
     def __init__(
         self,
@@ -91,26 +102,36 @@ class ModbusBus:
         *,
         quarantine_min: float = 1.0,
         reconnect_min: float = 0.5,
-        reconnect_max: float = 30.0,
+        reconnect_max: float = 10.0,
+        reprobe_min: float = 60.0,
+        reprobe_max: float = 3600.0,
         rng: random.Random | None = None,
+        on_state: StateListener = no_listener,
     ) -> None:
         self.bus_id = bus.id
         self.config = bus
         self.stats = BusStats()
         self.endpoint = parse_endpoint(bus.endpoint)
         self._emit = emit
+        self._on_state = on_state
         self._rng = rng or random.Random()
         self._gap = inter_frame_gap(self.endpoint, bus.inter_frame_gap)
-        self._client = modbus_client(self.endpoint, response_timeout(self.endpoint, bus.timeout))
+        timeout = response_timeout(self.endpoint, bus.timeout)
+        self._client = modbus_client(self.endpoint, timeout)
         self.devices: dict[str, DeviceState] = {}
         for b in devices:
             if b.device.enabled:
+                # the issue's bound: offline within max(2 x interval, (retries+1) x timeout + 1 s)
+                bound = max(2 * b.device.interval, (bus.retries + 1) * timeout + 1.0)
                 st = DeviceState(
                     b,
                     bus.id,
                     quarantine_min=quarantine_min,
                     quarantine_max=bus.quarantine_max,
                     rng=self._rng,
+                    offline_after_s=bound,
+                    reprobe_min=reprobe_min,
+                    reprobe_max=reprobe_max,
                 )
                 self.devices[b.id] = st
                 self.stats.devices[b.id] = st.stats
@@ -120,6 +141,9 @@ class ModbusBus:
         self._reconnect = Backoff(reconnect_min, max(reconnect_min, reconnect_max), rng=self._rng)
         self._next_connect = 0.0
         self._ever_connected = False
+        self._link_carried = False  # a transaction went through on the current link
+        self._link_kind = Reason.RESET  # why the link is down, for the devices' state
+        self._link_detail: str | None = None
         self._last_frame_end = -math.inf
         # replies of the current tick's batch not yet consumed by ``_read`` (Modbus TCP)
         self._prefetched: dict[Read, Prefetched] = {}
@@ -185,7 +209,7 @@ class ModbusBus:
         now = loop.time()
         if not self._client.connected:
             if self.stats.connected:
-                self._lost("link closed")
+                self._lost()
             if now >= self._next_connect:
                 await self._connect(loop)
                 return
@@ -218,6 +242,8 @@ class ModbusBus:
         except NotConnected as exc:
             delay = self._reconnect.next()
             self._next_connect = loop.time() + delay
+            self._link_kind, self._link_detail = exc.kind, exc.reason
+            self.stats.link_error, self.stats.retry_in = exc.reason, delay
             lvl = logging.WARNING if self._reconnect.failures == 1 else logging.DEBUG
             log.log(
                 lvl,
@@ -233,19 +259,32 @@ class ModbusBus:
             self.stats.reconnects += 1
             log.info("bus %s: reconnected to %s", self.bus_id, self.endpoint.url)
         self._ever_connected = True
+        self._link_carried = False
         self.stats.connected = True
+        self.stats.link_error = None
         self._ready.set()
         if self.config.connect_pause:
             await asyncio.sleep(self.config.connect_pause)  # devices that need time after open
         self._last_frame_end = loop.time()
 
-    def _lost(self, reason: str) -> None:
+    def _lost(self, exc: NotConnected | None = None) -> None:
+        reason = "link closed" if exc is None else exc.reason
         if self.stats.connected:
             log.warning("bus %s: connection lost (%s)", self.bus_id, reason)
         self.stats.connected = False
+        self.stats.link_error = reason
+        if exc is not None:
+            self._link_kind = exc.kind
+        else:
+            self._link_kind = Reason.PORT_GONE if self.endpoint.is_serial else Reason.RESET
+        self._link_detail = reason
         self._client.close()
-        loop = asyncio.get_running_loop()
-        self._next_connect = loop.time() + self._reconnect.next()
+        # a link that carried transactions is reopened at once (a peer restart, a supervision
+        # close); one that dropped before any answer backs off like a failed connect
+        delay = 0.0 if self._link_carried else self._reconnect.next()
+        self._link_carried = False
+        self.stats.retry_in = delay
+        self._next_connect = asyncio.get_running_loop().time() + delay
 
     async def _request(
         self,
@@ -281,8 +320,13 @@ class ModbusBus:
                     attempt += 1
                     continue
                 raise
+            except NotConnected as exc:  # supervision closed the link over this request
+                dev.stats.timeouts += exc.kind is Reason.TIMEOUT
+                dev.stats.bad_frames += exc.kind is Reason.BAD_FRAMES
+                raise
             except DeviceException as exc:
                 dev.stats.exceptions += 1
+                self._answered(dev)  # an exception reply is an answer: the link works
                 if exc.code == DEVICE_BUSY and attempt < retries:
                     attempt += 1
                     continue
@@ -294,31 +338,15 @@ class ModbusBus:
                     end, self._rx_ms = loop.time(), now_ms()
                 self.stats.busy_s += end - start
                 self._last_frame_end = max(self._last_frame_end, end)
-            self._online(dev)
+            self._answered(dev)
+            dev.stats.last_success_ms = self._rx_ms
             return result
 
-    def _online(self, dev: DeviceState) -> None:
+    def _answered(self, dev: DeviceState) -> None:
         # the link carried a transaction: only now is a reconnect known to have worked (a
         # serial server that accepts and drops at once must keep backing off)
         self._reconnect.reset()
-        dev.stats.last_success_ms = now_ms()
-        if dev.backoff.failing:
-            log.info("bus %s: unit %d (%s) answers again", self.bus_id, dev.unit, dev.binding.id)
-        dev.backoff.reset()
-        dev.stats.online = True
-        dev.stats.quarantined_until = 0.0
-
-    def _quarantine(self, dev: DeviceState) -> None:
-        delay = dev.backoff.next()
-        if dev.backoff.failures == 1:
-            log.warning(
-                "bus %s: unit %d (%s) does not answer; quarantined with backoff",
-                self.bus_id,
-                dev.unit,
-                dev.binding.id,
-            )
-        dev.stats.online = False
-        dev.stats.quarantined_until = asyncio.get_running_loop().time() + delay
+        self._link_carried = True
 
     async def _read(
         self,
@@ -333,46 +361,50 @@ class ModbusBus:
     ) -> list[int] | list[bool]:
         if drain:
             await self._drain_writes()
-        if not self._client.connected:
-            raise _Abort("not connected")
+        # only a poll read takes its reply from the batch: a write's read-back must see the
+        # register after the write. A batch outcome goes first even if the link is closed by
+        # now: it says why (a corrupt frame, a reset).
+        pre = self._prefetched.pop((table, start, count, dev.unit), None) if poll else None
+        if pre is None and not self._client.connected:
+            raise Abort("not connected", self._link_kind, self._link_detail)
 
         async def call(timeout: float) -> list[int] | list[bool]:
             return await self._client.read(table, start, count, dev.unit, timeout)
 
-        # only a poll read takes its reply from the batch: a write's read-back must see the
-        # register after the write
-        pre = self._prefetched.pop((table, start, count, dev.unit), None) if poll else None
         try:
             return await self._request(dev, call, _frame_chars(table, count), retries, pre)
         except NoResponse as exc:
-            if exc.bad_frame:
-                # the unit did answer, the line garbled it: noise is not a dead unit
-                raise _Abort("bad frame") from exc
-            self._quarantine(dev)
-            raise _Abort("timeout") from exc
+            tries = f"after {retries + 1} tr{'ies' if retries else 'y'}"
+            if exc.bad_frame:  # the unit did answer, the line garbled it
+                raise Abort("bad frame", Reason.BAD_FRAMES, f"garbled reply {tries}") from exc
+            raise Abort("timeout", Reason.TIMEOUT, f"no answer {tries}") from exc
         except NotConnected as exc:
-            self._lost(exc.reason)
-            raise _Abort("not connected") from exc
+            self._lost(exc)
+            raise Abort("not connected", exc.kind, exc.reason) from exc
 
     # --- polls ----------------------------------------------------------------------------------
     async def _poll_due(self, now: float, loop: asyncio.AbstractEventLoop) -> None:
         """Poll every device due now; their reads go out first as one batch (Modbus TCP: see
         drivers/modbus/mbap_io.py), then each device is polled as usual and takes its replies
         from the batch. What the batch did not read (after it stopped at a timeout, or was cut
-        for a write) is read live, with the usual retries."""
-        devs = sorted((d for d in self.devices.values() if d.due <= now), key=_due)
+        for a write) is read live, with the usual retries. Probes of offline devices go last:
+        a batch stops at its first timeout."""
+        devs = sorted(
+            (d for d in self.devices.values() if d.due <= now),
+            key=lambda d: (d.health.probing, d.due),
+        )
         due = [(d, d.due_groups(now)) for d in devs]
         reads: list[Read] = []
         if not self._writes:  # a waiting write goes first: this tick's polls go one by one
             for d, groups in due:
-                if now >= d.stats.quarantined_until:
+                if d.health.may_poll(now):
                     reads += [(r.table, r.start, r.count, d.unit) for r in d.plan(groups)]
         if reads:
             timeout = response_timeout(self.endpoint, self.config.timeout)
             try:
                 got = await self._client.read_batch(reads, timeout)
             except NotConnected as exc:
-                self._lost(exc.reason)
+                self._lost(exc)
                 got = []
             self._prefetched = dict(zip(reads, got, strict=False))
         try:
@@ -383,93 +415,101 @@ class ModbusBus:
             self.stats.requests += len(self._prefetched)
             self._prefetched = {}
 
+    def _shared(self, dev: DeviceState) -> bool:
+        """Other devices on this bus still answer: a dead one must not slow them down."""
+        return any(d is not dev and not d.health.offline for d in self.devices.values())
+
     async def _poll(
         self, dev: DeviceState, loop: asyncio.AbstractEventLoop, groups: list[Group] | None = None
     ) -> None:
         start = loop.time()
         if groups is None:
             groups = dev.due_groups(start)
+        h = dev.health
+        transition: Transition | None = None
         readings: list[Reading] = []
-        if not self._client.connected:
-            readings = dev.stale(dev.live_points(groups), now_ms(), "not connected")
-        elif start < dev.stats.quarantined_until:
-            readings = dev.stale(dev.live_points(groups), now_ms(), "quarantined")
-        else:
+        # the owner's view of the link: the I/O thread may have closed it during this tick's
+        # batch, and the batch's outcome says why (read below)
+        if not self.stats.connected:
+            transition = h.failed(self._link_kind, self._link_detail, probed=False)
+        elif h.may_poll(start):
             busy = self.stats.busy_s
-            readings = await self._read_groups(dev, groups)
+            poll = await self._read_groups(dev, groups)
             dev.stats.polls += 1
             # with a batch the wire time was spent before this poll started
             dev.stats.last_cycle_s = max(loop.time() - start, self.stats.busy_s - busy)
+            readings = poll.readings
+            if poll.answered or poll.failure is None:
+                transition = h.good(poll.failing, dev.excluded_points)
+            else:
+                transition = h.failed(*poll.failure, shared=self._shared(dev))
         dev.advance(groups, loop.time())
+        await self._report(dev, transition, readings, groups)
+
+    async def _report(
+        self,
+        dev: DeviceState,
+        transition: Transition | None,
+        readings: list[Reading],
+        groups: list[Group],
+    ) -> None:
+        """Hand on what a tick came to, in order: the failed poll that takes a device down
+        (its points BAD) before the transition; a transition up before the poll's readings;
+        nothing from a device that stays offline (stale values if configured)."""
+        if transition is not None:
+            if not transition.online and readings:
+                await self._emit(dev.binding, readings)
+                readings = []
+            await self._on_state(transition)
+            if not transition.online:
+                return
+        if dev.health.offline:
+            if self.config.stale_readings:
+                why = dev.stats.reason or "offline"
+                readings = dev.stale(dev.live_points(groups), now_ms(), why)
+            else:
+                return
         if readings:
             await self._emit(dev.binding, readings)
 
-    async def _read_groups(self, dev: DeviceState, groups: list[Group]) -> list[Reading]:
+    def _explorer_read(self, dev: DeviceState, retries: int) -> ExploreRead:
+        async def read(table: Table, start: int, count: int) -> tuple[list[int] | list[bool], int]:
+            values = await self._read(dev, table, start, count, retries)
+            return values, self._rx_ms
+
+        return read
+
+    async def _read_groups(self, dev: DeviceState, groups: list[Group]) -> PollResult:
         plan = dev.plan(groups)
-        retries = 0 if dev.backoff.failing else self.config.retries  # a probe costs one timeout
-        out: list[Reading] = []
+        retries = 0 if dev.health.probing else self.config.retries  # a probe costs one timeout
+        poll = PollResult()
+        out = poll.readings
+        rejected: list[tuple[ReadRequest, int]] = []
         for i, req in enumerate(plan):
             try:
                 values = await self._read(dev, req.table, req.start, req.count, retries, poll=True)
-            except _Abort as stop:
+            except Abort as stop:
+                poll.fail(stop.kind, stop.detail)
                 ts = now_ms()
-                for later in plan[i:]:
+                for later in (*(r for r, _ in rejected), *plan[i:]):
                     out += dev.bad(later.points, ts, stop.reason)
-                break
+                return poll
             except DeviceException as exc:
                 if exc.code in SPAN_REJECTED:
-                    try:
-                        found, _ = await self._bisect(dev, req.table, req.points, retries, exc.code)
-                        out += found
-                    except _Abort as stop:
-                        ts = now_ms()
-                        done = {r.point for r in out}
-                        for later in plan[i:]:
-                            out += dev.bad(
-                                [p for p in later.points if p.name not in done], ts, stop.reason
-                            )
-                        break
-                else:
-                    out += dev.bad(req.points, now_ms(), f"exception {exc.code}")
+                    rejected.append((req, exc.code))  # explored once the rest is read
+                    continue
+                poll.fail(*exception_reason(exc.code))
+                out += dev.bad(req.points, now_ms(), f"exception {exc.code}")
+                for p in req.points:
+                    poll.failing[p.name] = Reason.EXCEPTION
                 continue
-            out += dev.decode(req.points, req.start, values, self._rx_ms)
-        return out
-
-    async def _bisect(
-        self,
-        dev: DeviceState,
-        table: Table,
-        points: Sequence[Point],
-        retries: int,
-        rejected: int | None = None,
-    ) -> tuple[list[Reading], bool]:
-        """Read ``points`` as one span, in halves if the device rejects it (``rejected``: it
-        already did, with that exception code). Returns the readings and whether the whole
-        set was readable, in one piece or in halves."""
-        pts = sorted(points, key=lambda p: (p.address, p.registers))
-        start = pts[0].address
-        end = max(p.address + p.registers for p in pts)
-        if rejected is None:
-            try:
-                values = await self._read(dev, table, start, end - start, retries)
-            except DeviceException as exc:
-                if exc.code not in SPAN_REJECTED:
-                    return dev.bad(pts, now_ms(), f"exception {exc.code}"), False
-                rejected = exc.code
-            else:
-                return dev.decode(pts, start, values, now_ms()), True
-        if len(pts) == 1:
-            dev.mark_unsupported(pts[0].name, f"exception {rejected}")
-            return dev.bad(pts, now_ms(), f"unsupported (exception {rejected})"), False
-        mid = len(pts) // 2
-        left, left_ok = await self._bisect(dev, table, pts[:mid], retries)
-        right, right_ok = await self._bisect(dev, table, pts[mid:], retries)
-        if left_ok and right_ok:
-            # each half reads fine, together they do not: the registers between them are the
-            # ones the device refuses (unimplemented gap registers)
-            gap_start = max(p.address + p.registers for p in pts[:mid])
-            dev.exclude(table, gap_start, pts[mid].address)
-        return left + right, left_ok and right_ok
+            poll.answered += 1
+            poll.add(dev.decode(req.points, req.start, values, self._rx_ms))
+        if rejected:
+            await explore_rejected(dev, poll, rejected, self._explorer_read(dev, retries))
+        else:
+            dev.rejected_all = False
+        return poll
 
     # --- writes ---------------------------------------------------------------------------------
     async def _drain_writes(self) -> None:
@@ -485,13 +525,13 @@ class ModbusBus:
             job.finish(WriteResult(WriteStatus.REJECTED, "bus not connected"))
             return
         job.started = True
-        retries = 0 if dev.backoff.failing else self.config.retries
+        retries = 0 if dev.health.probing else self.config.retries
         unit, enc = dev.unit, job.encoded
         if p.type is DataType.BIT:
             try:
                 word = await self._read(dev, p.table, p.address, 1, retries, drain=False)
                 enc = encode_point(p, job.value, dev.order(p), current=[int(w) for w in word])
-            except _Abort as stop:
+            except Abort as stop:
                 status = (
                     WriteStatus.REJECTED
                     if stop.reason == "not connected"
@@ -525,13 +565,13 @@ class ModbusBus:
             job.finish(WriteResult(WriteStatus.TIMEOUT, "timeout"))
             return
         except NotConnected as exc:
-            self._lost(exc.reason)
+            self._lost(exc)
             job.finish(WriteResult(WriteStatus.TIMEOUT, "connection lost"))
             return
         try:
             values = await self._read(dev, p.table, p.address, p.registers, retries, drain=False)
             readback = decode_point(p, values, dev.order(p))
-        except (_Abort, DeviceException, CodecError) as exc:
+        except (Abort, DeviceException, CodecError) as exc:
             job.finish(WriteResult(WriteStatus.OK, f"readback failed: {exc}"))
             return
         job.finish(WriteResult(WriteStatus.OK, readback=readback))

@@ -1,22 +1,22 @@
-"""Per-device state the bus owner keeps: interval groups, cached plans, learned exclusions,
-last good values, counters and quarantine backoff. No I/O here."""
+"""Per-device state the bus owner keeps: interval groups, cached plans, learned exclusions
+(drivers/modbus/exclusions.py), last good values, counters and the device's health
+(drivers/device_state.py). No I/O here."""
 
 from __future__ import annotations
 
-import logging
 import math
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from agent.config.profile import Point, Table, WordOrder
+from agent.config.profile import Point, WordOrder
 from agent.reading import Quality, Reading, Source, TimeQuality, Value
 from drivers.base import DeviceBinding, DeviceStats, point_reading
+from drivers.device_state import DeviceHealth
 from drivers.modbus.codec import CodecError, decode_point, fast_decoder
-from drivers.modbus.planner import PlanError, ReadRequest, plan_reads
-from drivers.modbus.schedule import Backoff, first_aligned_tick, next_tick
-
-log = logging.getLogger(__name__)
+from drivers.modbus.exclusions import LearnedExclusions
+from drivers.modbus.planner import PlanError, ReadRequest, blocked_points, plan_reads
+from drivers.modbus.schedule import first_aligned_tick, next_tick
 
 DUE_SLACK = 0.005  # groups falling due within this many seconds are read in the same poll
 
@@ -55,6 +55,9 @@ class DeviceState:
         quarantine_min: float,
         quarantine_max: float,
         rng: random.Random,
+        offline_after_s: float | None = None,
+        reprobe_min: float = 60.0,
+        reprobe_max: float = 3600.0,
     ) -> None:
         self.binding = binding
         self.bus_id = bus_id
@@ -62,11 +65,26 @@ class DeviceState:
         self.stats = DeviceStats()
         self._sources: dict[str, Source] = {}
         self._compiled: dict[str, _Compiled] = {}
-        self.backoff = Backoff(quarantine_min, max(quarantine_min, quarantine_max), rng=rng)
-        self.excluded: set[tuple[Table, int]] = set()
-        self.unsupported: dict[str, str] = {}  # point name -> reason
+        self.health = DeviceHealth(
+            binding.id,
+            bus_id,
+            self.stats,
+            offline_after_s=offline_after_s,
+            probe_min=quarantine_min,
+            probe_max=quarantine_max,
+            rng=rng,
+        )
+        self.learned = LearnedExclusions(
+            f"bus {bus_id} device {binding.id}",
+            reprobe_min=reprobe_min,
+            reprobe_max=reprobe_max,
+            rng=rng,
+        )
+        self.blocked: dict[str, str] = {}  # point name -> why no plan can read it
+        self.rejected_all = False  # the last poll got exception replies to every read
         self.last_good: dict[str, Value] = {}
         self._plans: dict[tuple[float, ...], tuple[ReadRequest, ...]] = {}
+        self._plans_version = -1
         by_interval: dict[float, list[Point]] = {}
         for p in binding.profile.points:
             by_interval.setdefault(p.interval or binding.device.interval, []).append(p)
@@ -101,58 +119,45 @@ class DeviceState:
         return point.order or self.binding.profile.word_order
 
     def live_points(self, groups: Sequence[Group]) -> list[Point]:
-        return [p for g in groups for p in g.points if p.name not in self.unsupported]
+        skip = self.learned.points
+        blocked = self.blocked
+        return [p for g in groups for p in g.points if p.name not in skip and p.name not in blocked]
+
+    @property
+    def excluded_points(self) -> int:
+        """Points not polled because the device rejects them (degraded while any)."""
+        return len(self.stats.unsupported_points)
 
     def plan(self, groups: Sequence[Group]) -> tuple[ReadRequest, ...]:
-        key = tuple(g.interval for g in groups)
-        if key not in self._plans:
-            limits = self.binding.profile.limits
-            while True:
-                try:
-                    self._plans[key] = plan_reads(
-                        self.live_points(groups), limits, excluded=frozenset(self.excluded)
-                    )
-                    break
-                except PlanError as exc:  # the point lies on registers we learned to avoid
-                    self.mark_unsupported(exc.point, exc.reason, replan=False)
-        return self._plans[key]
-
-    def mark_unsupported(self, name: str, reason: str, *, replan: bool = True) -> None:
-        if name in self.unsupported:
-            return
-        self.unsupported[name] = reason
-        self.stats.unsupported_points = tuple(sorted(self.unsupported))
-        log.warning(
-            "bus %s device %s: point %s is unsupported by the device (%s); no longer polled",
-            self.bus_id,
-            self.binding.id,
-            name,
-            reason,
-        )
-        try:
-            p = self.binding.profile.point(name)
-        except KeyError:
-            p = None
-        if p is not None:
-            self.excluded.update((p.table, a) for a in range(p.address, p.address + p.registers))
-        if replan:
+        learned = self.learned
+        if learned.next_retry is not None:
+            learned.release_due()  # re-probe: plan across what was rejected long enough ago
+        if self._plans_version != learned.version:
             self._plans.clear()
-
-    def exclude(self, table: Table, start: int, end: int) -> None:
-        """Never read across ``start..end-1`` again (a gap the device rejects)."""
-        if end <= start:
-            return
-        log.warning(
-            "bus %s device %s: %s registers %d..%d rejected inside a span; "
-            "reads will no longer bridge them",
-            self.bus_id,
-            self.binding.id,
-            table.value,
-            start,
-            end - 1,
-        )
-        self.excluded.update((table, a) for a in range(start, end))
-        self._plans.clear()
+            self.blocked.clear()
+            self._plans_version = learned.version
+            self.stats.excluded = learned.describe()
+        key = tuple(g.interval for g in groups)
+        plan = self._plans.get(key)
+        if plan is None:
+            limits = learned.limits(self.binding.profile.limits)
+            excluded = learned.registers
+            points = self.live_points(groups)
+            # a point on registers the device rejects (or wider than a learned cap) is left out
+            # until the re-probe releases them
+            for p in blocked_points(points, limits, excluded=excluded):
+                self.blocked[p.name] = "on registers the device rejects"
+            points = [p for p in points if p.name not in self.blocked]
+            try:
+                plan = plan_reads(points, limits, excluded=excluded)
+            except PlanError as exc:  # blocked_points covers every reason; kept as a guard
+                self.blocked[exc.point] = exc.reason
+                plan = plan_reads(
+                    [p for p in points if p.name not in self.blocked], limits, excluded=excluded
+                )
+            self._plans[key] = plan
+            self.stats.unsupported_points = tuple(sorted(learned.points | self.blocked.keys()))
+        return plan
 
     # --- results ------------------------------------------------------------------------------
     def reading(

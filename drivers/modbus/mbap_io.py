@@ -14,7 +14,11 @@ Stream rules (a TCP stream has no resynchronisation point):
   timed out: skipped;
 - a header that cannot be Modbus (protocol id != 0, length outside 2..254) or the wrong unit id
   means the stream is corrupt: the connection is closed and the request fails as a bad frame,
-  so the bus owner reconnects on a clean stream.
+  so the bus owner reconnects on a clean stream;
+- link supervision (issue 15): a partial frame still incomplete when the request times out (a
+  peer that sent half a reply and went quiet), or ``MAX_SILENT`` timeouts in a row with no
+  reply of ours in between (a peer that accepted and stopped reading, a frozen process),
+  close the connection as well. Keeping such a socket only keeps the bus dead.
 
 A batch stops at its first timeout or lost link (the bus owner decides what to retry), or
 when the bus owner cuts it short because a write must go out next; a Modbus exception reply
@@ -43,6 +47,8 @@ import threading
 import time
 from collections.abc import Sequence
 
+from drivers.device_state import Reason, link_reason
+
 _HEADER = struct.Struct(">HHHB")  # transaction id, protocol id (0), length, unit id
 MAX_PDU = 253
 _RECV = 4096
@@ -50,16 +56,26 @@ IDLE_WAKE = 1.0  # s
 HOLD_MAX = 0.05  # s a finished batch may wait for the other buses' batches of the tick
 
 
-class MbapTimeout(Exception):
-    """No complete reply within the timeout; ``bad_frame``: bytes came but no valid frame."""
+MAX_SILENT = 2  # timeouts in a row after which a connection is closed and opened again
 
-    def __init__(self, bad_frame: bool) -> None:
+
+class MbapTimeout(Exception):
+    """No complete reply within the timeout; ``bad_frame``: bytes came but no valid frame.
+    ``why`` says what closed the connection when it was closed with it."""
+
+    def __init__(self, bad_frame: bool, why: str = "") -> None:
         self.bad_frame = bad_frame
-        super().__init__("garbled reply" if bad_frame else "no response")
+        self.why = why or ("garbled reply" if bad_frame else "no response")
+        super().__init__(self.why)
 
 
 class MbapClosed(Exception):
-    """The connection is closed (or closed while the request waited)."""
+    """The connection is closed (or closed while the request waited); ``kind``: what it
+    means for the devices behind it."""
+
+    def __init__(self, message: str, kind: Reason = Reason.RESET) -> None:
+        self.kind = kind
+        super().__init__(message)
 
 
 class Outcome:
@@ -132,6 +148,7 @@ class Conn:
         self.batch: Batch | None = None
         self.closed = False
         self.tid = 0
+        self.silent = 0  # timeouts in a row since the last reply of ours
 
     # --- called with the engine lock held -------------------------------------------------
     def send_next(self, now: float) -> None:
@@ -146,7 +163,8 @@ class Conn:
         try:
             self.sock.send(_HEADER.pack(b.tid, 0, len(pdu) + 1, unit) + pdu)
         except OSError as exc:  # incl. a full send buffer: the peer stopped reading
-            self.fail(MbapClosed(f"send failed: {exc}"))
+            kind = Reason.TIMEOUT if isinstance(exc, BlockingIOError) else link_reason(exc)
+            self.fail(MbapClosed(f"send failed: {exc}", kind))
 
     def readable(self) -> None:
         try:
@@ -154,10 +172,10 @@ class Conn:
         except BlockingIOError:
             return
         except OSError as exc:
-            self.fail(MbapClosed(str(exc)))
+            self.fail(MbapClosed(f"{type(exc).__name__}: {exc}", link_reason(exc)))
             return
         if not data:
-            self.fail(MbapClosed("closed by peer"))
+            self.fail(MbapClosed("closed by the peer", Reason.RESET))
             return
         now = time.monotonic()
         b = self.batch
@@ -172,7 +190,8 @@ class Conn:
         while len(buf) - pos >= 7:
             tid, pid, length, unit = _HEADER.unpack_from(buf, pos)
             if pid != 0 or not 2 <= length <= MAX_PDU + 1:
-                self.fail(MbapTimeout(bad_frame=True))
+                why = f"corrupt MBAP header (protocol {pid}, length {length})"
+                self.fail(MbapTimeout(True, why))
                 return
             end = pos + 6 + length
             if len(buf) < end:
@@ -192,8 +211,9 @@ class Conn:
         if b is None or b.tid != tid:
             return True  # a late reply to a request that timed out
         if b.reqs[b.i][0] != unit:
-            self.fail(MbapTimeout(bad_frame=True))
+            self.fail(MbapTimeout(True, f"reply from unit {unit}, not {b.reqs[b.i][0]}"))
             return False
+        self.silent = 0
         b.out.append(Outcome(pdu, None, b.sent, now))
         b.i += 1
         if b.i < len(b.reqs) and not b.cut:
@@ -204,9 +224,15 @@ class Conn:
 
     def expire(self, now: float) -> None:
         b = self.batch
-        if b is not None and now >= b.deadline:
+        if b is None or now < b.deadline:
+            return
+        self.silent += 1
+        if self.buf:  # half a reply, then nothing for a whole timeout: position unknown
+            self.fail(MbapTimeout(True, "partial frame older than the timeout"))
+        elif self.silent >= MAX_SILENT:
+            self.fail(MbapTimeout(b.rx_seen, f"{self.silent} timeouts in a row"))
+        else:
             b.out.append(Outcome(None, MbapTimeout(bad_frame=b.rx_seen), b.sent, now))
-            self.buf.clear()  # a partial frame of the abandoned reply must not prefix the next
             self.finish()
 
     def fail(self, error: Exception) -> None:

@@ -60,9 +60,16 @@ def next_tick(due: float, interval: float, now: float) -> tuple[float, int]:
     return nxt, skipped
 
 
+ON_GRID = 0.001  # s: a start this close to a tick is that tick
+
+
 def first_aligned_tick(now: float, wall: float, interval: float) -> float:
-    """The first tick on wall-clock multiples of ``interval`` (``wall`` is the wall clock at
-    ``now``) that is at least half an interval after ``now``: a device polled at once on start
-    is not polled again a moment later just to reach the grid."""
-    half = interval / 2
-    return now + half + (-(wall + half) % interval)
+    """The first tick on wall-clock multiples of ``interval`` after ``now`` (``wall`` is the
+    wall clock at ``now``). The immediate first poll belongs to the slot it falls in, and the
+    next slot's tick is kept even when it comes soon after: skipping it (as an earlier rule of
+    "at least half an interval on" did) left a hole in the platform's time slots after every
+    restart (issue 15, point 7)."""
+    ahead = -wall % interval
+    if ahead < ON_GRID:  # the first poll is this slot's tick already
+        ahead += interval
+    return now + ahead

@@ -4,16 +4,21 @@ The same bus rules as ``drivers.modbus.bus.ModbusBus`` (and the same reasons in 
 - one request at a time, every unit serialized, ``inter_frame_gap`` of silence before each
   request (default 3.5 characters, at least 1.75 ms); writes go before the next poll; a tick
   missed because the bus was busy is skipped and counted in ``overruns``, never queued;
-- a failed poll emits the device's points BAD with value None and reason "timeout" or
-  "bad frame"; undecodable fields are BAD with the decoder's reason;
-- silence (every retry timed out, nothing valid received) quarantines the device: backoff
-  from ``quarantine_min`` (1 s) doubling to ``bus.quarantine_max``, +-20 % jitter. A garbled
-  reply does not quarantine (the device is alive, the line is noisy). While quarantined, or
-  while the port is closed, each tick emits STALE last values with reason "quarantined" /
-  "not connected" at no bus cost. The probe after a quarantine runs without retries;
+- the device state (online / degraded / offline with a reason) is decided by the model
+  every bus kind shares, ``drivers/device_state.py``: silence -> offline "timeout" at the
+  first failed poll, garbled replies -> offline "bad frames" at the second, a port gone ->
+  offline "port gone" at the first tick without it; each transition goes to ``on_state`` in
+  order with the readings. A failed poll emits its points BAD with value None and reason
+  "timeout" or "bad frame" (failed probes of an offline device emit nothing); undecodable
+  fields are BAD with the decoder's reason (the device is then degraded);
+- an offline device is polled only when its probe is due (``quarantine_min`` 1 s doubling to
+  ``bus.quarantine_max``, +-20 % jitter; every tick when no other device on the line answers),
+  with one try, so a silent or garbage-spewing device costs its neighbours one timeout per
+  probe period. Its ticks emit nothing, or STALE last values with the offline reason when the
+  bus sets ``stale_readings``;
 - an I/O error (USB adapter unplugged, serial server gone) closes the port and reopens it
-  with backoff (``reconnect_min`` .. ``reconnect_max``); handlers reset their session state
-  (M-Bus starts again with SND_NKE); writes while closed fail at once ("not connected");
+  with backoff (``reconnect_min`` .. ``reconnect_max``, 10 s); handlers reset their session
+  state (M-Bus starts again with SND_NKE); writes while closed fail at once ("not connected");
 - each GOOD reading carries the wall-clock time its reply came off the line.
 """
 
@@ -37,10 +42,13 @@ from drivers.base import (
     DeviceBinding,
     DeviceStats,
     Emit,
+    StateListener,
     WriteResult,
     WriteStatus,
+    no_listener,
     point_reading,
 )
+from drivers.device_state import DeviceHealth, Reason, Transition, link_reason
 from drivers.modbus.schedule import Backoff, first_aligned_tick, next_tick
 from drivers.serial.exchange import LineExchange
 from drivers.serial.generic import DeviceNak
@@ -59,7 +67,7 @@ class _Device:
     handler: Handler
     stats: DeviceStats
     x: LineExchange
-    backoff: Backoff
+    health: DeviceHealth
     next_due: float = 0.0
     first_tick: float | None = None  # align_polls: the grid's first tick, after the first poll
     last: dict[str, Value] = field(default_factory=dict)
@@ -83,10 +91,11 @@ class SerialBus:
         *,
         quarantine_min: float = 1.0,
         reconnect_min: float = 0.5,
-        reconnect_max: float = 30.0,
+        reconnect_max: float = 10.0,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_ms: Callable[[], int] = now_ms,
+        on_state: StateListener = no_listener,
     ) -> None:
         self.bus_id = bus.id
         self.config = bus
@@ -95,6 +104,9 @@ class SerialBus:
         self.endpoint = parse_endpoint(bus.endpoint)
         self.link = Link(self.endpoint)
         self._emit = emit
+        self._on_state = on_state
+        self._link_kind = link_reason(None, serial=self.endpoint.is_serial)
+        self._link_detail: str | None = None
         self.clock = clock
         self.wall_ms = wall_ms
         self._rng = rng or random.Random()
@@ -109,13 +121,21 @@ class SerialBus:
             st = self.stats.devices.setdefault(b.id, DeviceStats())
             timeout = h.timeout or bus.timeout or DEFAULT_TIMEOUT[h.protocol]
             retries = h.retries if h.retries is not None else bus.retries
-            x = LineExchange(
-                self, b.id, st, timeout + h.max_response * self.endpoint.char_time, retries
+            per_try = timeout + h.max_response * self.endpoint.char_time
+            x = LineExchange(self, b.id, st, per_try, retries)
+            health = DeviceHealth(
+                b.id,
+                bus.id,
+                st,
+                # the issue's bound: max(2 x interval, (retries + 1) x timeout + 1 s)
+                offline_after_s=max(2 * b.device.interval, (retries + 1) * per_try + 1.0),
+                probe_min=quarantine_min,
+                probe_max=bus.quarantine_max,
+                rng=self._rng,
+                clock=clock,
+                wall_ms=wall_ms,
             )
-            backoff = Backoff(
-                quarantine_min, max(quarantine_min, bus.quarantine_max), rng=self._rng
-            )
-            self._devs[b.id] = _Device(b, h, st, x, backoff)
+            self._devs[b.id] = _Device(b, h, st, x, health)
         self._writes: deque[_WriteJob] = deque()
         self._wake = asyncio.Event()
         self._ready = asyncio.Event()
@@ -164,11 +184,18 @@ class SerialBus:
                 try:
                     await self.link.open()
                 except LinkError as exc:
-                    log.warning(
-                        "bus %s: cannot open %s: %s", self.bus_id, self.endpoint.url, exc.reason
+                    self._link_down(exc)
+                    lvl = logging.WARNING if not self._reconnect.failing else logging.DEBUG
+                    log.log(
+                        lvl,
+                        "bus %s: cannot open %s: %s",
+                        self.bus_id,
+                        self.endpoint.url,
+                        exc.reason,
                     )
                 else:
                     self.stats.connected = True
+                    self.stats.link_error = None
                     self.stats.reconnects += opened_before
                     opened_before = True
                     self._reconnect.reset()
@@ -176,14 +203,21 @@ class SerialBus:
                     try:
                         await self._serve()
                     except LinkError as exc:
+                        self._link_down(exc)
                         log.warning("bus %s: link lost (%s); reopening", self.bus_id, exc.reason)
                     finally:
                         self.stats.connected = False
                         await self.link.close()
                 self._ready.set()
-                await self._serve_disconnected(self._reconnect.next())
+                delay = self._reconnect.next()
+                self.stats.retry_in = delay
+                await self._serve_disconnected(delay)
         finally:
             self._fail_writes("bus stopped")
+
+    def _link_down(self, exc: LinkError) -> None:
+        self._link_kind, self._link_detail = exc.kind, exc.reason
+        self.stats.link_error = exc.reason
 
     def _fail_writes(self, reason: str) -> None:
         while self._writes:
@@ -225,10 +259,10 @@ class SerialBus:
             dev = await self._next_due()
             if dev is None:
                 continue
-            if self.clock() < dev.stats.quarantined_until:
-                await self._emit_stale(dev, "quarantined")
-            else:
+            if dev.health.may_poll(self.clock()):
                 await self._poll(dev)
+            else:
+                await self._report(dev, None, [])  # offline, probe not due
 
     async def _serve_disconnected(self, duration: float) -> None:
         """Until the next reopen attempt: ticks report STALE values, writes fail at once."""
@@ -237,7 +271,8 @@ class SerialBus:
             self._fail_writes("not connected")
             dev = await self._next_due_before(until)
             if dev is not None:
-                await self._emit_stale(dev, "not connected")
+                t = dev.health.failed(self._link_kind, self._link_detail, probed=False)
+                await self._report(dev, t, [])
 
     async def _next_due_before(self, until: float) -> _Device | None:
         if not self._devs or min(d.next_due for d in self._devs.values()) > until:
@@ -249,33 +284,46 @@ class SerialBus:
     async def _poll(self, dev: _Device) -> bool:
         t0 = self.clock()
         dev.stats.polls += 1
-        dev.x.probing = dev.backoff.failing  # a probe costs one timeout, not the retries too
+        dev.x.probing = dev.health.probing  # a probe costs one timeout, not the retries too
         try:
             raw = await dev.handler.read(dev.x)
         except DeviceTimeout as exc:
-            dev.stats.online = False
             dev.stats.last_cycle_s = self.clock() - t0
-            if not isinstance(exc, BadResponse):
-                self._quarantine(dev)  # a garbled reply is a noisy line, not a dead unit
-            await self._emit_bad(dev, exc.reason)
+            kind = Reason.BAD_FRAMES if isinstance(exc, BadResponse) else Reason.TIMEOUT
+            what = "garbled reply" if kind is Reason.BAD_FRAMES else "no answer"
+            detail = f"{what} after {exc.attempts} tr{'ies' if exc.attempts > 1 else 'y'}"
+            shared = any(d is not dev and not d.health.offline for d in self._devs.values())
+            t = dev.health.failed(kind, detail, shared=shared)
+            await self._report(dev, t, self._bad(dev, exc.reason))
             return False
-        dev.backoff.reset()
-        dev.stats.online = True
-        dev.stats.quarantined_until = 0.0
         dev.stats.last_success_ms = dev.x.rx_ms
         dev.stats.last_cycle_s = self.clock() - t0
-        await self._emit_values(dev, raw)
+        readings = self._values(dev, raw)
+        failing = {r.point: Reason.BAD_VALUE for r in readings if r.quality is Quality.BAD}
+        await self._report(dev, dev.health.good(failing), readings)
         return True
 
-    def _quarantine(self, dev: _Device) -> None:
-        delay = dev.backoff.next()
-        dev.stats.quarantined_until = self.clock() + delay
-        log.info(
-            "bus %s: device %s does not answer; quarantined for %.1f s",
-            self.bus_id,
-            dev.binding.id,
-            delay,
-        )
+    async def _report(self, dev: _Device, t: Transition | None, readings: list[Reading]) -> None:
+        """In order: the failed poll that takes a device down (BAD) before its transition, a
+        transition up before the readings; nothing from a device that stays offline (its last
+        values as STALE if the bus sets ``stale_readings``)."""
+        if t is not None:
+            if not t.online and readings:
+                await self._emit(dev.binding, readings)
+                readings = []
+            await self._on_state(t)
+            if not t.online:
+                return
+        if dev.health.offline:
+            if not self.config.stale_readings:
+                return
+            ts, why = self.wall_ms(), dev.stats.reason or "offline"
+            readings = [
+                self._reading(dev, p, dev.last.get(p.name), ts, Quality.STALE, why)
+                for p in dev.handler.read_points
+            ]
+        if readings:
+            await self._emit(dev.binding, readings)
 
     async def _do_write(self, job: _WriteJob) -> None:
         if job.abandoned or job.future.done():
@@ -328,7 +376,7 @@ class SerialBus:
             self._sources[key] = source
         return point_reading(dev.binding, p, value, ts, source, quality, reason)
 
-    async def _emit_values(self, dev: _Device, raw: dict[str, RawValue]) -> None:
+    def _values(self, dev: _Device, raw: dict[str, RawValue]) -> list[Reading]:
         ts = dev.x.rx_ms
         out: list[Reading] = []
         missing: list[str] = []
@@ -346,22 +394,10 @@ class SerialBus:
             dev.last[p.name] = v
             out.append(self._reading(dev, p, v, ts))
         dev.stats.unsupported_points = tuple(missing)
-        if out:
-            await self._emit(dev.binding, out)
+        return out
 
-    async def _emit_bad(self, dev: _Device, reason: str) -> None:
+    def _bad(self, dev: _Device, reason: str) -> list[Reading]:
         ts = self.wall_ms()
-        out = [
+        return [
             self._reading(dev, p, None, ts, Quality.BAD, reason) for p in dev.handler.read_points
         ]
-        if out:
-            await self._emit(dev.binding, out)
-
-    async def _emit_stale(self, dev: _Device, reason: str) -> None:
-        ts = self.wall_ms()
-        out = [
-            self._reading(dev, p, dev.last.get(p.name), ts, Quality.STALE, reason)
-            for p in dev.handler.read_points
-        ]
-        if out:
-            await self._emit(dev.binding, out)

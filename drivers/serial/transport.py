@@ -12,16 +12,19 @@ import contextlib
 import termios
 
 from agent.config.endpoint import Endpoint
+from drivers.device_state import Reason, link_reason
 
 _PARITY = {"N": "N", "E": "E", "O": "O"}
 
 
 class LinkError(OSError):
-    """The port or connection failed (unplugged, refused, closed by the peer)."""
+    """The port or connection failed (unplugged, refused, closed by the peer); ``kind``: what
+    it means for the devices behind it."""
 
-    def __init__(self, url: str, reason: str) -> None:
+    def __init__(self, url: str, reason: str, kind: Reason = Reason.PORT_GONE) -> None:
         self.url = url
         self.reason = reason
+        self.kind = kind
         super().__init__(f"{url}: {reason}")
 
 
@@ -54,7 +57,10 @@ class Link:
         except (OSError, ValueError, termios.error) as exc:
             # SerialException is an OSError; ValueError: bad settings; termios.error: settings
             # the tty refuses (a pty rejects parity, some adapters odd baud rates)
-            raise LinkError(ep.url, str(exc)) from exc
+            raise LinkError(ep.url, str(exc), self._kind(exc)) from exc
+
+    def _kind(self, exc: BaseException | None) -> Reason:
+        return link_reason(exc, serial=self.endpoint.scheme != "serial+tcp")
 
     async def close(self) -> None:
         w, self._writer, self._reader = self._writer, None, None
@@ -79,24 +85,24 @@ class Link:
 
     async def send(self, data: bytes) -> None:
         if self._writer is None:
-            raise LinkError(self.endpoint.url, "not open")
+            raise LinkError(self.endpoint.url, "not open", self._kind(None))
         try:
             self._writer.write(data)
             await self._writer.drain()
         except (OSError, RuntimeError) as exc:
-            raise LinkError(self.endpoint.url, f"write failed: {exc}") from exc
+            raise LinkError(self.endpoint.url, f"write failed: {exc}", self._kind(exc)) from exc
 
     async def receive(self, timeout: float) -> bytes:
         """Whatever has arrived (at least one byte); TimeoutError if nothing within timeout."""
         if self._reader is None:
-            raise LinkError(self.endpoint.url, "not open")
+            raise LinkError(self.endpoint.url, "not open", self._kind(None))
         try:
             async with asyncio.timeout(max(timeout, 0.0)):
                 data = await self._reader.read(4096)
         except TimeoutError:
             raise  # an OSError subclass, but it means silence, not a broken link
         except OSError as exc:
-            raise LinkError(self.endpoint.url, f"read failed: {exc!r}") from exc
+            raise LinkError(self.endpoint.url, f"read failed: {exc!r}", self._kind(exc)) from exc
         if not data:
-            raise LinkError(self.endpoint.url, "closed by the peer (EOF)")
+            raise LinkError(self.endpoint.url, "closed by the peer (EOF)", self._kind(None))
         return data

@@ -28,9 +28,10 @@ from pydantic import SecretStr
 
 from agent.config.outputs import MqttOutput
 from agent.mqtt.connect import MqttConfigError
-from agent.reading import Reading
+from agent.reading import Reading, now_ms
 from agent.sinks.mqtt import MqttSink
 from bench.common import service_env
+from drivers.device_state import Reason, State, Transition
 from tests.conftest import Mosquitto, MosquittoFactory
 
 SCHEMA = json.loads(
@@ -39,6 +40,13 @@ SCHEMA = json.loads(
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 T0 = 1_763_900_000_000
 GW = "gw1"
+
+
+def down(device: str) -> Transition:
+    """The device state transition a bus owner hands on when ``device`` stops answering."""
+    return Transition(
+        device, "rs485", State.OFFLINE, State.ONLINE, Reason.TIMEOUT, "no answer", now_ms()
+    )
 
 
 def reading(i: int, device: str = "lamp-1") -> Reading:
@@ -141,7 +149,7 @@ async def test_publish_receive_status_and_health(
         for k in range(5):
             await sink.submit([reading(k * 10 + i, f"lamp-{i % 2}") for i in range(10)])
         await wait_until(lambda: len(col.readings()) == 50 and len(col.of_type("health")) >= 2)
-        sink.device_status("lamp-0", False)
+        sink.device_status(down("lamp-0"))
         await wait_until(lambda: len(col.of_type("device")) == 1)
         st = sink.stats()
         assert st.link.connected and st.link.published_readings == 50
@@ -159,6 +167,8 @@ async def test_publish_receive_status_and_health(
         "gateway": GW,
         "device": "lamp-0",
         "state": "offline",
+        "reason": "timeout",
+        "detail": "no answer",
         "since": col.of_type("device")[0]["since"],
     }
     assert sink.outbox.stats().depth == 0  # acked rows deleted (committed by close)
@@ -214,7 +224,7 @@ async def test_password_auth_acl_and_no_secret_in_logs(
         )
         assert not bad.stats().link.connected and bad.outbox.stats().depth == 1
         assert bad.stats().link.last_error
-        good.device_status("lamp-1", False)
+        good.device_status(down("lamp-1"))
         # every kind of message the agent sends fits the gateway-only ACL (MQTT 5 would
         # report a refused publish as last_error and keep the rows)
         await wait_until(

@@ -14,6 +14,7 @@ from agent.encoders import RowEncoder, make_encoder
 from agent.encoders.native import NativeEncoder, parse_iso_ms, reading_from_json, reading_json
 from agent.outbox import OutboxRow
 from agent.reading import Quality, Reading, Source, TimeQuality, iso_ms
+from drivers.device_state import Reason, State, Transition
 
 SCHEMA = json.loads(
     (Path(__file__).parents[2] / "agent" / "schemas" / "native-v1.json").read_text()
@@ -120,6 +121,29 @@ def test_status_will_online_and_device_status() -> None:
     [off] = enc.on_disconnect()
     assert decode(off.payload) == json.loads(will.payload)
     assert enc.subscriptions() == [] and enc.on_message("x", b"") == []
+
+
+def test_device_transitions_carry_state_reason_and_their_own_time() -> None:
+    enc = NativeEncoder("gw1", clock=lambda: T0 + 99_000)
+    t = Transition(
+        "lamp-1", "rs485", State.DEGRADED, State.ONLINE, Reason.EXCEPTION, "points p10", T0
+    )
+    [msg] = enc.device_status("lamp-1", True, t)
+    assert decode(msg.payload) == {
+        "v": 1,
+        "type": "device",
+        "gateway": "gw1",
+        "device": "lamp-1",
+        "state": "degraded",
+        "since": iso_ms(T0),  # when it happened, not when it was published
+        "reason": "exception",
+        "detail": "points p10",
+    }
+    up = Transition("lamp-1", "rs485", State.ONLINE, State.DEGRADED, None, None, T0 + 1000)
+    [msg] = enc.device_status("lamp-1", True, up)
+    assert decode(msg.payload)["state"] == "online" and "reason" not in decode(msg.payload)
+    _, again = enc.on_connect()  # restated after a reconnect, unchanged
+    assert again.payload == msg.payload
 
 
 def test_unicode_values_stay_within_size_cap() -> None:

@@ -21,6 +21,7 @@ from agent.encoders.ngsild import NgsiLdEncoder
 from agent.reading import Quality, Reading
 from agent.sinks.mqtt import MqttSink
 from drivers.base import DeviceBinding
+from drivers.device_state import Reason, State, Transition
 from tests.conftest import MosquittoFactory
 from tests.standards import sdm_errors
 
@@ -302,6 +303,15 @@ def test_device_status_and_protocol_methods() -> None:
     assert dev["type"] == "Device" and dev["id"] == "urn:ngsi-ld:Device:gw1:lamp1"
     assert dev["deviceState"]["value"] == "offline" and "location" in dev
     assert dev["controlledProperty"]["value"] == ["light", "power"]  # the kind's default
+    t = Transition("lamp1", "b", State.OFFLINE, State.ONLINE, Reason.BAD_FRAMES, "x", T0)
+    (msg,) = enc.device_status("lamp1", False, t)
+    (dev,) = entities(msg)
+    assert dev["deviceState"] == {
+        "type": "Property",
+        "value": "offline",
+        "observedAt": "2023-11-14T22:13:20.123Z",  # when it happened
+        "reason": {"type": "Property", "value": "bad frames"},
+    }
     assert enc.will() is None and enc.on_connect() == []
     assert enc.subscriptions() == ["/gw1/+/cmd"]
     assert enc.on_message("/gw1/lamp1/cmd", b"{}") == []

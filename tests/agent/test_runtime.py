@@ -13,19 +13,26 @@ import pytest
 from agent.config import load_config
 from agent.reading import Reading, now_ms
 from agent.runtime import Agent
-from drivers.base import BusStats, DeviceBinding, Emit, WriteResult, WriteStatus
+from drivers.base import BusStats, DeviceBinding, Emit, StateListener, WriteResult, WriteStatus
+from drivers.device_state import Reason, State, Transition
 
 
 class ScriptedBus:
     """Emits one batch per device every `period` seconds, like a bus owner task would."""
 
     def __init__(
-        self, bus_id: str, devices: Sequence[DeviceBinding], emit: Emit, period: float = 0.01
+        self,
+        bus_id: str,
+        devices: Sequence[DeviceBinding],
+        emit: Emit,
+        period: float = 0.01,
+        on_state: StateListener | None = None,
     ) -> None:
         self.bus_id = bus_id
         self.stats = BusStats()
         self._devices = devices
         self._emit = emit
+        self.on_state = on_state
         self._period = period
         self._ready = asyncio.Event()
         self.polls = 0
@@ -83,8 +90,8 @@ class SlowSink:
 def agent_cfg(cfgdir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     buses: list[ScriptedBus] = []
 
-    def factory(bus, devices, emit):  # type: ignore[no-untyped-def]
-        d = ScriptedBus(bus.id, devices, emit)
+    def factory(bus, devices, emit, on_state):  # type: ignore[no-untyped-def]
+        d = ScriptedBus(bus.id, devices, emit, on_state=on_state)
         buses.append(d)
         return d
 
@@ -206,27 +213,33 @@ async def test_slow_sink_commit_does_not_slow_polling(agent_cfg: Path) -> None:
 
 
 class StatusSink(SlowSink):
-    """A sink that wants device liveness (Sparkplug DDEATH / DBIRTH, native device status)."""
+    """A sink that wants device state transitions (Sparkplug DDEATH / DBIRTH, native device
+    status): records them with how many readings it had been handed before each."""
 
     def __init__(self) -> None:
         super().__init__(0)
-        self.status: list[tuple[str, bool]] = []
+        self.status: list[tuple[int, Transition]] = []
 
-    def device_status(self, device_id: str, online: bool) -> None:
-        self.status.append((device_id, online))
+    def device_status(self, transition: Transition) -> None:
+        self.status.append((len(self.pending), transition))
 
 
-async def test_sinks_hear_when_a_device_stops_answering(agent_cfg: Path) -> None:
-    from drivers.base import DeviceStats
-
+async def test_sinks_hear_device_transitions_in_order_with_readings(agent_cfg: Path) -> None:
+    """Transitions travel the readings' queues: a sink gets one after every reading the bus
+    emitted before it, and exactly once."""
     sink = StatusSink()
     agent = Agent(load_config(agent_cfg), sinks=[sink])
-    stats = agent.drivers["bus1"].stats
-    stats.devices["lamp1"] = DeviceStats(polls=1, online=True)
+    bus = agent.drivers["bus1"]
     task = asyncio.create_task(agent.run())
-    await asyncio.sleep(0.2)
-    stats.devices["lamp1"].online = False
-    await asyncio.sleep(1.2)
+    while agent.pipeline.received < 10:
+        await asyncio.sleep(0.005)
+    assert bus.on_state is not None  # type: ignore[attr-defined]
+    before = agent.pipeline.received
+    t = Transition("lamp1", "bus1", State.OFFLINE, State.ONLINE, Reason.TIMEOUT, None, now_ms())
+    await bus.on_state(t)  # type: ignore[attr-defined]
+    while agent.pipeline.delivered < before + 10:
+        await asyncio.sleep(0.005)
     agent.request_shutdown()
     await asyncio.wait_for(task, agent.grace + 1)
-    assert ("lamp1", False) in sink.status
+    assert [s for _, s in sink.status] == [t]
+    assert sink.status[0][0] >= before  # every reading emitted before it came first

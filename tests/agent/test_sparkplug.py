@@ -22,6 +22,7 @@ from agent.encoders.sparkplug_codec import SparkplugDecodeError, decode_command
 from agent.reading import Quality, Reading
 from agent.sinks.mqtt import MqttSink
 from drivers.base import DeviceBinding
+from drivers.device_state import Reason, State, Transition
 from tests.conftest import MosquittoFactory
 
 GW = "gw1"
@@ -277,6 +278,24 @@ def test_ddeath_and_dbirth_follow_device_status(tmp_path: Path) -> None:
     enc.device_status("wm1", False)
     _, births = connect(enc)
     assert [kind(m) for m in births] == ["NBIRTH", "DBIRTH"]
+
+
+def test_no_ddata_for_a_dead_device_and_degraded_is_alive(tmp_path: Path) -> None:
+    """Issue 15: a down device costs the uplink its transitions. Its stale values (the bus's
+    ``stale_readings`` option) would be DDATA between DDEATH and DBIRTH: not sent, the DDEATH
+    already made every metric stale at the host. Degraded is alive: no DDEATH."""
+    enc = make(tmp_path)
+    connect(enc)
+    down = Transition("wm1", "b", State.OFFLINE, State.ONLINE, Reason.TIMEOUT, None, T0)
+    assert [kind(m) for m in enc.device_status("wm1", False, down)] == ["DDEATH"]
+    for seq in range(3):  # per tick: nothing at all, no flapping
+        stale = rd("wm1", "flow", 2.0, 10 + seq, quality=Quality.STALE, reason="timeout")
+        assert enc.encode([stale]) == []
+    weak = Transition("wm1", "b", State.DEGRADED, State.OFFLINE, Reason.EXCEPTION, None, T0)
+    assert [kind(m) for m in enc.device_status("wm1", True, weak)] == ["DBIRTH"]
+    worse = Transition("wm1", "b", State.ONLINE, State.DEGRADED, None, None, T0)
+    assert enc.device_status("wm1", True, worse) == []  # degraded -> online: still born
+    assert [kind(m) for m in enc.encode([rd("wm1", "flow", 3.0, 20)])] == ["DDATA"]
 
 
 def test_historical_flag_and_original_timestamps(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from agent.config.profile import Table
 from agent.runtime import Agent
 from drivers.sim.server import SimSpec, SimulatorServer
 from tests.agent.test_runtime import SlowSink
+from tests.conftest import free_port
 from tests.drivers.modbus.conftest import modbus_rtu_server, sim_device
 
 __all__ = ["modbus_rtu_server"]
@@ -128,6 +129,8 @@ async def test_cli_through_running_agent(sim: SimulatorServer, tmp_path: Path) -
         assert rc == 0, err
         status = json.loads(out)
         assert status["devices"]["lamp-1"]["online"] is True
+        assert status["devices"]["lamp-1"]["state"] == "online"
+        assert status["devices"]["lamp-1"]["excluded"] == []
 
         rc, out, err = await cli(
             "read", "-c", str(cfg), "lamp-1", "voltage", "dim_level", cwd=tmp_path
@@ -166,3 +169,7 @@ async def test_cli_one_shot_without_daemon(sim: SimulatorServer, tmp_path: Path)
     assert rc == 3 and "no running agent" in err
     rc, _, err = await cli("read", "-c", str(cfg), "lamp-9", cwd=tmp_path)
     assert rc != 0 and "unknown device 'lamp-9'" in err
+    # nothing listens: the device state says why at once, instead of a timeout
+    cfg.write_text(CONFIG.format(port=free_port()))
+    rc, _, err = await cli("read", "-c", str(cfg), "lamp-1", cwd=tmp_path)
+    assert rc == 1 and "'lamp-1' is offline: refused" in err, err

@@ -58,6 +58,17 @@ def dropin(name: str, text: str) -> Edit:
 # (case id, edit, file suffix, field path, message fragment, line expected)
 CASES: list[tuple[str, Edit, str, str, str, bool]] = [
     (
+        "stale-readings-not-a-bool",
+        gw(
+            'endpoint = "tcp://127.0.0.1:5020"',
+            'endpoint = "tcp://127.0.0.1:5020"\nstale_readings = "sometimes"',
+        ),
+        "gateway.toml",
+        "buses[0].stale_readings",
+        "valid boolean",
+        True,
+    ),
+    (
         "wrong-type-interval",
         gw("interval = 5", 'interval = "fast"'),
         "gateway.toml",
@@ -398,6 +409,8 @@ def test_valid_config_loads_frozen(cfgdir: Path) -> None:
     cfg = loaded.config
     assert cfg.gateway.id == "gw-test"
     assert [d.id for d in cfg.devices] == ["lamp1", "lamp2"]
+    # offline devices cost the uplink their transitions only, unless a bus asks for more
+    assert [b.stale_readings for b in cfg.buses] == [False, False]
     assert loaded.profiles["test/lamp"].point("power").registers == 2
     with pytest.raises(ValidationError):
         cfg.gateway.id = "x"  # type: ignore[misc]

@@ -51,7 +51,7 @@ class FakeAgent:
         for bus, devs in layout.items():
             st = BusStats(connected=True)
             for dev, iv in devs.items():
-                st.devices[dev] = DeviceStats(online=True)
+                st.devices[dev] = DeviceStats(online=True, state="online")
                 self.bindings.append(
                     SimpleNamespace(id=dev, device=SimpleNamespace(id=dev, bus=bus, interval=iv))
                 )

@@ -22,15 +22,27 @@ def test_ok_when_everything_answers() -> None:
 
 
 def test_some_devices_down_is_degraded_all_down_is_failing() -> None:
-    agent = FakeAgent({"rs485": {"a": 5, "b": 5}})
-    agent.dev("rs485", "a").online = False
+    agent = FakeAgent({"rs485": {"a": 5, "b": 5, "c": 5}})
+    a = agent.dev("rs485", "a")
+    a.online, a.state, a.reason, a.state_since_ms = False, "offline", "timeout", 1_789_999_000_000
+    c = agent.dev("rs485", "c")
+    c.state, c.reason, c.detail = "degraded", "exception", "points p10 failing"
     doc = report(agent).document()
     assert doc["status"] == "degraded"
-    assert doc["reasons"] == ["1 device(s) offline: a"]
-    agent.dev("rs485", "b").quarantined_until = 5000.0
+    assert doc["reasons"] == [
+        "1 device(s) offline: a (timeout)",
+        "1 device(s) degraded: c (exception)",
+    ]
+    assert doc["devices"]["a"]["since"] == "2026-09-21T13:56:40.000Z"
+    assert doc["devices"]["c"]["detail"] == "points p10 failing"
+    for dev in ("b", "c"):
+        d = agent.dev("rs485", dev)
+        d.state, d.reason, d.quarantined_until = "offline", "exception", 1015.0
     doc = report(agent).document()
     assert doc["status"] == "failing"
-    assert doc["devices"]["b"]["status"] == "quarantined"
+    assert doc["devices"]["b"]["status"] == "offline"
+    assert doc["devices"]["b"]["reason"] == "exception"
+    assert doc["devices"]["b"]["next_probe_s"] == 5.0
 
 
 def test_broker_down_buffers_then_fails_when_dropping() -> None:

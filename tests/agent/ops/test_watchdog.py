@@ -79,15 +79,34 @@ def test_disconnected_or_quarantined_bus_is_legitimately_idle() -> None:
     agent, clock, _notes, wd = make({"rs485": {"lamp1": 5.0}, "tcp": {"meter": 5.0}})
     assert wd.tick()
     agent.drivers["tcp"].stats.connected = False  # reconnect backoff
+    agent.dev("tcp", "meter").state = "offline"
+    agent.dev("rs485", "lamp1").state = "offline"  # waits for its probe
     agent.dev("rs485", "lamp1").quarantined_until = clock.t + 10_000
     for _ in range(10):
-        clock.advance(30)
-        agent.pipeline.last_emit = clock.t  # stale readings still flow
+        clock.advance(30)  # every device offline: nothing reaches the pipeline, rightly
         assert wd.tick(), wd.last_reason
     agent.dev("rs485", "lamp1").quarantined_until = 0.0  # back from quarantine but no polls
     clock.advance(30)
     assert not wd.tick()
     assert "rs485" in (wd.last_reason or "")
+
+
+def test_offline_devices_emit_nothing_and_that_is_no_stall() -> None:
+    """An offline device costs the uplink its transitions only (issue 15): while every device
+    is offline the pipeline hears nothing; once one answers again, readings must flow."""
+    agent, clock, _notes, wd = make({"tcp": {"meter": 5.0}})
+    assert wd.tick()
+    st = agent.dev("tcp", "meter")
+    st.state = "offline"
+    for _ in range(5):
+        clock.advance(30)
+        st.timeouts += 1  # probes go on: the bus loop moves
+        assert wd.tick(), wd.last_reason
+    st.state = "online"
+    clock.advance(30)
+    st.polls += 1
+    assert not wd.tick()
+    assert "no readings from any bus" in (wd.last_reason or "")
 
 
 def test_idle_buses_but_no_readings_at_all_is_a_stall() -> None:

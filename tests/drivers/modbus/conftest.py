@@ -27,6 +27,7 @@ from agent.config.gateway import BusConfig, DeviceConfig
 from agent.config.profile import Limits, Point, Profile
 from agent.reading import Reading
 from drivers.base import DeviceBinding
+from drivers.device_state import Transition
 from drivers.modbus.bus import ModbusBus
 from drivers.modbus.ptywire import PtyWire
 
@@ -244,6 +245,36 @@ class Collector:
     def last(self, dev_id: str) -> dict[str, Reading]:
         batches = self.of(dev_id)
         return {r.point: r for r in batches[-1]} if batches else {}
+
+    async def wait_for(self, cond: Callable[[], bool], timeout: float = 5.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not cond():
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@dataclass
+class States:
+    """The ``on_state`` listener: records each device transition with the time it came."""
+
+    log: list[tuple[float, Transition]] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def __call__(self, t: Transition) -> None:
+        self.log.append((time.monotonic(), t))
+        self.changed.set()
+
+    def of(self, dev_id: str) -> list[tuple[str, str | None]]:
+        """(state, reason) of each transition of ``dev_id``, oldest first."""
+        return [
+            (t.state.value, None if t.reason is None else t.reason.value)
+            for _, t in self.log
+            if t.device_id == dev_id
+        ]
+
+    def state(self, dev_id: str) -> str | None:
+        got = self.of(dev_id)
+        return got[-1][0] if got else None
 
     async def wait_for(self, cond: Callable[[], bool], timeout: float = 5.0) -> None:
         async with asyncio.timeout(timeout):

@@ -150,7 +150,9 @@ async def test_interval_groups(modbus_tcp_server):
         for r in batch:
             counts[r.point] += 1
     assert counts["fast"] >= 14
-    assert 2 <= counts["slow"] <= counts["fast"] // 4
+    # the immediate first poll, the next aligned slot (kept even when it comes soon after:
+    # issue 15, point 7), then one per six fast ticks
+    assert 2 <= counts["slow"] <= 2 + counts["fast"] // 6
     assert bus.stats.devices["d"].overruns == 0
 
 
@@ -176,6 +178,22 @@ async def test_buses_started_apart_poll_in_the_same_wall_clock_slot(modbus_tcp_s
         late = [t % int(interval * 1000) for t in ts]
         # the grid tick plus scheduling delay on a shared CI machine
         assert all(x < 80 for x in late), (dev, late)
+
+
+async def test_first_poll_at_once_and_the_next_slot_is_kept(modbus_tcp_server):
+    """Issue 15, point 7: started 0.35 s into a 0.5 s slot, the first poll is immediate and the
+    slot's next tick, 0.15 s later, is polled too (it used to be skipped, leaving a hole in the
+    platform's time slots after every restart)."""
+    prof = make_profile([Point(name="v", address=0)])
+    srv = await modbus_tcp_server([sim_device(1, holding={0: 1})])
+    got = Collector()
+    bus = ModbusBus(make_bus_config(srv.url), [make_binding("d", 1, prof, interval=0.5)], got)
+    while not 0.33 <= time.time() % 0.5 < 0.36:
+        await asyncio.sleep(0.002)
+    async with running(bus):
+        await got.wait_for(lambda: len(got.of("d")) >= 3, timeout=5)
+    slots = [b[0].observed_at_ms // 500 for b in got.of("d")[:3]]
+    assert slots[1] == slots[0] + 1 and slots[2] == slots[1] + 1, slots
 
 
 WRITABLE = make_profile(

@@ -7,15 +7,18 @@ import asyncio
 import random
 from typing import Any
 
+import pytest
+from pymodbus import FramerType
 from pymodbus.constants import ExcCodes
 
-from agent.config.profile import DataType, Limits, Point
+from agent.config.profile import DataType, Limits, Point, Table
 from agent.reading import Quality
 from drivers.base import WriteStatus
 from drivers.modbus.bus import ModbusBus
 from drivers.modbus.ptywire import PtyWire
 from tests.drivers.modbus.conftest import (
     Collector,
+    States,
     make_binding,
     make_bus_config,
     make_profile,
@@ -37,8 +40,19 @@ def unit(n: int, **kw: Any) -> Any:
     return sim_device(n, holding={0: n, 1: 0, 2: n * 100}, **kw)
 
 
-async def test_silent_unit_does_not_slow_its_neighbours(modbus_rtu_server):
-    srv = await modbus_rtu_server([unit(1), unit(2), unit(3, action=silent_action())])
+@pytest.mark.parametrize("fault", ["silent", "garbage"])
+async def test_dead_unit_does_not_slow_its_neighbours(modbus_rtu_server, fault):
+    """A unit that stays silent, or keeps answering garbage (issue 15: it used to slow its
+    neighbours, as a garbled reply never quarantined), costs them one probe per backoff."""
+    if fault == "silent":
+        srv = await modbus_rtu_server([unit(1), unit(2), unit(3, action=silent_action())])
+    else:
+        srv = await modbus_rtu_server([unit(1), unit(2), unit(3)])
+
+        def garble(data: bytes) -> bytes:  # unit 3's replies fail their CRC
+            return data[:-1] + bytes([data[-1] ^ 0xFF]) if data[:1] == b"\x03" else data
+
+        srv.wire.to_client = garble
     got = Collector()
     binds = [make_binding(f"u{n}", n, PROFILE, interval=0.1) for n in (1, 2, 3)]
     bus = ModbusBus(
@@ -61,11 +75,11 @@ async def test_silent_unit_does_not_slow_its_neighbours(modbus_rtu_server):
         # backoff 0.5 s, 1 s, 2 s (±20 %): at most 3 probes in the window, one timeout each
         assert 1 <= dead.timeouts - dead_before <= 3, (dead_before, dead)
         assert not dead.online and dead.quarantined_until > 0
-    batches = got.of("u3")
-    first = {r.point: r for r in batches[0]}
-    assert first["a"].quality is Quality.BAD and first["a"].reason == "timeout"
-    stale = [r for b in batches for r in b if r.quality is Quality.STALE]
-    assert stale and all(r.reason == "quarantined" and r.value is None for r in stale)
+    (batch,) = got.of("u3")  # the failed poll; offline, its probes emit nothing (issue 15)
+    first = {r.point: r for r in batch}
+    reason = {"silent": ("timeout", "timeout"), "garbage": ("bad frame", "bad frames")}[fault]
+    assert first["a"].quality is Quality.BAD and first["a"].reason == reason[0]
+    assert (dead.state, dead.reason) == ("offline", reason[1])
     assert bus.stats.devices["u1"].timeouts == 0
     assert got.last("u1")["b"].value == 100
 
@@ -106,8 +120,13 @@ async def test_span_rejected_is_bisected_and_remembered(modbus_tcp_server):
         st = bus.stats.devices["d"]
         assert st.unsupported_points == ("p10",)
         exceptions = st.exceptions
-        # 9..20 rejected; 9..10 rejected -> 9 ok, 10 rejected; 12..20 rejected -> 12, 20 ok
-        assert exceptions == 4
+        # 9..20 rejected; 9..10 rejected -> 9 ok, 10 rejected; 12..20 rejected -> 12, 20 ok;
+        # then the gaps register by register (issue 15: exactly what the device rejects):
+        # 11 reads, 13..19 are all rejected (13 of the 17 exceptions)
+        assert exceptions == 17
+        learned = bus.devices["d"].learned.registers
+        assert learned == {(Table.HOLDING, a) for a in (10, 13, 14, 15, 16, 17, 18, 19)}
+        assert (st.state, st.reason) == ("degraded", "exception")  # p10 excluded
         requests = st.requests
         polls = st.polls
         await got.wait_for(lambda: len(got.of("d")) >= 8)
@@ -126,13 +145,20 @@ async def test_span_rejected_is_bisected_and_remembered(modbus_tcp_server):
 
 async def test_tcp_server_drops_and_comes_back(modbus_tcp_server):
     srv = await modbus_tcp_server([unit(1), unit(2)])
-    got = Collector()
+    got, states = Collector(), States()
     binds = [make_binding(f"u{n}", n, PROFILE, interval=0.05) for n in (1, 2)]
-    bus = ModbusBus(make_bus_config(srv.url), binds, got, reconnect_min=0.05, reconnect_max=0.2)
+    bus = ModbusBus(
+        make_bus_config(srv.url, stale_readings=True),
+        binds,
+        got,
+        reconnect_min=0.05,
+        reconnect_max=0.2,
+        on_state=states,
+    )
     async with running(bus):
         await got.wait_for(lambda: len(got.of("u1")) >= 2)
         await srv.stop()
-        await got.wait_for(lambda: got.last("u1")["a"].reason == "not connected")
+        await states.wait_for(lambda: states.state("u1") == "offline")
         assert not bus.stats.connected
         res = await bus.write("u1", "a", 1)
         assert res.status is WriteStatus.REJECTED
@@ -145,32 +171,40 @@ async def test_tcp_server_drops_and_comes_back(modbus_tcp_server):
             )
         )
         assert bus.stats.connected and bus.stats.reconnects == 1
+    # stale_readings: the offline device's last good values, with the offline reason
     stale = [r for b in got.of("u1") for r in b if r.quality is Quality.STALE]
-    assert stale and all(r.value in (1, 100) for r in stale)  # last good value re-reported
-    # the outage did not quarantine the units: it was the link, not them
+    assert stale and all(r.value in (1, 100) for r in stale)
+    assert {r.reason for r in stale} <= {"reset", "refused"}
+    for dev in ("u1", "u2"):  # one transition each way, with the link's reason
+        first, (down, why), up = states.of(dev)
+        assert first == up == ("online", None)
+        assert down == "offline" and why in ("reset", "refused")
     assert bus.stats.devices["u1"].online
 
 
 async def test_serial_adapter_unplugged_and_back(modbus_rtu_server):
     srv = await modbus_rtu_server([unit(1)])
     wire: PtyWire = srv.wire
-    got = Collector()
+    got, states = Collector(), States()
     bus = ModbusBus(
         make_bus_config(srv.url()),
         [make_binding("u1", 1, PROFILE, interval=0.05)],
         got,
         reconnect_min=0.05,
         reconnect_max=0.2,
+        on_state=states,
     )
     async with running(bus):
         await got.wait_for(lambda: len(got.of("u1")) >= 2)
         wire.unplug()
-        await got.wait_for(lambda: got.last("u1")["a"].reason == "not connected")
+        await states.wait_for(lambda: states.state("u1") == "offline")
         await asyncio.sleep(0.3)  # the port path is gone: opening fails, with backoff
         assert not bus.stats.connected
         wire.plug()
-        await got.wait_for(lambda: got.last("u1")["a"].quality is Quality.GOOD)
+        await states.wait_for(lambda: states.state("u1") == "online")
+        assert got.last("u1")["a"].quality is Quality.GOOD
         assert bus.stats.connected and bus.stats.reconnects == 1
+    assert states.of("u1") == [("online", None), ("offline", "port gone"), ("online", None)]
 
 
 async def test_garbage_and_truncated_frames_on_the_line(modbus_rtu_server):
@@ -293,18 +327,51 @@ async def test_port_missing_at_start_then_plugged_in(modbus_rtu_server):
     srv = await modbus_rtu_server([unit(1)])
     wire: PtyWire = srv.wire
     wire.unplug()
-    got = Collector()
+    got, states = Collector(), States()
     bus = ModbusBus(
         make_bus_config(srv.url()),
         [make_binding("u1", 1, PROFILE, interval=0.05)],
         got,
         reconnect_min=0.05,
         reconnect_max=0.1,
+        on_state=states,
     )
     async with running(bus):  # ready() returns after the first (failed) attempt
         assert not bus.stats.connected
-        await got.wait_for(lambda: bool(got.of("u1")))
-        assert got.last("u1")["a"].quality is Quality.STALE
+        await states.wait_for(lambda: bool(states.of("u1")))
+        assert states.of("u1") == [("offline", "port gone")]  # unknown -> offline: reported
+        assert not got.of("u1")  # and no stale stream
         wire.plug()
-        await got.wait_for(lambda: got.last("u1")["a"].quality is Quality.GOOD)
+        await states.wait_for(lambda: states.state("u1") == "online")
+        assert got.last("u1")["a"].quality is Quality.GOOD
         assert bus.stats.connected and bus.stats.reconnects == 0  # first connect, not a re-
+
+
+async def test_rtu_over_tcp_silent_server_is_reconnected(modbus_tcp_server):
+    """Link supervision on RTU over TCP (issue 15): timeouts in a row close the connection, and
+    the bus opens a new one; the device is offline (timeout) meanwhile and back after."""
+    quiet = {"on": False}
+
+    async def maybe_silent(*_: Any) -> ExcCodes | None:
+        while quiet["on"]:
+            await asyncio.sleep(0.01)
+        return None
+
+    srv = await modbus_tcp_server([unit(1, action=maybe_silent)], framer=FramerType.RTU)
+    got, states = Collector(), States()
+    bus = ModbusBus(
+        make_bus_config(srv.url, timeout=0.1, retries=1),
+        [make_binding("u1", 1, PROFILE, interval=0.05)],
+        got,
+        on_state=states,
+    )
+    async with running(bus):
+        await states.wait_for(lambda: states.state("u1") == "online")
+        quiet["on"] = True
+        await states.wait_for(lambda: states.state("u1") == "offline")
+        await asyncio.sleep(0.3)
+        assert bus.stats.reconnects >= 1  # the silent connection was dropped and reopened
+        quiet["on"] = False
+        await states.wait_for(lambda: states.state("u1") == "online", timeout=5)
+    assert states.of("u1") == [("online", None), ("offline", "timeout"), ("online", None)]
+    assert got.last("u1")["b"].quality is Quality.GOOD

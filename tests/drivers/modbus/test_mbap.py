@@ -14,6 +14,7 @@ import pytest
 
 from agent.config.endpoint import parse_endpoint
 from agent.config.profile import Table
+from drivers.device_state import Reason
 from drivers.modbus import mbap_io
 from drivers.modbus.adapter import (
     DeviceException,
@@ -154,8 +155,9 @@ async def test_corrupt_stream_resets_the_connection(peer, raw: bytes, what: str)
 
     p = await peer(reply)
     c = await client_for(p.url)
-    with pytest.raises(NotConnected, match="stream corrupt"):
+    with pytest.raises(NotConnected, match="connection closed") as exc:
         await c.read(Table.HOLDING, 0, 1, 1, 1.0)
+    assert exc.value.kind is Reason.BAD_FRAMES
     assert not c.connected, what
 
 
@@ -181,6 +183,10 @@ async def test_malformed_pdu_is_a_bad_frame(peer, pdu: bytes, why: str) -> None:
 
 
 async def test_silence_and_partial_frames(peer) -> None:  # type: ignore[no-untyped-def]
+    """Link supervision (issue 15): a peer that goes quiet keeps the connection for one
+    timeout, is dropped after MAX_SILENT in a row; half a frame older than the timeout drops
+    it at once (the stream position is lost)."""
+
     async def reply(tid: int, unit: int, pdu: bytes) -> bytes:
         if pdu[1:3] == b"\x00\x00":
             await asyncio.sleep(3600)  # address 0: never answers
@@ -188,11 +194,16 @@ async def test_silence_and_partial_frames(peer) -> None:  # type: ignore[no-unty
 
     p = await peer(reply)
     c = await client_for(p.url)
+    assert mbap_io.MAX_SILENT == 2
     assert (await no_response(c, 0, 0.05)).bad_frame is False
-    c.close()
+    assert c.connected
+    with pytest.raises(NotConnected, match="2 timeouts in a row") as exc:
+        await c.read(Table.HOLDING, 0, 1, 1, 0.05)
+    assert exc.value.kind is Reason.TIMEOUT and not c.connected
     c = await client_for(p.url)
-    assert (await no_response(c, 1, 0.05)).bad_frame is True
-    c.close()
+    with pytest.raises(NotConnected, match="partial frame older than the timeout") as exc:
+        await c.read(Table.HOLDING, 1, 1, 1, 0.05)
+    assert exc.value.kind is Reason.BAD_FRAMES and not c.connected
 
 
 async def test_peer_closing_mid_request_is_not_connected(peer) -> None:  # type: ignore[no-untyped-def]
@@ -214,8 +225,9 @@ async def test_connect_refused_is_not_connected() -> None:
     srv.close()
     await srv.wait_closed()
     c = modbus_client(parse_endpoint(f"tcp://127.0.0.1:{port}"), 0.2)
-    with pytest.raises(NotConnected, match="ConnectionRefusedError"):
+    with pytest.raises(NotConnected, match="ConnectionRefusedError") as exc:
         await c.connect(1.0)
+    assert exc.value.kind is Reason.REFUSED
 
 
 async def test_request_adu_on_the_wire(peer) -> None:  # type: ignore[no-untyped-def]

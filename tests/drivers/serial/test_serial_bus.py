@@ -129,15 +129,15 @@ async def test_silent_device_is_quarantined_without_stalling_neighbours(sims: Se
         task = tg.create_task(h.bus.run(), name="serial-bus")
         await h.next_batch("serial-2")
         line.faults[2].silent = True
-        await until(
-            lambda: any(
-                r.device_id == "serial-2" and r.quality is Quality.STALE for r in h.readings
-            )
-        )
+        await until(lambda: st2.state == "offline")
+        await asyncio.sleep(0.3)  # a few ticks: the offline device emits nothing on them
         bad = [r for r in h.readings if r.device_id == "serial-2" and r.quality is Quality.BAD]
         assert bad and bad[0].reason == "timeout" and bad[0].value is None
-        stale = [r for r in h.readings if r.device_id == "serial-2" and r.quality is Quality.STALE]
-        assert stale[0].value is not None and stale[0].reason == "quarantined"  # last known
+        assert {r.quality for r in h.readings if r.device_id == "serial-2"} == {
+            Quality.GOOD,
+            Quality.BAD,
+        }
+        assert st2.reason == "timeout"
         assert not st2.online and st2.quarantined_until > 0 and st2.timeouts >= 2
         await until(lambda: st2.timeouts >= 4)  # backoff now 0.4 s and growing
         n1 = sum(1 for r in h.readings if r.device_id == "serial-1" and r.point == "voltage")
@@ -152,21 +152,21 @@ async def test_silent_device_is_quarantined_without_stalling_neighbours(sims: Se
 
 
 async def test_unplug_and_replug_reopens_the_port(sims: SerialSims) -> None:
-    h, _ = bus_for(sims, interval=0.05, driver_opts={"reconnect_min": 0.05})
+    h, _ = bus_for(sims, interval=0.05, stale_readings=True, driver_opts={"reconnect_min": 0.05})
     pty = sims.lines["serial"]
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(h.bus.run(), name="serial-bus")
         await h.next_batch("serial-1")
         pty.unplug()
         await until(lambda: not h.bus.stats.connected)
+        # stale_readings = true: ticks of the offline device carry its last good values
         await until(
-            lambda: any(
-                r.reason == "not connected" and r.device_id == "serial-1" for r in h.readings
-            )
+            lambda: any(r.reason == "port gone" and r.device_id == "serial-1" for r in h.readings)
         )
-        stale = [r for r in h.readings if r.reason == "not connected"]
+        stale = [r for r in h.readings if r.reason == "port gone"]
         assert all(r.quality is Quality.STALE for r in stale)
         assert next(r.value for r in stale if r.device_id == "serial-1") is not None  # last good
+        assert h.bus.stats.devices["serial-1"].state == "offline"
         res = await h.bus.write("serial-1", "illuminance_level", 0.5, timeout=2.0)
         assert res.status is WriteStatus.TIMEOUT and res.reason == "not connected"
         pty.plug()

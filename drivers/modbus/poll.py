@@ -1,0 +1,131 @@
+"""What one poll of one Modbus device came to, and the exploration of the reads it rejected.
+
+The bus owner (drivers/modbus/bus.py) reads a device's plan and collects the outcome here: the
+readings, whether the device answered at all, the first failure (for its state, see
+drivers/device_state.py) and the points failing for a reason of the device's own. Reads the
+device answered with exception 1/2/3 are set aside and explored once the rest of the poll is
+read (``explore_rejected``): the generator of drivers/modbus/bisect.py says what to read, the
+bus owner's ``read`` does it, and what the device rejects goes to its learned exclusions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from agent.config.profile import Table
+from agent.reading import Quality, Reading, now_ms
+from drivers.device_state import Reason
+from drivers.modbus import bisect
+from drivers.modbus.adapter import SPAN_REJECTED, DeviceException, exception_reason
+from drivers.modbus.device import DeviceState
+from drivers.modbus.planner import ReadRequest
+
+# (table, start, count) -> (registers or bits, receive time ms); raises DeviceException, Abort
+ExploreRead = Callable[[Table, int, int], Awaitable[tuple[list[int] | list[bool], int]]]
+
+
+class Abort(Exception):
+    """Stop the current poll; the remaining points are reported with ``reason``; ``kind`` and
+    ``detail`` are what it means for the device's state."""
+
+    def __init__(self, reason: str, kind: Reason, detail: str | None = None) -> None:
+        self.reason = reason
+        self.kind = kind
+        self.detail = detail
+        super().__init__(reason)
+
+
+class PollResult:
+    __slots__ = ("answered", "failing", "failure", "readings")
+
+    def __init__(self) -> None:
+        self.readings: list[Reading] = []
+        self.answered = 0  # reads the device answered
+        self.failure: tuple[Reason, str | None] | None = None  # the first failure
+        self.failing: dict[str, Reason] = {}  # points failing for a reason of the device's
+
+    def fail(self, kind: Reason, detail: str | None) -> None:
+        if self.failure is None:
+            self.failure = (kind, detail)
+
+    def add(self, readings: list[Reading]) -> None:
+        """Decoded readings; a value that does not decode is a point fault (degraded)."""
+        for r in readings:
+            if r.quality is Quality.BAD:
+                self.failing[r.point] = Reason.BAD_VALUE
+        self.readings += readings
+
+
+async def explore_rejected(
+    dev: DeviceState,
+    poll: PollResult,
+    rejected: list[tuple[ReadRequest, int]],
+    read: ExploreRead,
+) -> None:
+    """Find what the device rejects in the requests it answered with exception 1/2/3. A
+    device that rejected every read of its last poll too is not explored again: that is a
+    device fault (booting, its gateway's serial side down), not a register map. Nothing
+    is learned from a poll the device answered with exceptions only."""
+    found: list[tuple[ReadRequest, int, bisect.Findings]] = []
+    stopped: Abort | None = None
+    if poll.answered or not dev.rejected_all:
+        for req, code in rejected:
+            try:
+                f = await _explore(dev, poll, req, read, deep=poll.answered > 0)
+            except Abort as stop:
+                stopped = stop
+                poll.fail(stop.kind, stop.detail)
+                break
+            found.append((req, code, f))
+    ts = now_ms()
+    for req, code, f in found:
+        poll.readings += dev.bad(f.unreadable, ts, f"exception {code}")
+        for p in f.unreadable:
+            poll.failing[p.name] = Reason.EXCEPTION
+        if not poll.answered:
+            continue
+        dev.learned.learn_registers(req.table, f.rejected, code)
+        for p in f.unreadable:  # rejected as a whole although its registers read singly
+            if not any(a in f.rejected for a in range(p.address, p.address + p.registers)):
+                dev.learned.learn_point(p.name, code)
+        if f.cap is not None:
+            dev.learned.learn_cap(req.table, f.cap, code)
+    done = {r.point for r in poll.readings}
+    for req, code in rejected[len(found) :]:  # not explored, or cut short
+        why = stopped.reason if stopped is not None else f"exception {code}"
+        poll.readings += dev.bad([p for p in req.points if p.name not in done], ts, why)
+        if stopped is None:
+            for p in req.points:
+                poll.failing[p.name] = Reason.EXCEPTION
+    if stopped is None:
+        dev.rejected_all = not poll.answered
+        if not poll.answered:
+            poll.fail(Reason.EXCEPTION, f"exception {rejected[0][1]} to every read")
+
+
+async def _explore(
+    dev: DeviceState, poll: PollResult, req: ReadRequest, read: ExploreRead, *, deep: bool
+) -> bisect.Findings:
+    gen = bisect.explore(req.points, deep=deep)
+    try:
+        probe = next(gen)
+        while True:
+            try:
+                values, rx_ms = await read(req.table, probe.start, probe.count)
+            except DeviceException as exc:
+                if exc.code not in SPAN_REJECTED:
+                    raise Abort(f"exception {exc.code}", *exception_reason(exc.code)) from exc
+                probe = gen.send(False)
+                continue
+            poll.answered += 1
+            dev.learned.readable(req.table, probe.start, probe.count)
+            if probe.points:
+                poll.add(dev.decode(probe.points, probe.start, values, rx_ms))
+                for p in probe.points:
+                    dev.learned.point_readable(p.name)
+            probe = gen.send(True)
+    except StopIteration as stop:
+        findings: bisect.Findings = stop.value
+        return findings
+    finally:
+        gen.close()
