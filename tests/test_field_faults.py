@@ -110,6 +110,7 @@ id = "{GW}"
 state_dir = "{state}"
 profile_dirs = ["{profiles}"]
 shutdown_grace = 3.0
+location = [21.0285, 105.8542]  # NGSI-LD Streetlight entities require one
 watch_config = 0
 
 [metrics]

@@ -66,9 +66,9 @@ def point_datatype(point: Point, filter_types: frozenset[str] = frozenset()) -> 
     """Sparkplug datatype for a profile point, after scaling and filters.
 
     A scaled/offset integer register carries engineering units (a float), and so does a
-    smoothed one or a totalizer rate; enums arrive as their label.
+    smoothed one or a totalizer rate; enums and flag enums arrive as their label.
     """
-    if point.enum:
+    if point.enum or point.flag_enum:
         return STRING
     dt = _POINT_TYPES[point.type]
     if dt in _INT32_TYPES or dt in _INT64_TYPES:

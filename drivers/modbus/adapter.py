@@ -28,6 +28,7 @@ the timeout, ``MAX_SILENT`` timeouts in a row, a corrupt header); RTU over TCP d
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import struct
 from collections.abc import Sequence
@@ -360,12 +361,24 @@ class _PymodbusBackend:
             ok = await self._client.connect()
         except Exception as exc:
             # pyserial raises SerialException (an OSError), ValueError for settings the port
-            # refuses and termios.error from tcsetattr; none of them may kill the bus owner
-            raise NotConnected(
+            # refuses and termios.error from tcsetattr; none of them may kill the bus owner.
+            self._client.close()
+            err = NotConnected(
                 self.endpoint.url,
                 f"{type(exc).__name__}: {exc}",
                 link_reason(exc, serial=self._serial),
-            ) from exc
+            )
+        else:
+            err = None
+        if err is not None:
+            if self._serial:
+                # pymodbus' SerialTransport opens the port, then fails in its own set-up (a
+                # timeout setter re-applies settings the port refuses) and drops the open,
+                # exclusively locked port inside the traceback's frames. Collect it now, or
+                # every later attempt on this port (the next setting of a scan, the bus
+                # owner's reconnect) finds it locked until the garbage collector runs.
+                gc.collect()
+            raise err
         if not ok:
             if self._serial:
                 raise NotConnected(self.endpoint.url, "cannot open the port", Reason.PORT_GONE)
