@@ -24,6 +24,9 @@ BUDGET_CAP = 2 << 30
 MIN_FREE = 16 << 20  # below this the outbox cannot keep even a few minutes
 SERVICE_USER = "cityedge"  # a static account, when the unit does not use DynamicUser
 SYSTEMD_STATE_DIR = Path("/var/lib/cityedge")  # StateDirectory=cityedge creates and chowns it
+# Disk per stored reading of a polling gateway (bench/bench_storage.py, W600 load: 50
+# streetlight controllers x 12 points, one record per poll cycle), for capacity estimates.
+BYTES_PER_READING = 25.0
 
 
 def mib(n: float) -> str:
@@ -33,6 +36,13 @@ def mib(n: float) -> str:
 def default_budget(free_bytes: int, outbox_bytes: int = 0) -> int:
     share = int((free_bytes + outbox_bytes) * BUDGET_SHARE)
     return max(BUDGET_FLOOR, min(BUDGET_CAP, share))
+
+
+def outage_hours(budget: int, readings_per_s: float) -> float | None:
+    """How long an outage the budget covers at a rate (None without a rate)."""
+    if readings_per_s <= 0:
+        return None
+    return budget / BYTES_PER_READING / readings_per_s / 3600
 
 
 def outbox_files_bytes(state_dir: Path) -> int:
