@@ -58,11 +58,13 @@ from agent import outbox_ranges as rg
 from agent import statedir
 from agent.outbox_codec import corrected, reading_from_json, reading_json
 from agent.outbox_store import (
+    AckLog,
     CommitIn,
     OutboxRow,
     Rec,
     Store,
     StoreFault,
+    boot_number,
     finish_move_aside,
     move_aside,
     read_boot_id,
@@ -90,7 +92,7 @@ TAIL_ROWS = 4_000  # rows of the latest commits kept for the publisher (~2 MB at
 BASE_TOLERANCE_MS = 20  # a clock step larger than this between submits starts a new record
 EPISODE_QUIET = 60.0  # seconds without a drop that end a dropping episode
 ID_BLOCK = 10_000_000  # delivery ids reserved ahead in <file>.ids
-MIN_BUDGET = 1 << 20
+MIN_BUDGET = 64 * 1024
 
 encode_reading = reading_json
 decode_reading = reading_from_json
@@ -209,6 +211,9 @@ class Outbox:
     def _open_sync(self) -> None:
         ids = read_ids(self.path)
         out = _Outcome()
+        self._acklog = AckLog(self.path)
+        # acknowledged, or lost from memory, while nothing could be written
+        self._acks, self._mem_drops = self._acklog.read()
         with contextlib.suppress(OSError):
             done = finish_move_aside(self.path)  # a set-aside interrupted by a crash
             if done is not None:
@@ -252,8 +257,6 @@ class Outbox:
                 out.fault = f"{f.kind}: {f.detail}"
                 if f.kind == "corrupt" and attempt == 0:
                     self._move_aside(None, f, out, ids or read_ids(self.path))
-                elif f.kind == "full" and attempt == 0:
-                    Store.release_reserve_of(self.path)
                 else:
                     return None
         st = self._store
@@ -433,7 +436,7 @@ class Outbox:
                 if fix is not None:
                     self._fix_base = fix
                     for r in out.kept:
-                        if r.unsynced and r.fix is None and r.boot < 0:
+                        if r.unsynced and r.fix is None and r.boot is None:
                             r.fix = fix - r.base
                 self._tail.clear()
                 self._hold(out.kept)
@@ -465,15 +468,18 @@ class Outbox:
         if not retry:
             out.kept, out.fault = allrecs, self._fault
             return out
+        if self._store is not None and self._store.readonly:  # writable again?
+            self._store.close()
+            self._store = None
         st = self._ensure_store(out)
-        if expire and st is not None:
-            self._housekeeping(st)
+        if st is not None:
+            self._space(st, expire)
         cutoff = None
         if expire and self.max_age is not None:
             age_ms = int(self.max_age * 1000)
             cutoff = (int(now * 1000) - age_ms, int(self._mono() * 1000) - age_ms)
         extra = self._mem_drops
-        for attempt in range(4):
+        for attempt in range(5):
             if st is None:
                 break
             try:
@@ -492,11 +498,12 @@ class Outbox:
                 continue
             out.persisted, out.fault = True, None
             out.acked = res.acked
+            self._acklog.clear()
             if res.dropped:
                 out.dropped += res.dropped
                 out.reason = out.reason or (
-                    "disk full"
-                    if self._eff_budget < self.budget
+                    "disk nearly full"
+                    if res.budget_dropped and self._eff_budget < self.budget
                     else f"byte budget {statedir.mib(self.budget)}"
                     if res.budget_dropped
                     else "row or age limit"
@@ -507,15 +514,23 @@ class Outbox:
             break
         if not out.persisted:
             out.kept = allrecs
+            if acks or self._mem_drops:  # so that a restart does not send them again
+                self._acklog.write(acks, self._mem_drops)
         if st is not None:
             self._sync_from(st)
         return out
 
     def _make_room(self, st: Store, recs: list[Rec], attempt: int, out: _Outcome) -> bool:
-        """Storage thread, after SQLITE_FULL: evict the oldest records (counted as dropped),
-        release the reserve if even that cannot be written, and keep the budget to what fits.
-        False when nothing more can be done."""
-        need = (sum(len(r.blob or b"") for r in recs) + 64 * 1024) << attempt
+        """Storage thread, after SQLITE_FULL. First let the WAL start over within its file
+        (a checkpoint, with the reserve released if the file needs room for it); then evict
+        the oldest records (counted as dropped) and keep the budget to what fits. False when
+        nothing more can be done."""
+        if attempt == 0:
+            if not st.checkpoint():
+                st.release_reserve()
+                st.checkpoint()
+            return True
+        need = (sum(len(r.blob or b"") for r in recs) + 64 * 1024) << (attempt - 1)
         try:
             dropped, live = st.make_room(need)
         except StoreFault as f:
@@ -528,22 +543,29 @@ class Outbox:
         if dropped:
             out.dropped += dropped
             out.reason = "disk full"
-        elif attempt >= 1 and not st.release_reserve():
+        elif not st.release_reserve():
             return False  # nothing left to evict and no reserve: memory it is
         self._eff_budget = max(MIN_BUDGET, min(self._eff_budget, live))
         return True
 
-    def _housekeeping(self, st: Store) -> None:
-        """Storage thread, every EXPIRY_PERIOD: put the reserve back and restore the budget
-        once the disk has room again."""
+    def _space(self, st: Store, housekeeping: bool) -> None:
+        """Storage thread, before every commit: keep the file system from filling. While less
+        than the reserve's worth is free the budget is lowered to what the file holds (so the
+        next records replace the oldest instead of growing the file); it is given back as
+        space returns. Every EXPIRY_PERIOD the reserve file is put back when there is room."""
         free = statedir.free_bytes(self.path.parent)
-        if free is None:
+        if free is None or st.readonly:
             return
-        st.keep_reserve(free)
-        if self._eff_budget < self.budget and free > max(4 << 20, self.budget // 20):
-            self._eff_budget = self.budget
-            log.info("outbox %s: the disk has room again: budget back to %s", self.path.name,
-                     statedir.mib(self.budget))  # fmt: skip
+        room = st.reserve_bytes
+        if free < room:
+            self._eff_budget = max(MIN_BUDGET, min(self._eff_budget, st.live - (room - free)))
+        elif self._eff_budget < self.budget and free > 3 * room:
+            self._eff_budget = min(self.budget, self._eff_budget + free - 3 * room)
+            if self._eff_budget == self.budget:
+                log.info("outbox %s: the disk has room again: budget back to %s",
+                         self.path.name, statedir.mib(self.budget))  # fmt: skip
+        if housekeeping:
+            st.keep_reserve(free)
 
     def _hold(self, recs: list[Rec]) -> None:
         """Keep what could not be written in memory, newest first: the oldest fall out and are
@@ -751,7 +773,7 @@ class Outbox:
         base = round((offset.wall_at - offset.mono_at) * 1000)
         self._fix_base = base
         for r in self._mem:
-            if r.unsynced and r.fix is None and r.boot < 0:
+            if r.unsynced and r.fix is None and r.boot is None:
                 r.fix = base - r.base
         self._tail.clear()
         self._wake.set()
@@ -787,10 +809,9 @@ class Outbox:
             if not self._mem:
                 return None
             r = self._mem[0]
-            o = (r.ts, r.base, -1)
+            o = (r.ts, r.base, boot_number(self._boot_id))
         ts, base, boot = o
-        st = self._store
-        if boot < 0 or (st is not None and boot == st.boot):  # this boot: monotonic age
+        if boot == boot_number(self._boot_id):  # this boot: monotonic age
             return max(0.0, self._mono() - (ts - base) / 1000)
         return max(0.0, self._clock() - ts / 1000)
 
@@ -811,6 +832,15 @@ class Outbox:
 
     def _close_job(self) -> None:
         st = self._store
+        if self._mem or self._mem_drops:  # lost with the process: counted, never silent
+            lost = sum(r.n - rg.count(r.done) for r in self._mem)
+            self._acklog.write(self._acks, self._mem_drops + lost)
+            log.error(
+                "outbox %s: stopping with %d reading(s) that could not be written: counted "
+                "as dropped",
+                self.path.name,
+                lost,
+            )
         if st is None:
             return
         if not self._mem and not st.readonly and self._fault is None:

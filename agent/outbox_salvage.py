@@ -111,6 +111,13 @@ def salvage(target: Path) -> Salvaged:
             got[rid + off] = t if fix is None else corrected(t, fix)
     for rid, t in legacy.items():
         got.setdefault(rid, t)
+    # What the file held when it was set aside lies between these; anything else is a deleted
+    # record read back from a free page the damaged header no longer lists.
+    lo, hi = manifest.get("first_id"), manifest.get("last_id")
+    if isinstance(lo, int) and lo > 0:
+        got = {i: t for i, t in got.items() if i >= lo}
+    if isinstance(hi, int) and hi > 0:
+        got = {i: t for i, t in got.items() if i <= hi}
     out.records = len(recs)
     out.legacy_rows = len(legacy)
     out.readings = sorted(got.items())

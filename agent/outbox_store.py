@@ -12,15 +12,20 @@ the event loop. A failure is raised as :class:`StoreFault` with a ``kind`` the o
 
 Tables (``SCHEMA``): ``rec`` holds one row per group commit, its readings packed by
 ``agent/outbox_codec.py``; ``part`` the acknowledged or dropped offsets of records that are
-partly done; ``fixes`` the clock corrections (one row per synchronisation); ``boots`` the boot
-ids rows were taken in; ``meta`` counters. The delivery id of a reading is ``rec.id`` plus its
-offset: ids are assigned by the outbox, continue across restarts and are never reused.
+partly done; ``fixes`` the clock corrections (one row per synchronisation); ``meta`` counters.
+``rec.boot`` is the boot the readings were taken in (60 bits of the kernel's boot id; -1 when
+unknown: converted or salvaged readings), so a correction never touches another boot's rows.
+A reading's delivery id is ``rec.id`` plus its offset: ids are assigned by the outbox, continue
+across restarts and are never reused.
 
 Disk full: SQLite reuses the pages of deleted records and the WAL reuses its file after a
 checkpoint, so an outbox at its size cycles without new blocks. What needs new blocks is a
-WAL recreated after a restart, or a file still growing; for those a reserve file
-(``<db>.reserve``) holds space that is released the moment the disk is full, so deleting
-acknowledged rows and evicting old ones always has room. It is put back when space returns.
+WAL (and its -shm, needed even to read) recreated after a restart, or a file still growing;
+for those a reserve file (``<db>.reserve``) holds space that is released the moment the disk
+is full, so deleting acknowledged rows and evicting old ones has room; it is put back once the
+disk has room again. Should even that be gone, acknowledgements that cannot be committed are
+written into ``<db>.acked``, a small file overwritten in place (no new blocks), so a restart
+does not send them again.
 """
 
 from __future__ import annotations
@@ -63,11 +68,23 @@ CREATE TABLE IF NOT EXISTS part (id INTEGER PRIMARY KEY, done TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS fixes (
     id INTEGER PRIMARY KEY, boot INTEGER NOT NULL, upto INTEGER NOT NULL, base INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS boots (id INTEGER PRIMARY KEY, boot_id TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+PLAUSIBLE_MS = 1_704_067_200_000  # 2024-01-01: an earlier commit time is a clock not yet set
 REC_OVERHEAD = 48  # bytes of a rec row besides its blob (cell, header, integers), roughly
-RESERVE_BYTES = 256 * 1024  # WAL room for evicting and deleting on a full disk (64 pages)
+# The WAL is checkpointed before it holds more than the reserve: on a full disk, releasing the
+# reserve always leaves the file room to take the WAL's pages, and the WAL can then start over.
+# The reserve is 1/16 of the file system, 128 KiB..1 MiB. A checkpoint grows the file to the
+# size the WAL records (the WAL's new pages plus those of the commit in progress), so the WAL
+# is checkpointed at half the reserve: releasing the reserve always lets a checkpoint finish,
+# and the WAL then starts over within its own file.
+RESERVE_MIN, RESERVE_MAX = 128 * 1024, 1 << 20
+
+
+def reserve_size(fs_bytes: int) -> int:
+    return max(RESERVE_MIN, min(RESERVE_MAX, fs_bytes // 16))
+
+
 MIGRATE_CHUNK = 20_000  # rows of a schema-1 outbox moved per transaction
 
 _FAILPOINT = os.environ.get("CITYEDGE_OUTBOX_FAILPOINT")  # tests: kill -9 at a known point
@@ -134,7 +151,7 @@ class Rec:
     unsynced: int  # readings flagged timeQuality=unsynced
     parts: list[bytes] | None  # reading JSON texts, until packed
     blob: bytes | None = None
-    boot: int = -1  # boots.id; -1: this process's boot
+    boot: int | None = None  # None: taken in this boot
     done: rg.Ranges = field(default_factory=list)  # offsets acknowledged or dropped (memory)
     fix: int | None = None  # ms to add to its unsynced readings, once the clock synced
 
@@ -190,6 +207,12 @@ def read_boot_id() -> str:
         return "unknown"
 
 
+def boot_number(boot_id: str) -> int:
+    """60 bits of the boot id (a random UUID): fits SQLite's integer, never negative."""
+    digits = "".join(c for c in boot_id.lower() if c in "0123456789abcdef")
+    return int(digits[:15], 16) if len(digits) >= 15 else 0
+
+
 class Store:
     """An open outbox file. Mirrors (depth, drops, last id, partial records, fixes) are kept
     in memory and changed only after a COMMIT succeeded."""
@@ -203,7 +226,7 @@ class Store:
         self.drops = 0
         self.set_aside = 0
         self.depth = 0
-        self.boot = 0
+        self.boot = boot_number(boot_id)
         self.boot_id = boot_id
         self.oldest: tuple[int, int, int] | None = None  # ts, base, boot of the oldest record
         self.live = 0  # bytes of pages in use, as of the last commit
@@ -211,6 +234,7 @@ class Store:
         self._fixes: list[tuple[int, int, int]] = []  # (upto, boot, base), by upto
         self._cache: tuple[int, list[bytes]] | None = None  # the last record read, decoded
         self.reserve = Path(f"{path}.reserve")
+        self.reserve_bytes = RESERVE_MAX
 
     # -- opening -------------------------------------------------------------------------
     @classmethod
@@ -222,34 +246,43 @@ class Store:
         boot_id: str = "unknown",
         max_bytes: int | None = None,
     ) -> Store:
-        """Open (creating or migrating) the file; a file that cannot be written is opened
-        read-only (its backlog can still be sent). Raises :class:`StoreFault`."""
+        """Open (creating or migrating) the file. On a full disk the reserve is released
+        first (a WAL database needs its -shm even to be read); a file that still cannot be
+        written is opened read-only, so its backlog can be sent. Raises :class:`StoreFault`."""
         try:
-            return cls._open(path, synchronous, boot_id, max_bytes, readonly=False)
+            return cls._open(path, synchronous, boot_id, max_bytes, mode="rw")
         except StoreFault as f:
-            if f.kind != "readonly" or not path.exists():
+            if f.kind == "corrupt" or not path.exists():
                 raise
-        return cls._open(path, synchronous, boot_id, max_bytes, readonly=True)
+            if f.kind == "full" and cls.release_reserve_of(path):
+                with contextlib.suppress(StoreFault):
+                    return cls._open(path, synchronous, boot_id, max_bytes, mode="rw")
+        try:
+            return cls._open(path, synchronous, boot_id, max_bytes, mode="ro")
+        except StoreFault as f:
+            if f.kind == "corrupt":
+                raise
+        # no room even for the -shm: read the file as it is (what only the WAL holds waits)
+        return cls._open(path, synchronous, boot_id, max_bytes, mode="immutable")
 
     @classmethod
     def open_readonly(cls, path: Path) -> Store:
         """For ``cityedge outbox`` beside a running agent (WAL lets readers in)."""
-        return cls._open(path, "FULL", read_boot_id(), None, readonly=True)
+        return cls._open(path, "FULL", read_boot_id(), None, mode="ro")
 
     @classmethod
     def _open(
-        cls, path: Path, synchronous: str, boot_id: str, max_bytes: int | None, readonly: bool
+        cls, path: Path, synchronous: str, boot_id: str, max_bytes: int | None, mode: str
     ) -> Store:
         db: sqlite3.Connection | None = None
         try:
-            if readonly:
-                db = sqlite3.connect(
-                    f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
-                )
+            if mode != "rw":
+                uri = f"file:{path}?mode=ro{'&immutable=1' if mode == 'immutable' else ''}"
+                db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            st = cls(path, db, boot_id, readonly)
+            st = cls(path, db, boot_id, mode != "rw")
             st._setup(synchronous, max_bytes)
             return st
         except (sqlite3.Error, OSError, RecordError) as exc:
@@ -263,12 +296,21 @@ class Store:
         if not self.readonly:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={synchronous}")
-            # the WAL keeps its file between checkpoints (reused, no new blocks on a full disk)
-            # up to this size; a small budget gets a small WAL
-            limit = 64 << 20 if max_bytes is None else max(1 << 20, min(64 << 20, max_bytes // 8))
-            db.execute(f"PRAGMA journal_size_limit={limit}")
+            # the WAL keeps its file between checkpoints (reused: no new blocks on a full disk)
+            try:
+                fs = os.statvfs(self.path.parent)
+                self.reserve_bytes = reserve_size(fs.f_blocks * fs.f_frsize)
+            except OSError:
+                pass
+            (ps,) = db.execute("PRAGMA page_size").fetchone()
+            db.execute(f"PRAGMA wal_autocheckpoint={max(16, self.reserve_bytes // ps // 2)}")
+            db.execute(f"PRAGMA journal_size_limit={self.reserve_bytes // 2}")
         # the hot pages are the two ends of one b-tree: 256 KiB of page cache, not 2 MiB
         db.execute("PRAGMA cache_size=-256")
+        # Debian builds SQLite with secure_delete on: every page freed by a delete is zeroed,
+        # which doubles the writes (SD card wear) and can make deleting acknowledged records
+        # need more WAL room than a full disk has. FAST zeroes only inside pages written anyway.
+        db.execute("PRAGMA secure_delete=FAST")
         (self.page_size,) = db.execute("PRAGMA page_size").fetchone()
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if not self.readonly:
@@ -282,7 +324,6 @@ class Store:
             db.execute("INSERT OR IGNORE INTO meta VALUES ('set_aside', 0)")
             if "outbox" in tables:
                 self._migrate()
-            db.execute("INSERT OR IGNORE INTO boots(boot_id) VALUES (?)", (self.boot_id,))
         elif "rec" not in tables:
             raise StoreFault(
                 "readonly",
@@ -294,8 +335,6 @@ class Store:
         self.drops = int(meta.get("drops", 0))
         self.last_id = int(meta.get("last_id", 0))
         self.set_aside = int(meta.get("set_aside", 0))
-        row = db.execute("SELECT id FROM boots WHERE boot_id = ?", (self.boot_id,)).fetchone()
-        self.boot = row[0] if row else 0
         self._part = {i: rg.from_text(t) for i, t in db.execute("SELECT id, done FROM part")}
         self._fixes = sorted(
             (u, b, base) for u, b, base in db.execute("SELECT upto, boot, base FROM fixes")
@@ -327,12 +366,12 @@ class Store:
                     r.n += 1
                     r.ts = max(r.ts, ts)
                 else:
-                    recs.append(Rec(rid, 1, ts, 0, 0, [d], boot=0))
+                    recs.append(Rec(rid, 1, ts, 0, 0, [d], boot=-1))
             for r in recs:
                 assert r.parts is not None
                 r.unsynced = sum(1 for p in r.parts if is_unsynced(p))
             db.executemany(
-                "INSERT INTO rec VALUES (?, ?, ?, 0, 0, ?, ?)",
+                "INSERT INTO rec VALUES (?, ?, ?, -1, 0, ?, ?)",
                 [(r.first, r.n, r.ts, r.unsynced, r.packed()) for r in recs],
             )
             if rows:
@@ -378,7 +417,7 @@ class Store:
                             r.first,
                             r.n,
                             r.ts,
-                            self.boot if r.boot < 0 else r.boot,
+                            self.boot if r.boot is None else r.boot,
                             r.base,
                             r.unsynced,
                             r.blob,
@@ -521,13 +560,14 @@ class Store:
     def _expire(self, cutoff: tuple[int, int], part: dict[int, rg.Ranges]) -> int:
         """Drop records committed before the cutoff. Age counts in monotonic time for this
         boot's records (a clock stepped by years at sync must not expire them all) and in
-        wall-clock time for older boots' records."""
+        wall-clock time for older boots' records, unless their time cannot be right (taken
+        before the clock was set: their age is unknown, the byte budget bounds them)."""
         wall_ms, mono_ms = cutoff
         db = self._db
         young = db.execute(
-            "SELECT id FROM rec WHERE (boot = ? AND ts - base >= ?) OR (boot != ? AND ts >= ?) "
-            "ORDER BY id LIMIT 1",
-            (self.boot, mono_ms, self.boot, wall_ms),
+            "SELECT id FROM rec WHERE (boot = ? AND ts - base >= ?) "
+            "OR (boot != ? AND (ts >= ? OR ts < ?)) ORDER BY id LIMIT 1",
+            (self.boot, mono_ms, self.boot, wall_ms, PLAUSIBLE_MS),
         ).fetchone()
         bound = young[0] if young else self.last_id + 1
         dropped = 0
@@ -571,7 +611,9 @@ class Store:
         ``need_bytes`` in a transaction of its own, and let the WAL start over. Returns
         (readings dropped, live bytes after). Raises :class:`StoreFault` when even that
         cannot be written."""
-        self.checkpoint()
+        if not self.checkpoint():  # the file could not take the WAL's pages: give it room
+            self.release_reserve()
+            self.checkpoint()
         part = dict(self._part)
         db = self._db
         try:
@@ -600,11 +642,14 @@ class Store:
         self.live = self.live_bytes()
         return dropped, self.live
 
-    def checkpoint(self) -> None:
-        """PASSIVE: copies what it can and lets the WAL start over at its beginning (its file
-        is kept: no new blocks needed for the next writes)."""
-        with contextlib.suppress(sqlite3.Error):
-            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    def checkpoint(self) -> bool:
+        """PASSIVE: copies the WAL into the file and lets the WAL start over at its beginning
+        (its file is kept: no new blocks needed for the next writes). False if it failed."""
+        try:
+            row = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error:
+            return False
+        return row is None or (row[0] == 0 and row[1] == row[2])
 
     # -- reserve -------------------------------------------------------------------------
     def release_reserve(self) -> bool:
@@ -624,12 +669,12 @@ class Store:
 
     def keep_reserve(self, free_bytes: int) -> None:
         """Put the reserve back once the disk has room for it and more."""
-        if self.readonly or self.reserve.exists() or free_bytes < 4 * RESERVE_BYTES:
+        if self.readonly or self.reserve.exists() or free_bytes < 2 * self.reserve_bytes:
             return
         tmp = Path(f"{self.reserve}.tmp")
         try:
             with open(tmp, "wb") as f:
-                f.write(bytes(RESERVE_BYTES))  # written, not sparse: the blocks are taken
+                f.write(bytes(self.reserve_bytes))  # written, not sparse: blocks are taken
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.reserve)
@@ -682,9 +727,8 @@ class Store:
     def fix_for(self, rid: int, boot: int, base: int) -> int | None:
         """The correction of a record's unsynced readings: from the first synchronisation of
         the record's boot committed after it (records of another boot are never touched)."""
-        b = self.boot if boot < 0 else boot
         for upto, fboot, fbase in self._fixes:
-            if upto >= rid and fboot == b:
+            if upto >= rid and fboot == boot:
                 return fbase - base
         return None
 
@@ -744,7 +788,7 @@ class Store:
                 r.parts.append(text)
                 r.n += 1
             else:
-                recs.append(Rec(rid, 1, int(time.time() * 1000), 0, 0, [text], boot=0))
+                recs.append(Rec(rid, 1, int(time.time() * 1000), 0, 0, [text], boot=-1))
         db = self._db
         inserted = refused = 0
         try:
@@ -759,7 +803,7 @@ class Store:
                 assert r.parts is not None
                 r.unsynced = sum(1 for t in r.parts if is_unsynced(t))
                 db.execute(
-                    "INSERT INTO rec VALUES (?, ?, ?, 0, 0, ?, ?)",
+                    "INSERT INTO rec VALUES (?, ?, ?, -1, 0, ?, ?)",
                     (r.first, r.n, r.ts, r.unsynced, r.packed()),
                 )
                 inserted += r.n
@@ -781,6 +825,61 @@ class Store:
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
+
+
+# --- acknowledgements that could not be committed -------------------------------------------
+
+
+class AckLog:
+    """``<db>.acked``: a preallocated file overwritten in place (no new blocks needed) with
+    what the database could not take on a full or read-only disk: acknowledged id ranges, and
+    readings lost from the memory buffer at a stop. Read back at the next start."""
+
+    SIZE = 4096
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(f"{path}.acked")
+        self.dirty = False
+        if not self.path.exists():
+            with contextlib.suppress(OSError), open(self.path, "wb") as f:
+                f.write(bytes(self.SIZE))
+                f.flush()
+                os.fsync(f.fileno())
+
+    def read(self) -> tuple[rg.Ranges, int]:
+        """(acknowledged ranges, readings dropped) recorded by an earlier run."""
+        try:
+            raw = self.path.read_bytes().split(b"\0", 1)[0].decode()
+            head, _, ranges = raw.partition("\n")
+            drops = int(head.removeprefix("drops=")) if head else 0
+            got = rg.from_text(ranges) if ranges else []
+        except (OSError, ValueError):
+            return [], 0
+        self.dirty = bool(got or drops)
+        return got, drops
+
+    def write(self, ranges: rg.Ranges, drops: int = 0) -> None:
+        items = rg.merged(ranges)
+        text = f"drops={drops}\n{rg.to_text(items)}".encode()
+        while len(text) > self.SIZE and items:  # keep the oldest: the newest re-send at worst
+            items.pop()
+            text = f"drops={drops}\n{rg.to_text(items)}".encode()
+        try:
+            fd = os.open(self.path, os.O_WRONLY)
+        except OSError:
+            return
+        try:
+            os.pwrite(fd, text.ljust(self.SIZE, b"\0"), 0)
+            os.fdatasync(fd)
+            self.dirty = bool(items or drops)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def clear(self) -> None:
+        if self.dirty:
+            self.write([])
 
 
 # --- delivery ids that survive the file ---------------------------------------------------
