@@ -416,7 +416,7 @@ class Outbox:
                 raise
             self.commits += out.persisted
             self.committed += n_new
-            new_rows = bool(recs)
+            new_rows = bool(recs) or (out.persisted and bool(mem))
             if out.persisted:
                 self._mem.clear()
                 self._mem_bytes = 0
