@@ -138,8 +138,12 @@ def _why(exc: OSError) -> str:
     return os.strerror(exc.errno) if exc.errno else str(exc)
 
 
-def inspect(path: Path) -> StateDirReport:
-    """Exists or can be created; writable by the service user; free space."""
+def inspect(path: Path, user: tuple[int, set[int]] | None = None) -> StateDirReport:
+    """Exists or can be created; writable by the service user; free space.
+
+    ``user`` (uid, gids) is whom the service runs as; by default the caller when it is not
+    root, else the static ``cityedge`` account if there is one (with DynamicUser=yes, systemd
+    gives StateDirectory= to the service's user itself)."""
     rep = StateDirReport(path)
     try:
         rep.exists = path.exists()
@@ -171,7 +175,7 @@ def inspect(path: Path) -> StateDirReport:
                 "or set gateway.state_dir"
             )
     else:
-        _check_writable(path, rep)
+        _check_writable(path, rep, user)
     rep.free = free_bytes(path)
     if rep.free is not None and rep.ok:
         if rep.free < MIN_FREE:
@@ -188,7 +192,7 @@ def inspect(path: Path) -> StateDirReport:
     return rep
 
 
-def _check_writable(path: Path, rep: StateDirReport) -> None:
+def _check_writable(path: Path, rep: StateDirReport, user: tuple[int, set[int]] | None) -> None:
     st = path.stat()
     if hasattr(os, "statvfs") and os.statvfs(path).f_flag & os.ST_RDONLY:
         rep.errors.append(
@@ -198,20 +202,17 @@ def _check_writable(path: Path, rep: StateDirReport) -> None:
         )
         return
     euid = os.geteuid()
-    acct = _service_account()
-    if euid != 0:
-        if not os.access(path, os.W_OK | os.X_OK):
-            rep.errors.append(
-                f"state directory {path}: not writable by user {_name(euid)} (owner "
-                f"{_name(st.st_uid)}, mode {stat.S_IMODE(st.st_mode):04o}); fix the owner: "
-                f"sudo chown -R {_name(euid)} {path}"
-            )
-            return
-    elif acct is not None and not _writable_by(st, acct.pw_uid, _groups(acct)):
+    if user is None and euid == 0:
+        acct = _service_account()
+        user = (acct.pw_uid, _groups(acct)) if acct is not None else None
+    if user is None and euid != 0 and not os.access(path, os.W_OK | os.X_OK):
+        user = (euid, set(os.getgroups()) | {os.getegid()})
+    if user is not None and not _writable_by(st, user[0], user[1]):
+        who = _name(user[0])
         rep.errors.append(
-            f"state directory {path}: not writable by the service user {SERVICE_USER} (owner "
-            f"{_name(st.st_uid)}, mode {stat.S_IMODE(st.st_mode):04o}); fix the owner: "
-            f"sudo chown -R {SERVICE_USER}: {path}"
+            f"state directory {path}: not writable by user {who}, whom the service runs as "
+            f"(owner {_name(st.st_uid)}, mode {stat.S_IMODE(st.st_mode):04o}); fix the owner: "
+            f"sudo chown -R {who}: {path}"
         )
         return
     exc = _probe(path)
