@@ -71,7 +71,7 @@ from agent.outbox_store import (
     read_ids,
     write_ids,
 )
-from agent.reading import Reading, TimeQuality, iso_ms
+from agent.reading import Reading, iso_ms
 from agent.timesync import ClockOffset
 from agent.waits import wait_event
 
@@ -344,8 +344,6 @@ class Outbox:
         parts = rec.parts
         assert parts is not None
         parts.extend([reading_json(r) for r in batch])
-        unsynced = TimeQuality.UNSYNCED
-        rec.unsynced += sum(1 for r in batch if r.time_quality is unsynced)
         rec.n = len(parts)
         rec.ts = ts
         self._pending_n += len(batch)
@@ -742,10 +740,10 @@ class Outbox:
     def ack(self, first_id: int, last_id: int, count: int) -> None:
         """Readings ``first_id..last_id`` (``count`` of them) were acknowledged: delete them
         with the next group commit (those still in memory at once)."""
-        if self._mem:
+        if self._mem:  # at once in memory; the file too, should a commit take them meanwhile
             self._ack_mem(first_id, last_id)
             if first_id > (self._store.last_id if self._store else 0):
-                return
+                count = 0
         self._acks.append((first_id, last_id))
         if len(self._acks) > 64:
             self._acks = rg.merged(self._acks)

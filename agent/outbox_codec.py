@@ -172,10 +172,11 @@ class RecordError(ValueError):
     """Bytes that are not a record of a known format (damaged, or not ours)."""
 
 
-def pack(parts: list[bytes]) -> bytes:
-    """Reading JSON texts -> one stored record."""
+def pack(parts: list[bytes]) -> tuple[bytes, int]:
+    """Reading JSON texts -> (one stored record, how many of them are flagged unsynced)."""
+    raw = b"\n".join(parts)
     co = zlib.compressobj(LEVEL, zdict=ZDICT_V1)
-    return b"\x01" + co.compress(b"\n".join(parts)) + co.flush()
+    return b"\x01" + co.compress(raw) + co.flush(), raw.count(_UNSYNCED)
 
 
 def unpack(blob: bytes) -> list[bytes]:

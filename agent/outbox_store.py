@@ -44,7 +44,6 @@ from agent import outbox_ranges as rg
 from agent.outbox_codec import (
     RecordError,
     corrected,
-    is_unsynced,
     pack,
     reading_from_json,
     unpack,
@@ -166,9 +165,11 @@ class Rec:
         return self.first + self.n - 1
 
     def packed(self) -> bytes:
+        """Compress (storage thread); counts the unsynced readings on the way, so the event
+        loop does not look at every reading's time quality."""
         if self.blob is None:
             assert self.parts is not None
-            self.blob = pack(self.parts)
+            self.blob, self.unsynced = pack(self.parts)
         return self.blob
 
     def texts(self) -> list[bytes]:
@@ -236,6 +237,7 @@ class Store:
         self.boot_id = boot_id
         self.oldest: tuple[int, int, int] | None = None  # ts, base, boot of the oldest record
         self.live = 0  # bytes of pages in use, as of the last commit
+        self._meta_last = 0  # meta.last_id as written
         self._part: dict[int, rg.Ranges] = {}
         self._fixes: list[tuple[int, int, int]] = []  # (upto, boot, base), by upto
         self._cache: tuple[int, list[bytes]] | None = None  # the last record read, decoded
@@ -339,7 +341,7 @@ class Store:
             )
         meta = dict(db.execute("SELECT key, value FROM meta"))
         self.drops = int(meta.get("drops", 0))
-        self.last_id = int(meta.get("last_id", 0))
+        self.last_id = self._meta_last = int(meta.get("last_id", 0))
         self.set_aside = int(meta.get("set_aside", 0))
         self._part = {i: rg.from_text(t) for i, t in db.execute("SELECT id, done FROM part")}
         self._fixes = sorted(
@@ -373,12 +375,9 @@ class Store:
                     r.ts = max(r.ts, ts)
                 else:
                     recs.append(Rec(rid, 1, ts, 0, 0, [d], boot=-1))
-            for r in recs:
-                assert r.parts is not None
-                r.unsynced = sum(1 for p in r.parts if is_unsynced(p))
             db.executemany(
                 "INSERT INTO rec VALUES (?, ?, ?, -1, 0, ?, ?)",
-                [(r.first, r.n, r.ts, r.unsynced, r.packed()) for r in recs],
+                [(r.first, r.n, r.ts, r.unsynced, blob) for r in recs if (blob := r.packed())],
             )
             if rows:
                 db.execute("DELETE FROM outbox WHERE id <= ?", (rows[-1][0],))
@@ -456,8 +455,11 @@ class Store:
                     (self.boot, last_id, c.fix_base),
                 )
                 fixes = sorted([*fixes, (last_id, self.boot, c.fix_base)])
-            if last_id != self.last_id:
+            meta_last = self._meta_last
+            if last_id != meta_last and (acked or dropped):
+                # the highest id is the last record's, unless deletes may empty the table
                 db.execute("UPDATE meta SET value = ? WHERE key='last_id'", (last_id,))
+                meta_last = last_id
             if dropped or c.extra_drops:
                 db.execute(
                     "UPDATE meta SET value = value + ? WHERE key='drops'",
@@ -468,6 +470,7 @@ class Store:
             self._rollback()
             raise fault(exc) from exc
         self._part, self.depth, self.last_id, self._fixes = part, depth, last_id, fixes
+        self._meta_last = meta_last
         self.drops += dropped + c.extra_drops
         self._cache = None if (dropped or c.fix_base is not None) else self._cache
         if acked or dropped or (c.recs and self.oldest is None):
@@ -635,6 +638,7 @@ class Store:
             if cut is not None:
                 self._delete_through(cut, part)
                 db.execute("UPDATE meta SET value = value + ? WHERE key='drops'", (dropped,))
+                db.execute("UPDATE meta SET value = ? WHERE key='last_id'", (self.last_id,))
             failpoint("evict")
             db.execute("COMMIT")
         except (sqlite3.Error, OSError) as exc:
@@ -643,6 +647,7 @@ class Store:
         self._part = part
         self.depth -= dropped
         self.drops += dropped
+        self._meta_last = self.last_id if cut is not None else self._meta_last
         self._cache = None
         self._safe_oldest()
         self.checkpoint()
@@ -777,11 +782,13 @@ class Store:
                 part.pop(i, None)
                 db.execute("DELETE FROM part WHERE id = ?", (i,))
             db.execute("UPDATE meta SET value = value + ? WHERE key='drops'", (count,))
+            db.execute("UPDATE meta SET value = ? WHERE key='last_id'", (self.last_id,))
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
             raise fault(exc) from exc
         self._part, self.depth, self.drops = part, self.depth - count, self.drops + count
+        self._meta_last = self.last_id
         return count
 
     def insert_salvaged(self, readings: list[tuple[int, bytes]], lost: int) -> tuple[int, int]:
@@ -807,11 +814,10 @@ class Store:
                 if clash:
                     refused += r.n
                     continue
-                assert r.parts is not None
-                r.unsynced = sum(1 for t in r.parts if is_unsynced(t))
+                blob = r.packed()
                 db.execute(
                     "INSERT INTO rec VALUES (?, ?, ?, -1, 0, ?, ?)",
-                    (r.first, r.n, r.ts, r.unsynced, r.packed()),
+                    (r.first, r.n, r.ts, r.unsynced, blob),
                 )
                 inserted += r.n
             db.execute("UPDATE meta SET value = value + ? WHERE key='drops'", (lost,))
