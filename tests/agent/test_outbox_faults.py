@@ -83,7 +83,7 @@ async def test_sqlite_full_at_the_page_limit_evicts_the_oldest_and_keeps_accepti
 async def test_disk_full_then_a_restart_on_the_full_disk_sends_nothing_twice(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with tmpfs(tmp_path / "fs", "3m") as d:
+    with tmpfs(tmp_path / "fs", "2m") as d:
         path = d / "ob.sqlite"
         n = 0
         async for ob in running(Outbox(path, commit_interval=0.005)):

@@ -106,7 +106,7 @@ async def test_full_disk_drops_what_it_counts_and_a_restart_sends_nothing_twice(
 ) -> None:
     broker = mosquitto(persistence=True)
     col = Platform(broker, identifier="platform", clean_session=False)
-    with tmpfs(tmp_path / "fs", "3m") as d:
+    with tmpfs(tmp_path / "fs", "2m") as d:
         sink = MqttSink("up", output(broker, max_batch=200), GW, [], d)
         async with started(col, sink):
             await wait_until(lambda: sink.connected)
@@ -271,7 +271,7 @@ async def test_kill_9_during_an_eviction_loses_nothing_uncounted(
 ) -> None:
     broker = mosquitto(persistence=True)
     col = Platform(broker, identifier="platform", clean_session=False)
-    with tmpfs(tmp_path / "fs", "3m") as d:
+    with tmpfs(tmp_path / "fs", "2m") as d:
         dead = f"mqtt://127.0.0.1:{free_port()}"
         # it fills the disk, evicts twice, and is killed in the middle of the third eviction
         accepted = await run_until_failpoint(dead, d, 0, "evict:3")
