@@ -234,6 +234,7 @@ def main() -> int:
     ap.add_argument("--hours", type=float, default=None, help="outage replayed (1 h)")
     a = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)  # the publisher's close warnings are noise here
+    logging.getLogger("mqtt").setLevel(logging.ERROR)  # paho: "pending publish calls"
     sample = a.sample or (15.0 if a.quick else 30.0)
     hours = a.hours or (0.1 if a.quick else 1.0)
     seconds = int(hours * 3600)
