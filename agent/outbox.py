@@ -230,14 +230,6 @@ class Outbox:
         self._reserve_ids(clean=False)
         self._apply(out)
         self._update_visible()
-        if self._fault is not None:
-            log.error(
-                "outbox %s: cannot write (%s): readings are kept in memory (up to %s) and "
-                "written once it works again",
-                self.path,
-                self._fault,
-                statedir.mib(self.memory_bytes),
-            )
 
     def _ensure_store(self, out: _Outcome, ids: dict[str, int] | None = None) -> Store | None:
         """The open store, opening (or re-opening) it when needed; storage thread or
@@ -564,6 +556,7 @@ class Outbox:
                          self.path.name, statedir.mib(self.budget))  # fmt: skip
         if housekeeping:
             st.keep_reserve(free)
+            self._acklog.ensure()
 
     def _hold(self, recs: list[Rec]) -> None:
         """Keep what could not be written in memory, newest first: the oldest fall out and are
@@ -586,10 +579,11 @@ class Outbox:
         if out.fault != self._fault:
             if out.fault is not None and self._fault is None:
                 log.error(
-                    "outbox %s: cannot write (%s): keeping readings in memory, retrying every "
-                    "%.0f s",
+                    "outbox %s: cannot write (%s): keeping readings in memory (up to %s), "
+                    "retrying every %.0f s",
                     self.path,
                     out.fault,
+                    statedir.mib(self.memory_bytes),
                     self.retry_interval,
                 )
             elif out.fault is None:

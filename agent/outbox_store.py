@@ -853,6 +853,10 @@ class AckLog:
     def __init__(self, path: Path) -> None:
         self.path = Path(f"{path}.acked")
         self.dirty = False
+        self.ensure()
+
+    def ensure(self) -> None:
+        """Create the file (its blocks) while there is room; a no-op once it exists."""
         if not self.path.exists():
             with contextlib.suppress(OSError), open(self.path, "wb") as f:
                 f.write(bytes(self.SIZE))
