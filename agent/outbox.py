@@ -57,19 +57,15 @@ from pathlib import Path
 from agent import outbox_ranges as rg
 from agent import statedir
 from agent.outbox_codec import corrected, reading_from_json, reading_json
-from agent.outbox_store import (
-    AckLog,
+from agent.outbox_files import AckLog, finish_move_aside, move_aside, read_ids, write_ids
+from agent.outbox_store import Store
+from agent.outbox_types import (
     CommitIn,
     OutboxRow,
     Rec,
-    Store,
     StoreFault,
     boot_number,
-    finish_move_aside,
-    move_aside,
     read_boot_id,
-    read_ids,
-    write_ids,
 )
 from agent.reading import Reading, iso_ms
 from agent.timesync import ClockOffset

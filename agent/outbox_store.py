@@ -1,14 +1,8 @@
 """The outbox's SQLite file: records, acknowledgements, bounds, clock fixes.
 
-Everything here runs on the outbox's one storage thread (``agent/outbox.py`` owns it), never on
-the event loop. A failure is raised as :class:`StoreFault` with a ``kind`` the outbox acts on:
-
-- ``full``: SQLITE_FULL or an I/O error on write (ENOSPC, EIO): make room, retry;
-- ``readonly``: the file or its directory cannot be written (read-only mount, wrong owner);
-- ``corrupt``: SQLITE_CORRUPT / SQLITE_NOTADB, or a read that fails with an I/O error: the
-  file is set aside (:func:`move_aside`) and a fresh one started;
-- ``busy``: another process holds the lock (``cityedge outbox purge`` with the agent running);
-- ``other``: anything else SQLite says; treated like ``readonly`` (kept in memory, retried).
+Everything here runs on the outbox's one storage thread (``agent/outbox_worker.py``), never
+on the event loop. Failures are raised as ``StoreFault`` (``agent/outbox_types.py`` says what
+each kind means to the outbox).
 
 Tables (``SCHEMA``): ``rec`` holds one row per group commit, its readings packed by
 ``agent/outbox_codec.py``; ``part`` the acknowledged or dropped offsets of records that are
@@ -21,34 +15,32 @@ across restarts and are never reused.
 Disk full: SQLite reuses the pages of deleted records and the WAL reuses its file after a
 checkpoint, so an outbox at its size cycles without new blocks. What needs new blocks is a
 WAL (and its -shm, needed even to read) recreated after a restart, or a file still growing;
-for those a reserve file (``<db>.reserve``) holds space that is released the moment the disk
-is full, so deleting acknowledged rows and evicting old ones has room; it is put back once the
-disk has room again. Should even that be gone, acknowledgements that cannot be committed are
-written into ``<db>.acked``, a small file overwritten in place (no new blocks), so a restart
-does not send them again.
+for those the reserve file (``agent/outbox_files.py``) is released the moment the disk is
+full. The WAL is checkpointed at half the reserve, so releasing it always lets a checkpoint
+finish, and the WAL then starts over within its own file.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import sqlite3
-import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent import outbox_files
 from agent import outbox_ranges as rg
-from agent.outbox_codec import (
-    RecordError,
-    corrected,
-    pack,
-    reading_from_json,
-    unpack,
+from agent.outbox_codec import RecordError, corrected, unpack
+from agent.outbox_types import (
+    CommitIn,
+    CommitOut,
+    OutboxRow,
+    StoreFault,
+    boot_number,
+    failpoint,
+    fault,
+    read_boot_id,
 )
-from agent.reading import Reading
 
 log = logging.getLogger("cityedge.outbox")
 
@@ -71,153 +63,6 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 PLAUSIBLE_MS = 1_704_067_200_000  # 2024-01-01: an earlier commit time is a clock not yet set
 REC_OVERHEAD = 48  # bytes of a rec row besides its blob (cell, header, integers), roughly
-# The WAL is checkpointed before it holds more than the reserve: on a full disk, releasing the
-# reserve always leaves the file room to take the WAL's pages, and the WAL can then start over.
-# The reserve is 1/16 of the file system, 128 KiB..1 MiB. A checkpoint grows the file to the
-# size the WAL records (the WAL's new pages plus those of the commit in progress), so the WAL
-# is checkpointed at half the reserve: releasing the reserve always lets a checkpoint finish,
-# and the WAL then starts over within its own file.
-RESERVE_MIN, RESERVE_MAX = 128 * 1024, 1 << 20
-
-
-def reserve_size(fs_bytes: int) -> int:
-    return max(RESERVE_MIN, min(RESERVE_MAX, fs_bytes // 16))
-
-
-MIGRATE_CHUNK = 20_000  # rows of a schema-1 outbox moved per transaction
-
-# tests: kill -9 at a known point ("evict", or "evict:3" for its third pass)
-_FAILPOINT, _, _NTH = (os.environ.get("CITYEDGE_OUTBOX_FAILPOINT") or "").partition(":")
-_passes: dict[str, int] = {}
-
-
-def failpoint(name: str) -> None:
-    """Stop here for ever when ``CITYEDGE_OUTBOX_FAILPOINT`` names this point (and pass),
-    after saying so on stderr (the kill -9 tests wait for that line)."""
-    if name != _FAILPOINT:
-        return
-    _passes[name] = _passes.get(name, 0) + 1
-    if _passes[name] < int(_NTH or 1):
-        return
-    sys.stderr.write(f"failpoint {name}\n")
-    sys.stderr.flush()
-    while True:
-        time.sleep(3600)
-
-
-class StoreFault(Exception):
-    def __init__(self, kind: str, detail: str) -> None:
-        super().__init__(f"{kind}: {detail}")
-        self.kind = kind
-        self.detail = detail
-
-
-_CODES = {13: "full", 10: "full", 8: "readonly", 14: "readonly", 3: "readonly", 23: "readonly"}
-_CODES |= {11: "corrupt", 26: "corrupt", 5: "busy", 6: "busy"}
-
-
-def fault(exc: BaseException, *, reading: bool = False) -> StoreFault:
-    """The fault an exception from SQLite (or the file system) means."""
-    if isinstance(exc, StoreFault):
-        return exc
-    if isinstance(exc, RecordError):
-        return StoreFault("corrupt", str(exc))
-    if isinstance(exc, OSError):
-        kind = "readonly" if exc.errno in (30, 13, 1) else "full"
-        return StoreFault(kind, exc.strerror or str(exc))
-    code = getattr(exc, "sqlite_errorcode", None)
-    kind = _CODES.get(code & 0xFF, "") if isinstance(code, int) else ""
-    if not kind:
-        msg = str(exc).lower()
-        kind = (
-            "corrupt"
-            if "malformed" in msg or "not a database" in msg
-            else "full"
-            if "full" in msg or "i/o" in msg
-            else "readonly"
-            if "readonly" in msg or "read-only" in msg or "unable to open" in msg
-            else "busy"
-            if "locked" in msg
-            else "other"
-        )
-    if kind == "full" and reading:  # an I/O error while reading: the file cannot be read
-        kind = "corrupt"
-    return StoreFault(kind, str(exc))
-
-
-@dataclass(slots=True)
-class Rec:
-    """One group commit's readings (in memory before or instead of the file)."""
-
-    first: int  # delivery id of the first reading
-    n: int
-    ts: int  # commit time, wall-clock ms
-    base: int  # wall minus monotonic clock at submit (ms): monotonic time = observedAt - base
-    unsynced: int  # readings flagged timeQuality=unsynced
-    parts: list[bytes] | None  # reading JSON texts, until packed
-    blob: bytes | None = None
-    boot: int | None = None  # None: taken in this boot
-    done: rg.Ranges = field(default_factory=list)  # offsets acknowledged or dropped (memory)
-    fix: int | None = None  # ms to add to its unsynced readings, once the clock synced
-
-    @property
-    def last(self) -> int:
-        return self.first + self.n - 1
-
-    def packed(self) -> bytes:
-        """Compress (storage thread); counts the unsynced readings on the way, so the event
-        loop does not look at every reading's time quality."""
-        if self.blob is None:
-            assert self.parts is not None
-            self.blob, self.unsynced = pack(self.parts)
-        return self.blob
-
-    def texts(self) -> list[bytes]:
-        return self.parts if self.parts is not None else unpack(self.packed())
-
-
-@dataclass(slots=True)
-class CommitIn:
-    recs: list[Rec]
-    acks: list[tuple[int, int]]
-    budget: int  # bytes of live pages to keep to
-    max_rows: int | None
-    age_cutoff: tuple[int, int] | None  # (wall ms, monotonic ms): older records expire
-    fix_base: int | None  # clock synchronised: wall minus monotonic now (ms)
-    extra_drops: int  # readings dropped outside the file (memory overflow) to persist
-
-
-@dataclass(slots=True)
-class CommitOut:
-    acked: int  # readings newly acknowledged (deleted or marked)
-    dropped: int  # readings dropped by the bounds
-    budget_dropped: int  # of which by the byte budget
-
-
-# not frozen: one is built per reading read, and a frozen dataclass costs three times as much
-# to construct (0.77 us against 0.25 us); treated as immutable
-@dataclass(slots=True)
-class OutboxRow:
-    id: int  # stable delivery id of the reading
-    ts_ms: int  # commit time, UTC epoch ms
-    data: bytes  # the reading as native JSON (see agent.outbox_codec.reading_json)
-
-    @property
-    def reading(self) -> Reading:
-        return reading_from_json(self.data)
-
-
-def read_boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or "unknown"
-    except OSError:
-        return "unknown"
-
-
-def boot_number(boot_id: str) -> int:
-    """60 bits of the boot id (a random UUID): fits SQLite's integer, never negative."""
-    digits = "".join(c for c in boot_id.lower() if c in "0123456789abcdef")
-    return int(digits[:15], 16) if len(digits) >= 15 else 0
 
 
 class Store:
@@ -241,8 +86,7 @@ class Store:
         self._part: dict[int, rg.Ranges] = {}
         self._fixes: list[tuple[int, int, int]] = []  # (upto, boot, base), by upto
         self._cache: tuple[int, list[bytes]] | None = None  # the last record read, decoded
-        self.reserve = Path(f"{path}.reserve")
-        self.reserve_bytes = RESERVE_MAX
+        self.reserve_bytes = outbox_files.RESERVE_MAX
 
     # -- opening -------------------------------------------------------------------------
     @classmethod
@@ -307,7 +151,7 @@ class Store:
             # the WAL keeps its file between checkpoints (reused: no new blocks on a full disk)
             try:
                 fs = os.statvfs(self.path.parent)
-                self.reserve_bytes = reserve_size(fs.f_blocks * fs.f_frsize)
+                self.reserve_bytes = outbox_files.reserve_size(fs.f_blocks * fs.f_frsize)
             except OSError:
                 pass
             (ps,) = db.execute("PRAGMA page_size").fetchone()
@@ -331,7 +175,9 @@ class Store:
             db.execute("INSERT OR IGNORE INTO meta VALUES ('drops', 0), ('last_id', 0)")
             db.execute("INSERT OR IGNORE INTO meta VALUES ('set_aside', 0)")
             if "outbox" in tables:
-                self._migrate()
+                from agent.outbox_maint import migrate
+
+                migrate(self)
         elif "rec" not in tables:
             raise StoreFault(
                 "readonly",
@@ -352,49 +198,6 @@ class Store:
         self.last_id = max(self.last_id, total[1] or 0)
         self.live = self.live_bytes()
         self._load_oldest()
-
-    def _migrate(self) -> None:
-        """Schema 1 (one JSON row per reading) -> records, in chunks that commit one by one,
-        so a crash or a full disk midway loses nothing and the next start goes on."""
-        db = self._db
-        seq = db.execute("SELECT seq FROM sqlite_sequence WHERE name='outbox'").fetchone()
-        old = db.execute("SELECT value FROM meta WHERE key='drops'").fetchone()
-        moved = 0
-        while True:
-            db.execute("BEGIN IMMEDIATE")
-            rows = db.execute(
-                "SELECT id, ts, data FROM outbox ORDER BY id LIMIT ?", (MIGRATE_CHUNK,)
-            ).fetchall()
-            recs: list[Rec] = []
-            for rid, ts, data in rows:
-                d = data if isinstance(data, bytes) else str(data).encode()
-                r = recs[-1] if recs else None
-                if r is not None and r.last + 1 == rid and r.n < 1000 and r.parts is not None:
-                    r.parts.append(d)
-                    r.n += 1
-                    r.ts = max(r.ts, ts)
-                else:
-                    recs.append(Rec(rid, 1, ts, 0, 0, [d], boot=-1))
-            db.executemany(
-                "INSERT INTO rec VALUES (?, ?, ?, -1, 0, ?, ?)",
-                [(r.first, r.n, r.ts, r.unsynced, blob) for r in recs if (blob := r.packed())],
-            )
-            if rows:
-                db.execute("DELETE FROM outbox WHERE id <= ?", (rows[-1][0],))
-            else:
-                last = seq[0] if seq else 0
-                db.execute("UPDATE meta SET value = max(value, ?) WHERE key='last_id'", (last,))
-                db.execute("DROP TABLE outbox")
-            db.execute("COMMIT")
-            moved += len(rows)
-            if not rows:
-                break
-        log.info(
-            "outbox %s: migrated %d reading(s) to the record format (drops so far %s)",
-            self.path.name,
-            moved,
-            old[0] if old else 0,
-        )
 
     def _load_oldest(self) -> None:
         row = self._db.execute("SELECT ts, base, boot FROM rec ORDER BY id LIMIT 1").fetchone()
@@ -665,34 +468,15 @@ class Store:
 
     # -- reserve -------------------------------------------------------------------------
     def release_reserve(self) -> bool:
-        return Store.release_reserve_of(self.path)
+        return outbox_files.release_reserve(self.path)
 
     @staticmethod
     def release_reserve_of(path: Path) -> bool:
-        reserve = Path(f"{path}.reserve")
-        try:
-            reserve.unlink()
-        except FileNotFoundError:
-            return False
-        except OSError:
-            return False
-        log.warning("outbox %s: disk full: released the reserve file", path.name)
-        return True
+        return outbox_files.release_reserve(path)
 
     def keep_reserve(self, free_bytes: int) -> None:
-        """Put the reserve back once the disk has room for it and more."""
-        if self.readonly or self.reserve.exists() or free_bytes < 2 * self.reserve_bytes:
-            return
-        tmp = Path(f"{self.reserve}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(bytes(self.reserve_bytes))  # written, not sparse: blocks are taken
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.reserve)
-        except OSError:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+        if not self.readonly:
+            outbox_files.keep_reserve(self.path, self.reserve_bytes, free_bytes)
 
     # -- reading -------------------------------------------------------------------------
     def read(self, after_id: int, limit: int, skip: rg.Ranges | None = None) -> list[OutboxRow]:
@@ -767,68 +551,6 @@ class Store:
         row = self._db.execute("SELECT id FROM rec ORDER BY id LIMIT 1").fetchone()
         return None if row is None else int(row[0])
 
-    def purge(self, before_ms: int | None) -> int:
-        """Delete every record (or those committed before ``before_ms``); the readings are
-        counted as dropped. Returns how many."""
-        part = dict(self._part)
-        db = self._db
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            where, args = ("", ()) if before_ms is None else (" WHERE ts < ?", (before_ms,))
-            gone = [(i, n) for i, n in db.execute(f"SELECT id, n FROM rec{where}", args)]
-            count = sum(self._remaining(i, n, part) for i, n in gone)
-            db.execute(f"DELETE FROM rec{where}", args)
-            for i, _ in gone:
-                part.pop(i, None)
-                db.execute("DELETE FROM part WHERE id = ?", (i,))
-            db.execute("UPDATE meta SET value = value + ? WHERE key='drops'", (count,))
-            db.execute("UPDATE meta SET value = ? WHERE key='last_id'", (self.last_id,))
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._rollback()
-            raise fault(exc) from exc
-        self._part, self.depth, self.drops = part, self.depth - count, self.drops + count
-        self._meta_last = self.last_id
-        return count
-
-    def insert_salvaged(self, readings: list[tuple[int, bytes]], lost: int) -> tuple[int, int]:
-        """Recovered readings back in, with their own ids (never in use here: ids are never
-        reused), as records of contiguous ids; ``lost`` is added to the drops. Returns
-        (inserted, refused because their ids overlap what this file holds)."""
-        recs: list[Rec] = []
-        for rid, text in readings:
-            r = recs[-1] if recs else None
-            if r is not None and r.last + 1 == rid and r.n < 1000 and r.parts is not None:
-                r.parts.append(text)
-                r.n += 1
-            else:
-                recs.append(Rec(rid, 1, int(time.time() * 1000), 0, 0, [text], boot=-1))
-        db = self._db
-        inserted = refused = 0
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            for r in recs:
-                clash = db.execute(
-                    "SELECT 1 FROM rec WHERE id <= ? AND id + n - 1 >= ? LIMIT 1", (r.last, r.first)
-                ).fetchone()
-                if clash:
-                    refused += r.n
-                    continue
-                blob = r.packed()
-                db.execute(
-                    "INSERT INTO rec VALUES (?, ?, ?, -1, 0, ?, ?)",
-                    (r.first, r.n, r.ts, r.unsynced, blob),
-                )
-                inserted += r.n
-            db.execute("UPDATE meta SET value = value + ? WHERE key='drops'", (lost,))
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._rollback()
-            raise fault(exc) from exc
-        self.depth += inserted
-        self.drops += lost
-        return inserted, refused
-
     def note_set_aside(self, count: int) -> None:
         """Carry the set-aside count of a replaced file into this one."""
         with contextlib.suppress(sqlite3.Error):
@@ -838,156 +560,3 @@ class Store:
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
-
-
-# --- acknowledgements that could not be committed -------------------------------------------
-
-
-class AckLog:
-    """``<db>.acked``: a preallocated file overwritten in place (no new blocks needed) with
-    what the database could not take on a full or read-only disk: acknowledged id ranges, and
-    readings lost from the memory buffer at a stop. Read back at the next start."""
-
-    SIZE = 4096
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(f"{path}.acked")
-        self.dirty = False
-        self.ensure()
-
-    def ensure(self) -> None:
-        """Create the file (its blocks) while there is room; a no-op once it exists."""
-        if not self.path.exists():
-            with contextlib.suppress(OSError), open(self.path, "wb") as f:
-                f.write(bytes(self.SIZE))
-                f.flush()
-                os.fsync(f.fileno())
-
-    def read(self) -> tuple[rg.Ranges, int]:
-        """(acknowledged ranges, readings dropped) recorded by an earlier run."""
-        try:
-            raw = self.path.read_bytes().split(b"\0", 1)[0].decode()
-            head, _, ranges = raw.partition("\n")
-            drops = int(head.removeprefix("drops=")) if head else 0
-            got = rg.from_text(ranges) if ranges else []
-        except (OSError, ValueError):
-            return [], 0
-        self.dirty = bool(got or drops)
-        return got, drops
-
-    def write(self, ranges: rg.Ranges, drops: int = 0) -> None:
-        items = rg.merged(ranges)
-        text = f"drops={drops}\n{rg.to_text(items)}".encode()
-        while len(text) > self.SIZE and items:  # keep the oldest: the newest re-send at worst
-            items.pop()
-            text = f"drops={drops}\n{rg.to_text(items)}".encode()
-        try:
-            fd = os.open(self.path, os.O_WRONLY)
-        except OSError:
-            return
-        try:
-            os.pwrite(fd, text.ljust(self.SIZE, b"\0"), 0)
-            os.fdatasync(fd)
-            self.dirty = bool(items or drops)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-
-    def clear(self) -> None:
-        if self.dirty:
-            self.write([])
-
-
-# --- delivery ids that survive the file ---------------------------------------------------
-
-
-def ids_path(path: Path) -> Path:
-    return Path(f"{path}.ids")
-
-
-IDS_SIZE = 512  # one sector: an overwrite in place is not torn
-
-
-def read_ids(path: Path) -> dict[str, int]:
-    """The id sidecar: ``last`` (at a clean close), ``hwm`` (ids handed out up to, at most),
-    ``clean`` (1 after a clean close). Missing or unreadable: {}."""
-    try:
-        doc = json.loads(ids_path(path).read_bytes().rstrip(b"\0 ") or b"{}")
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(doc, dict):
-        return {}
-    return {k: int(v) for k, v in doc.items() if isinstance(v, int)}
-
-
-def write_ids(path: Path, doc: dict[str, int]) -> None:
-    """Overwrite the sidecar in place (created once, then never needs a new block: a full disk
-    can still take it), and wait for it to be on disk. Raises OSError."""
-    target = ids_path(path)
-    text = json.dumps(doc).encode()
-    if len(text) > IDS_SIZE:
-        raise OSError(f"{target}: record too long")
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        os.pwrite(fd, text.ljust(IDS_SIZE, b"\0"), 0)
-        os.fdatasync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-# --- setting a damaged file aside -----------------------------------------------------------
-
-
-def aside_dirs(path: Path) -> list[Path]:
-    return sorted(path.parent.glob(f"{path.name}.damaged-*"))
-
-
-def move_aside(path: Path, manifest: dict[str, object], now: float) -> Path:
-    """Move the file with its WAL and SHM into ``<file>.damaged-<UTC time>/``.
-
-    The directory is built as ``….partial`` and renamed when complete, so a kill -9 midway
-    leaves a partial directory that :func:`finish_move_aside` completes at the next start
-    (never a WAL left beside a missing database, which SQLite would apply to a new one)."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
-    final = path.parent / f"{path.name}.damaged-{stamp}"
-    n = 1
-    while final.exists():
-        n += 1
-        final = path.parent / f"{path.name}.damaged-{stamp}-{n}"
-    partial = Path(f"{final}.partial")
-    partial.mkdir()
-    (partial / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    return _finish(path, partial)
-
-
-def finish_move_aside(path: Path) -> Path | None:
-    """Complete a move interrupted by a crash; returns the directory, or None."""
-    for d in aside_dirs(path):
-        if d.name.endswith(".partial"):
-            return _finish(path, d)
-    return None
-
-
-def _finish(path: Path, partial: Path) -> Path:
-    for suffix in ("-wal", "-shm"):  # the WAL first: never a WAL beside the wrong database
-        src = Path(f"{path}{suffix}")
-        if src.exists():
-            os.replace(src, partial / src.name)
-            fsync_dir(path.parent)
-        if suffix == "-wal":
-            failpoint("move-aside")
-    if path.exists():
-        os.replace(path, partial / path.name)
-    final = Path(str(partial).removesuffix(".partial"))
-    os.replace(partial, final)
-    fsync_dir(path.parent)
-    return final

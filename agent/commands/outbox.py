@@ -20,7 +20,10 @@ from agent.commands.common import load_or_report
 from agent.config.loader import LoadedConfig
 from agent.config.outputs import MqttOutput
 from agent.ctl import request, socket_path
-from agent.outbox_store import Store, StoreFault, aside_dirs
+from agent.outbox_files import aside_dirs
+from agent.outbox_maint import insert_salvaged, purge
+from agent.outbox_store import Store
+from agent.outbox_types import StoreFault
 
 EXAMPLES = """examples:
   cityedge outbox                         # depth, oldest reading, drops per MQTT output
@@ -213,7 +216,7 @@ def purge_cmd(args: argparse.Namespace, loaded: LoadedConfig, files: list[tuple[
         try:
             st = Store.open(path)
             try:
-                count = st.purge(cutoff)
+                count = purge(st, cutoff)
             finally:
                 st.close()
         except StoreFault as f:
@@ -268,7 +271,7 @@ def salvage_cmd(args: argparse.Namespace) -> int:
     try:
         st = Store.open(live)
         try:
-            inserted, refused = st.insert_salvaged(got.readings, lost or 0)
+            inserted, refused = insert_salvaged(st, got.readings, lost or 0)
         finally:
             st.close()
     except StoreFault as f:

@@ -17,8 +17,8 @@ import pytest
 
 from agent.outbox import ID_BLOCK, Outbox
 from agent.outbox_codec import reading_json
+from agent.outbox_files import aside_dirs
 from agent.outbox_salvage import salvage
-from agent.outbox_store import aside_dirs
 from agent.reading import Reading, TimeQuality
 from agent.timesync import ClockOffset
 from tests.agent.disk import damage, fill, remount, tmpfs

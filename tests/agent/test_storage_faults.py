@@ -21,7 +21,7 @@ import aiomqtt
 import pytest
 
 from agent.cli import main
-from agent.outbox_store import aside_dirs
+from agent.outbox_files import aside_dirs
 from agent.sinks.mqtt import MqttSink
 from tests.agent.disk import damage, fill, remount, tmpfs
 from tests.agent.test_mqtt_sink import GW, Collector, output, started, wait_until
