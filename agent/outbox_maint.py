@@ -122,3 +122,17 @@ def insert_salvaged(self: Store, readings: list[tuple[int, bytes]], lost: int) -
     self.depth += inserted
     self.drops += lost
     return inserted, refused
+
+
+def newest_ts(self: Store) -> int | None:
+    """Commit time of the newest record (``cityedge outbox stats``)."""
+    row = self._db.execute("SELECT max(ts) FROM rec").fetchone()
+    return None if row[0] is None else int(row[0])
+
+
+def count_before(self: Store, ts_ms: int) -> int:
+    """Readings held that were committed before ``ts_ms`` (``purge --older-than``)."""
+    return sum(
+        self._remaining(rid, n, self._part)
+        for rid, n in self._db.execute("SELECT id, n FROM rec WHERE ts < ?", (ts_ms,))
+    )

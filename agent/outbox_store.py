@@ -30,6 +30,7 @@ from pathlib import Path
 
 from agent import outbox_files
 from agent import outbox_ranges as rg
+from agent.outbox_bounds import Deletes
 from agent.outbox_codec import RecordError, corrected, unpack
 from agent.outbox_types import (
     CommitIn,
@@ -37,7 +38,6 @@ from agent.outbox_types import (
     OutboxRow,
     StoreFault,
     boot_number,
-    failpoint,
     fault,
     read_boot_id,
 )
@@ -61,11 +61,9 @@ CREATE TABLE IF NOT EXISTS fixes (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
-PLAUSIBLE_MS = 1_704_067_200_000  # 2024-01-01: an earlier commit time is a clock not yet set
-REC_OVERHEAD = 48  # bytes of a rec row besides its blob (cell, header, integers), roughly
 
 
-class Store:
+class Store(Deletes):
     """An open outbox file. Mirrors (depth, drops, last id, partial records, fixes) are kept
     in memory and changed only after a COMMIT succeeded."""
 
@@ -199,10 +197,6 @@ class Store:
         self.live = self.live_bytes()
         self._load_oldest()
 
-    def _load_oldest(self) -> None:
-        row = self._db.execute("SELECT ts, base, boot FROM rec ORDER BY id LIMIT 1").fetchone()
-        self.oldest = (row[0], row[1], row[2]) if row else None
-
     # -- writing -------------------------------------------------------------------------
     def commit(self, c: CommitIn) -> CommitOut:
         """One transaction: acknowledgements, new records, bounds, a clock fix, counters."""
@@ -280,192 +274,6 @@ class Store:
             self._safe_oldest()
         return CommitOut(acked, dropped, budget_dropped)
 
-    def _rollback(self) -> None:
-        # after SQLITE_FULL or an I/O error SQLite may already have rolled the transaction
-        # back itself; a ROLLBACK then fails with "no transaction is active"
-        if self._db.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.execute("ROLLBACK")
-
-    def _safe_oldest(self) -> None:
-        with contextlib.suppress(sqlite3.Error):
-            self._load_oldest()
-
-    def _apply_acks(self, acks: list[tuple[int, int]], part: dict[int, rg.Ranges]) -> int:
-        db = self._db
-        newly = 0
-        for a, b in rg.merged(acks):
-            start = db.execute("SELECT max(id) FROM rec WHERE id <= ?", (a,)).fetchone()[0]
-            rows = db.execute(
-                "SELECT id, n FROM rec WHERE id >= ? AND id <= ? ORDER BY id",
-                (a if start is None else start, b),
-            ).fetchall()
-            whole: list[int] = []
-            for rid, n in rows:
-                last = rid + n - 1
-                if last < a:
-                    continue
-                old = part.get(rid, [])
-                if a <= rid and last <= b:
-                    newly += n - rg.count(old)
-                    whole.append(rid)
-                    part.pop(rid, None)
-                    continue
-                new = rg.add(old, max(a, rid) - rid, min(b, last) - rid)
-                gained = rg.count(new) - rg.count(old)
-                if not gained:
-                    continue
-                newly += gained
-                if rg.count(new) == n:
-                    whole.append(rid)
-                    part.pop(rid, None)
-                else:
-                    part[rid] = new
-                    db.execute("INSERT OR REPLACE INTO part VALUES (?, ?)", (rid, rg.to_text(new)))
-            if whole:
-                # one contiguous range: every record between the first and the last whole one
-                # is whole too (only the two edge records can be left partly done)
-                db.execute("DELETE FROM rec WHERE id BETWEEN ? AND ?", (whole[0], whole[-1]))
-                db.execute("DELETE FROM part WHERE id BETWEEN ? AND ?", (whole[0], whole[-1]))
-        return newly
-
-    def _remaining(self, rid: int, n: int, part: dict[int, rg.Ranges]) -> int:
-        return n - rg.count(part.get(rid, []))
-
-    def _delete_through(self, cut: int, part: dict[int, rg.Ranges]) -> None:
-        self._db.execute("DELETE FROM rec WHERE id <= ?", (cut,))
-        self._db.execute("DELETE FROM part WHERE id <= ?", (cut,))
-        for rid in [i for i in part if i <= cut]:
-            del part[rid]
-
-    def _drop_readings(self, excess: int, part: dict[int, rg.Ranges]) -> int:
-        """Drop the ``excess`` oldest readings (the row bound): whole records, then the
-        oldest readings of the next one."""
-        db = self._db
-        dropped, cut = 0, None
-        partial: tuple[int, rg.Ranges] | None = None
-        for rid, n in db.execute("SELECT id, n FROM rec ORDER BY id"):
-            left = self._remaining(rid, n, part)
-            if dropped + left <= excess:
-                dropped += left
-                cut = rid
-                if dropped == excess:
-                    break
-                continue
-            done = part.get(rid, [])
-            off = 0
-            while dropped < excess:
-                off = rg.first_gap(done, off)
-                done = rg.add(done, off, off)
-                dropped += 1
-            partial = (rid, done)
-            break
-        if cut is not None:
-            self._delete_through(cut, part)
-        if partial is not None:
-            part[partial[0]] = partial[1]
-            db.execute(
-                "INSERT OR REPLACE INTO part VALUES (?, ?)", (partial[0], rg.to_text(partial[1]))
-            )
-        return dropped
-
-    def _expire(self, cutoff: tuple[int, int], part: dict[int, rg.Ranges]) -> int:
-        """Drop records committed before the cutoff. Age counts in monotonic time for this
-        boot's records (a clock stepped by years at sync must not expire them all) and in
-        wall-clock time for older boots' records, unless their time cannot be right (taken
-        before the clock was set: their age is unknown, the byte budget bounds them)."""
-        wall_ms, mono_ms = cutoff
-        db = self._db
-        young = db.execute(
-            "SELECT id FROM rec WHERE (boot = ? AND ts - base >= ?) "
-            "OR (boot != ? AND (ts >= ? OR ts < ?)) ORDER BY id LIMIT 1",
-            (self.boot, mono_ms, self.boot, wall_ms, PLAUSIBLE_MS),
-        ).fetchone()
-        bound = young[0] if young else self.last_id + 1
-        dropped = 0
-        cut = None
-        for rid, n in db.execute("SELECT id, n FROM rec WHERE id < ? ORDER BY id", (bound,)):
-            dropped += self._remaining(rid, n, part)
-            cut = rid
-        if cut is not None:
-            self._delete_through(cut, part)
-        return dropped
-
-    def live_bytes(self) -> int:
-        (pages,) = self._db.execute("PRAGMA page_count").fetchone()
-        (free,) = self._db.execute("PRAGMA freelist_count").fetchone()
-        return int((pages - free) * self.page_size)
-
-    def _bound_bytes(self, budget: int, protect: int, part: dict[int, rg.Ranges]) -> int:
-        """Oldest-first eviction down to the byte budget (a little under, so eviction comes
-        in steps rather than at every commit)."""
-        live = self.live = self.live_bytes()
-        if live <= budget:
-            return 0
-        need = live - budget + max(budget // 100, 16 * self.page_size)
-        freed, dropped, cut = 0, 0, None
-        cur = self._db.execute(
-            "SELECT id, n, length(data) FROM rec WHERE id < ? ORDER BY id", (protect,)
-        )
-        for rid, n, size in cur:
-            freed += size + REC_OVERHEAD
-            dropped += self._remaining(rid, n, part)
-            cut = rid
-            if freed >= need:
-                break
-        if cut is not None:
-            self._delete_through(cut, part)
-            self.live = max(0, live - freed)
-            failpoint("evict")  # inside the transaction: a kill here must roll it all back
-        return dropped
-
-    def make_room(self, need_bytes: int) -> tuple[int, int]:
-        """The disk (or the page limit) is full: evict the oldest records worth at least
-        ``need_bytes`` in a transaction of its own, and let the WAL start over. Returns
-        (readings dropped, live bytes after). Raises :class:`StoreFault` when even that
-        cannot be written."""
-        if not self.checkpoint():  # the file could not take the WAL's pages: give it room
-            self.release_reserve()
-            self.checkpoint()
-        part = dict(self._part)
-        db = self._db
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            freed, dropped, cut = 0, 0, None
-            for rid, n, size in db.execute("SELECT id, n, length(data) FROM rec ORDER BY id"):
-                freed += size + REC_OVERHEAD
-                dropped += self._remaining(rid, n, part)
-                cut = rid
-                if freed >= need_bytes:
-                    break
-            if cut is not None:
-                self._delete_through(cut, part)
-                db.execute("UPDATE meta SET value = value + ? WHERE key='drops'", (dropped,))
-                db.execute("UPDATE meta SET value = ? WHERE key='last_id'", (self.last_id,))
-            failpoint("evict")
-            db.execute("COMMIT")
-        except (sqlite3.Error, OSError) as exc:
-            self._rollback()
-            raise fault(exc) from exc
-        self._part = part
-        self.depth -= dropped
-        self.drops += dropped
-        self._meta_last = self.last_id if cut is not None else self._meta_last
-        self._cache = None
-        self._safe_oldest()
-        self.checkpoint()
-        self.live = self.live_bytes()
-        return dropped, self.live
-
-    def checkpoint(self) -> bool:
-        """PASSIVE: copies the WAL into the file and lets the WAL start over at its beginning
-        (its file is kept: no new blocks needed for the next writes). False if it failed."""
-        try:
-            row = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        except sqlite3.Error:
-            return False
-        return row is None or (row[0] == 0 and row[1] == row[2])
-
     # -- reserve -------------------------------------------------------------------------
     def release_reserve(self) -> bool:
         return outbox_files.release_reserve(self.path)
@@ -527,25 +335,6 @@ class Store:
             if upto >= rid and fboot == boot:
                 return fbase - base
         return None
-
-    def count_between(self, lo: int, hi: int) -> int:
-        """Readings still held with ids in ``lo..hi`` (for a manifest)."""
-        return sum(
-            n - rg.count(self._part.get(rid, []))
-            for rid, n in self._db.execute(
-                "SELECT id, n FROM rec WHERE id BETWEEN ? AND ?", (lo, hi)
-            )
-        )
-
-    def newest_ts(self) -> int | None:
-        row = self._db.execute("SELECT max(ts) FROM rec").fetchone()
-        return None if row[0] is None else int(row[0])
-
-    def count_before(self, ts_ms: int) -> int:
-        return sum(
-            self._remaining(rid, n, self._part)
-            for rid, n in self._db.execute("SELECT id, n FROM rec WHERE ts < ?", (ts_ms,))
-        )
 
     def first_id(self) -> int | None:
         row = self._db.execute("SELECT id FROM rec ORDER BY id LIMIT 1").fetchone()

@@ -154,3 +154,26 @@ def boot_number(boot_id: str) -> int:
     """60 bits of the boot id (a random UUID): fits SQLite's integer, never negative."""
     digits = "".join(c for c in boot_id.lower() if c in "0123456789abcdef")
     return int(digits[:15], 16) if len(digits) >= 15 else 0
+
+
+class OutboxError(Exception):
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"outbox {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    depth: int  # readings waiting for a PUBACK (on disk and in memory)
+    oldest_age_s: float | None  # age of the oldest waiting reading (commit time), None when empty
+    drops: int  # readings dropped by the bounds or faults since the file was created
+    commits: int  # transactions committed by this process
+    committed: int  # readings accepted by this process
+    last_id: int  # highest id assigned
+    bytes: int = 0  # live bytes of the file
+    budget: int = 0  # byte budget in force (lowered while the disk is full)
+    memory: int = 0  # readings held in memory because nothing can be written
+    set_aside: int = 0  # readings in damaged files set aside (salvage can recover them)
+    fault: str | None = None  # why nothing can be written now (health: failing)
+    alarms: tuple[str, ...] = ()  # drop episode, damaged file set aside (health: degraded)

@@ -21,7 +21,7 @@ from agent.config.loader import LoadedConfig
 from agent.config.outputs import MqttOutput
 from agent.ctl import request, socket_path
 from agent.outbox_files import aside_dirs
-from agent.outbox_maint import insert_salvaged, purge
+from agent.outbox_maint import count_before, insert_salvaged, newest_ts, purge
 from agent.outbox_store import Store
 from agent.outbox_types import StoreFault
 
@@ -100,7 +100,7 @@ def stats(path: Path) -> dict[str, Any]:
     st = _open(path)
     try:
         oldest = st.oldest
-        newest = st.newest_ts()
+        newest = newest_ts(st)
     except Exception as exc:
         raise Damaged(path, str(exc)) from exc
     finally:
@@ -208,7 +208,7 @@ def purge_cmd(args: argparse.Namespace, loaded: LoadedConfig, files: list[tuple[
         if not args.yes:
             st = _open(path)
             try:
-                count = st.depth if cutoff is None else st.count_before(cutoff)
+                count = st.depth if cutoff is None else count_before(st, cutoff)
             finally:
                 st.close()
             print(f"{out}: would delete {count} reading(s); add --yes to delete")

@@ -60,7 +60,7 @@ async def test_sqlite_full_at_the_page_limit_evicts_the_oldest_and_keeps_accepti
             n += 300
 
         def freeze(ob: Outbox = ob) -> None:  # the file may not grow: SQLITE_FULL
-            db = ob._store._db  # type: ignore[union-attr]
+            db = ob._w.store._db  # type: ignore[union-attr]
             (pages,) = db.execute("PRAGMA page_count").fetchone()
             db.execute(f"PRAGMA max_page_count={pages}")
 
