@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cityedge.ctl")
 MAX_LINE = 64 * 1024
+SOCKET_RETRY = 30.0  # seconds between attempts while the state directory is not writable
 
 
 def socket_path(state_dir: str | Path) -> Path:
@@ -93,6 +94,11 @@ def status_of(agent: Agent) -> dict[str, Any]:
                 "depth": snap.outbox_depth,
                 "oldestAgeS": snap.outbox_oldest_age_s,
                 "drops": snap.outbox_dropped,
+                "bytes": snap.outbox_bytes,
+                "budgetBytes": snap.outbox_budget,
+                "inMemory": snap.outbox_memory,
+                "fault": snap.outbox_fault,
+                "alarms": list(snap.outbox_alarms),
             }
         sinks.append(entry)
     return {
@@ -156,12 +162,29 @@ class ControlServer:
         self.path = path
 
     async def run(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-        server = await asyncio.start_unix_server(self._client, path=str(self.path), limit=MAX_LINE)
-        os.chmod(self.path, 0o660)
-        _give_to_group(self.path, self.agent.loaded.config.commands.local_group)
+        server = None
+        failed = False
+        while server is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()
+                server = await asyncio.start_unix_server(
+                    self._client, path=str(self.path), limit=MAX_LINE
+                )
+                os.chmod(self.path, 0o660)
+                _give_to_group(self.path, self.agent.loaded.config.commands.local_group)
+            except OSError as exc:  # a read-only or full state directory: try again later
+                if server is None:
+                    (log.debug if failed else log.error)(
+                        "control socket %s: %s; cityedge status/read/write cannot reach the "
+                        "agent until the state directory is writable (retrying every %.0f s)",
+                        self.path,
+                        exc.strerror or exc,
+                        SOCKET_RETRY,
+                    )
+                    failed = True
+                    await asyncio.sleep(SOCKET_RETRY)
         try:
             async with server:
                 await server.serve_forever()

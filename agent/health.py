@@ -5,11 +5,11 @@ on:
 
 - ``failing`` — the agent is not doing its job: not ready 60 s after start; every configured
   device offline; the watchdog has stopped feeding systemd; an outbox is dropping readings
-  (full) while its link is down.
+  (full) while its link is down; an outbox cannot write its file (readings kept in memory).
 - ``degraded`` — working, with a problem: some devices offline (each with its reason) or
   degraded (points the device rejects or that do not decode); a bus disconnected; an output
   disconnected (readings are buffered); the last config reload was refused; the wall clock is
-  not synchronised.
+  not synchronised; an outbox is dropping its oldest readings, or set a damaged file aside.
 
 Each device shows its state as drivers/device_state.py decided it (``unknown`` before its
 first poll, ``online``, ``degraded``, ``offline``), the reason and since when, the next probe
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agent import __version__
-from agent.observe import AgentView, bus_of, sink_snapshot
+from agent.observe import AgentView, SinkSnapshot, bus_of, sink_snapshot
 from agent.reading import iso_ms
 
 if TYPE_CHECKING:
@@ -125,6 +125,10 @@ class HealthReport:
                     "oldest_age_s": s.outbox_oldest_age_s,
                     "dropped": s.outbox_dropped,
                 }
+                o["outbox"].update(_outbox_extra(s))
+                if s.outbox_fault:
+                    verdicts.append((FAILING, f"output {s.name}: {s.outbox_fault}"))
+                verdicts += [(DEGRADED, f"output {s.name}: {a}") for a in s.outbox_alarms]
             if s.messages is not None:
                 o["published_messages"] = s.messages
             if s.readings is not None:
@@ -218,3 +222,19 @@ def _why(devices: dict[str, dict[str, Any]], ids: list[str]) -> str:
     return ", ".join(
         f"{k} ({devices[k]['reason']})" if devices[k].get("reason") else k for k in ids
     )
+
+
+def _outbox_extra(s: SinkSnapshot) -> dict[str, Any]:
+    """Storage figures of an outbox, when the sink reports them (agent/outbox.py)."""
+    extra: dict[str, Any] = {}
+    if s.outbox_bytes is not None:
+        extra["bytes"] = s.outbox_bytes
+    if s.outbox_budget is not None:
+        extra["budget_bytes"] = s.outbox_budget
+    if s.outbox_memory:
+        extra["in_memory"] = s.outbox_memory
+    if s.outbox_fault:
+        extra["fault"] = s.outbox_fault
+    if s.outbox_alarms:
+        extra["alarms"] = list(s.outbox_alarms)
+    return extra

@@ -179,6 +179,10 @@ class AgentCollector:
         depth = _g("outbox_depth", "Readings waiting in the outbox.", lab)
         oldest = _g("outbox_oldest_age_seconds", "Age of the oldest reading in the outbox.", lab)
         drops = _c("outbox_dropped", "Readings dropped because the outbox was full.", lab)
+        size = _g("outbox_bytes", "Bytes of the outbox file in use.", lab)
+        budget = _g("outbox_budget_bytes", "Byte budget of the outbox in force.", lab)
+        memory = _g("outbox_memory_readings", "Readings held in memory (cannot write).", lab)
+        writable = _g("outbox_writable", "0 while the outbox cannot write its file.", lab)
         msgs = _c("published_messages", "Messages acknowledged by the broker/written.", lab)
         rds = _c("published_readings", "Readings in those messages.", lab)
         wall_ms = int(self._wall() * 1000)
@@ -193,11 +197,18 @@ class AgentCollector:
                 oldest.add_metric(lv, s.outbox_oldest_age_s)
             if s.outbox_dropped is not None:
                 drops.add_metric(lv, s.outbox_dropped)
+            if s.outbox_bytes is not None:
+                size.add_metric(lv, s.outbox_bytes)
+                writable.add_metric(lv, s.outbox_fault is None)
+            if s.outbox_budget is not None:
+                budget.add_metric(lv, s.outbox_budget)
+            if s.outbox_memory is not None:
+                memory.add_metric(lv, s.outbox_memory)
             if s.messages is not None:
                 msgs.add_metric(lv, s.messages)
             if s.readings is not None:
                 rds.add_metric(lv, s.readings)
-        yield from (conn, depth, oldest, drops, msgs, rds)
+        yield from (conn, depth, oldest, drops, size, budget, memory, writable, msgs, rds)
 
 
 def _process() -> Iterable[Family]:

@@ -19,6 +19,11 @@ outbox_depth          outbox_depth, depth, pending                              
 outbox_oldest_age_s   outbox_oldest_age_s, oldest_age_s                          float (s)
 outbox_oldest_ms      outbox_oldest_ms, oldest_ms                                int (epoch)
 outbox_dropped        outbox_dropped, dropped, drops                             int
+outbox_bytes          outbox_bytes, bytes                                        int
+outbox_budget         outbox_budget, budget                                      int
+outbox_memory         outbox_memory, memory                                      int
+outbox_fault          outbox_fault, fault                                        str
+outbox_alarms         outbox_alarms, alarms                                      tuple[str]
 messages              published_messages, messages_published, messages           int
 readings              published_readings, readings_published, readings, written  int
 last_progress         last_progress, last_puback                                 float
@@ -85,6 +90,11 @@ _FIELDS: dict[str, tuple[str, ...]] = {
     "outbox_oldest_age_s": ("outbox_oldest_age_s", "oldest_age_s"),
     "outbox_oldest_ms": ("outbox_oldest_ms", "oldest_ms"),
     "outbox_dropped": ("outbox_dropped", "dropped", "drops"),
+    "outbox_bytes": ("outbox_bytes", "bytes"),
+    "outbox_budget": ("outbox_budget", "budget"),
+    "outbox_memory": ("outbox_memory", "memory"),
+    "outbox_fault": ("outbox_fault", "fault"),
+    "outbox_alarms": ("outbox_alarms", "alarms"),
     "messages": ("published_messages", "messages_published", "messages"),
     "readings": ("published_readings", "readings_published", "readings", "written"),
     "last_progress": ("last_progress", "last_puback"),
@@ -120,6 +130,11 @@ class SinkSnapshot:
     readings: int | None
     last_progress: float | None  # monotonic
     last_error: str | None
+    outbox_bytes: int | None = None  # live bytes of the outbox file
+    outbox_budget: int | None = None  # byte budget in force
+    outbox_memory: int | None = None  # readings held in memory (nothing can be written)
+    outbox_fault: str | None = None  # why nothing can be written (failing)
+    outbox_alarms: tuple[str, ...] = ()  # dropping, damaged file set aside (degraded)
 
     @property
     def has_outbox(self) -> bool:
@@ -145,6 +160,7 @@ def sink_snapshot(sink: object, now_wall_ms: int) -> SinkSnapshot:
     if depth == 0:
         age = 0.0
     connected = raw["connected"]
+    alarms = raw["outbox_alarms"]
     ints = {k: (int(v) if (v := _num(raw[k])) is not None else None) for k in _INT_FIELDS}
     return SinkSnapshot(
         name=str(getattr(sink, "name", type(sink).__name__)),
@@ -158,10 +174,23 @@ def sink_snapshot(sink: object, now_wall_ms: int) -> SinkSnapshot:
         readings=ints["readings"],
         last_progress=_num(raw["last_progress"]),
         last_error=str(raw["last_error"]) if raw["last_error"] else None,
+        outbox_bytes=ints["outbox_bytes"],
+        outbox_budget=ints["outbox_budget"],
+        outbox_memory=ints["outbox_memory"],
+        outbox_fault=str(raw["outbox_fault"]) if raw["outbox_fault"] else None,
+        outbox_alarms=tuple(str(a) for a in alarms) if isinstance(alarms, tuple) else (),
     )
 
 
-_INT_FIELDS = ("outbox_depth", "outbox_dropped", "messages", "readings")
+_INT_FIELDS = (
+    "outbox_depth",
+    "outbox_dropped",
+    "messages",
+    "readings",
+    "outbox_bytes",
+    "outbox_budget",
+    "outbox_memory",
+)
 _NESTED = ("link", "outbox")  # MqttSinkStats(name, link: LinkStats, outbox: OutboxStats)
 
 

@@ -83,8 +83,9 @@ def attach_operations(
 def _correct_presync(agent: Agent, keeper: TimeKeeper) -> None:
     """At sync: fix the last values held in memory and let each sink fix what it stores.
 
-    A sink opts in with ``correct_unsynced(offset: ClockOffset) -> int`` (synchronous and
-    cheap, e.g. one SQL UPDATE over the outbox's unsent unsynced rows; returns rows changed)."""
+    A sink opts in with ``correct_unsynced(offset: ClockOffset) -> int | None`` (synchronous
+    and cheap: the outbox queues one fix row for its storage thread and returns None; a sink
+    that fixes in place may return how many readings it changed)."""
     off = keeper.last_sync
     if off is None:
         return
@@ -97,6 +98,9 @@ def _correct_presync(agent: Agent, keeper: TimeKeeper) -> None:
             continue
         try:
             n = hook(off)
-            log.info("output %s: corrected %s pre-sync reading(s)", sink.name, n)
+            if n is None:
+                log.info("output %s: pre-sync readings of this boot corrected", sink.name)
+            else:
+                log.info("output %s: corrected %s pre-sync reading(s)", sink.name, n)
         except Exception:
             log.exception("output %s: correcting pre-sync timestamps failed", sink.name)

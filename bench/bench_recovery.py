@@ -14,13 +14,13 @@ publishes before the subscriber has reconnected are queued for it, not lost by t
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from agent.outbox_store import Store
 from bench.common import (
     Counter,
     Mosquitto,
@@ -77,10 +77,10 @@ def main() -> int:
             sub.close()
             fleet.stop()
             broker.stop()
-        db = sqlite3.connect(base / "state" / "outbox-city.sqlite")
-        (last_id,) = db.execute("SELECT seq FROM sqlite_sequence WHERE name='outbox'").fetchone()
-        remaining = {i for (i,) in db.execute("SELECT id FROM outbox")}
-        db.close()
+        st = Store.open_readonly(base / "state" / "outbox-city.sqlite")
+        last_id = st.last_id
+        remaining = {r.id for r in st.read(0, 10**8)}
+        st.close()
     with sub._lock:
         after = [(t, n, h) for t, n, h in sub.log if t >= t_up]
     hist_msgs = [(t, h) for t, _, h in after if h]

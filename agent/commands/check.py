@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
+from agent import statedir
 from agent.commands.common import load_or_report
 from agent.config.endpoint import parse_endpoint
 from agent.config.gateway import GatewayConfig
+from agent.config.loader import LoadedConfig
 from agent.config.outputs import MqttOutput
 from agent.control.model import CHANNELS
 from agent.security import channels_of, config_warnings, exposed_secret_files
@@ -15,7 +18,8 @@ from agent.security import channels_of, config_warnings, exposed_secret_files
 EXAMPLES = """examples:
   cityedge check /etc/cityedge/gateway.toml
   cityedge check examples/demo.toml --dropin /etc/cityedge/conf.d
-exit status: 0 valid, 78 invalid (every problem is listed with file, line and field)
+exit status: 0 valid, 78 invalid (every problem is listed with file, line and field),
+             1 the state directory cannot hold the outbox (the message says what to do)
 Also shown: the effective policy of each command channel, and warnings about settings that
 weaken it (tls.insecure_skip_verify, a channel trusting an anonymous broker connection)."""
 
@@ -67,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     warnings = [*exposed_secret_files(cfg), *config_warnings(cfg)]
     for w in warnings:
         print(f"warning: {w}")
-    return 0
+    return check_state_dir(loaded)
 
 
 _WHAT = {
@@ -106,3 +110,29 @@ def channel_policies(cfg: GatewayConfig) -> list[tuple[str, str, str]]:
             detail += f"; output(s) {', '.join(outs)}"
         rows.append((channel, policy, detail))
     return rows
+
+
+def check_state_dir(loaded: LoadedConfig) -> int:
+    """The state directory (outbox, sequence mark, control socket) and each outbox budget."""
+    cfg = loaded.config
+    path = Path(cfg.gateway.state_dir)
+    rep = statedir.inspect(path)
+    free = f", {statedir.mib(rep.free)} free" if rep.free is not None else ""
+    print(f"state directory {path}: {'OK' if rep.ok else 'UNUSABLE'}{free}")
+    for w in rep.warnings:
+        print(f"  warning: {w}")
+    for e in rep.errors:
+        print(f"  ERROR: {e}")
+    rate = sum(
+        len(loaded.profiles[d.profile].points) / d.interval for d in cfg.devices if d.enabled
+    )
+    for out in cfg.outputs:
+        if not isinstance(out, MqttOutput):
+            continue
+        budget, how = statedir.budget_for(path, out.outbox_max_bytes)
+        hours = statedir.outage_hours(budget, rate)
+        cover = (
+            f"; about {hours:.1f} h of outage at the polled {rate:.0f} readings/s" if hours else ""
+        )
+        print(f"  outbox {out.id}: budget {statedir.mib(budget)} ({how}){cover}")
+    return 0 if rep.ok else 1

@@ -47,10 +47,25 @@ async def serve(loaded: LoadedConfig) -> None:
         sys.version.split()[0],
         " -" + "O" * sys.flags.optimize if sys.flags.optimize else "",
     )
+    _check_state_dir(loaded)
     agent = Agent(loaded)
     attach_operations(agent)
     agent.install_signal_handlers()
     await agent.run()
+
+
+def _check_state_dir(loaded: LoadedConfig) -> None:
+    """Say what is wrong with the state directory, then run anyway: the outbox keeps readings
+    in memory while it cannot write, and recovers by itself once it can."""
+    from pathlib import Path
+
+    from agent import statedir
+
+    rep = statedir.inspect(Path(loaded.config.gateway.state_dir))
+    for e in rep.errors:
+        log.error("%s (running anyway: readings are kept in memory until it is fixed)", e)
+    for w in rep.warnings:
+        log.warning("%s", w)
 
 
 def run(args: argparse.Namespace) -> int:

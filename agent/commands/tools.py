@@ -377,11 +377,16 @@ def cmd_status(args: argparse.Namespace) -> int:
             )
     for s in reply["sinks"]:
         extra = ""
-        if "outbox" in s:
-            extra = f", outbox {s['outbox']}"
+        ob = s.get("outbox")
+        if ob:
+            extra = f", {_outbox_line(ob)}"
         if s.get("connected") is not None:
             extra += f", broker {'connected' if s['connected'] else 'DISCONNECTED'}"
         print(f"  output {s['name']} ({s['type']}){extra}")
+        if ob and ob.get("fault"):
+            print(f"    FAILING: {ob['fault']}")
+        for alarm in (ob or {}).get("alarms") or []:
+            print(f"    {alarm}")
     if reply.get("lastReload"):
         print(f"  last reload: {reply['lastReload']}")
     cmds = reply.get("commands")
@@ -391,3 +396,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         if cmds.get("storeDegraded"):
             print(f"  COMMAND STORE NOT DURABLE: {cmds['storeDegraded']}")
     return 0
+
+
+def _outbox_line(ob: dict[str, Any]) -> str:
+    from agent.statedir import mib
+
+    age = ob.get("oldestAgeS")
+    line = f"outbox {ob.get('depth')} waiting"
+    if age:
+        line += f" (oldest {age:.0f} s)"
+    if ob.get("bytes") is not None and ob.get("budgetBytes"):
+        line += f", {mib(ob['bytes'])} of a {mib(ob['budgetBytes'])} budget"
+    line += f", {ob.get('drops') or 0} dropped"
+    if ob.get("inMemory"):
+        line += f", {ob['inMemory']} in memory"
+    return line

@@ -54,7 +54,10 @@ class MqttOutput(_M):
     status_topic: str | None = None  # native: default "<prefix>/<gateway>/status" (retained)
     health_topic: str | None = None  # default "<prefix>/<gateway>/health"
     health_interval: float = Field(60.0, ge=0, le=86400)  # 0 = no health messages
-    outbox_max_rows: int = Field(1_000_000, ge=100)  # oldest dropped (and counted) beyond
+    # outbox bounds; beyond them the oldest readings are dropped (and counted). Bytes of the
+    # file's live pages; None = half the free space of the state directory, 64 MiB..2 GiB
+    outbox_max_bytes: int | None = Field(None, ge=1 << 20)
+    outbox_max_rows: int | None = Field(None, ge=100)  # readings; None = no row bound
     outbox_max_age: float | None = Field(7 * 86400.0, gt=0)  # seconds; None = no age bound
     commit_interval: float = Field(0.1, gt=0, le=5)  # outbox group-commit latency
     # --- Sparkplug B (encoding = "sparkplug"); see docs/PAYLOADS.md ---

@@ -4,26 +4,28 @@ All readings of a gateway go to ONE topic, ``<prefix>/<gateway>/data``: MQTT onl
 messages per topic, so one topic keeps the whole stream (and every device in it) in order, and
 a batch of many devices costs one message instead of one per device.
 
-Every reading carries ``id``, its outbox row id: stable across redeliveries and restarts, so the
+The reading JSON is the outbox's stored form (``agent/outbox_codec.py``), spliced in here. Every
+reading carries ``id``, its outbox delivery id: stable across redeliveries and restarts, so the
 platform drops a reading whose id it has already stored. ``msgId`` is ``"<first id>-<last id>"``
 of the message; a replay may cut messages differently, so de-duplicate on reading ids.
 """
 
 from __future__ import annotations
 
-import calendar
 import json
-import math
 from collections.abc import Callable, Sequence
-from json.encoder import encode_basestring_ascii as _esc
 from typing import TYPE_CHECKING
 
 from agent.encoders.base import OutMessage
-from agent.reading import Quality, Reading, Source, TimeQuality, iso_ms, now_ms
+from agent.outbox_codec import parse_iso_ms, reading_from_json, reading_json
+from agent.reading import Reading, iso_ms, now_ms
 
 if TYPE_CHECKING:
     from agent.outbox import OutboxRow
     from drivers.device_state import Transition
+
+# the reading codec lived here before the outbox took it over; old imports keep working
+__all__ = ["NativeEncoder", "parse_iso_ms", "reading_from_json", "reading_json"]
 
 VERSION = 1
 _HEADER_SLACK = 256  # envelope fields around the readings array, generously
@@ -32,127 +34,6 @@ _HIST = b'"historical":true'
 
 def _dumps(obj: object) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-
-
-def _opt(s: str | None) -> str:
-    return "null" if s is None else str(_esc(s))
-
-
-def _value_json(v: object) -> str:
-    if v is None or v is True or v is False:
-        return "null" if v is None else "true" if v else "false"
-    if isinstance(v, float):
-        return repr(v) if math.isfinite(v) else "null"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, str):
-        return str(_esc(v))
-    return "[" + ",".join(_esc(x) for x in v) + "]"  # type: ignore[attr-defined]
-
-
-# The fields fixed per point (names, units, entity, source) -> their JSON, built once: every
-# reading of a point repeats them. Keyed by the values themselves (Source by identity: drivers
-# keep one per point), so a reading with any other field value gets its own entry.
-_static: dict[tuple[object, ...], tuple[Source | None, str, str, str]] = {}
-_STATIC_MAX = 65536
-
-
-def _static_json(r: Reading) -> tuple[Source | None, str, str, str]:
-    if len(_static) >= _STATIC_MAX:  # config churn over months: start again
-        _static.clear()
-    head = (
-        f'{{"gateway":{_esc(r.gateway_id)},"device":{_esc(r.device_id)},'
-        f'"kind":{_esc(r.device_kind)},"point":{_esc(r.point)},"metric":{_esc(r.metric)},'
-        f'"value":'
-    )
-    mid = f',"unit":{_opt(r.unit)},"unitCode":{_opt(r.unit_code)},"observedAt":"'
-    tail = ""
-    if r.entity_id is not None:
-        tail += f',"entityId":{_esc(r.entity_id)}'
-    if r.source is not None:
-        tail += _source_json(r.source)
-    return (r.source, head, mid, tail + "}")
-
-
-def reading_json(r: Reading) -> bytes:
-    """``json.dumps(r.to_dict())`` in compact ASCII, several times faster: the outbox stores
-    every reading in this form, so the native publisher only splices bytes. Non-finite floats
-    become null (JSON has no NaN)."""
-    src = r.source
-    key = (r.gateway_id, r.device_id, r.device_kind, r.point, r.metric, r.unit, r.unit_code,
-           r.entity_id, id(src))  # fmt: skip
-    st = _static.get(key)
-    if st is None or st[0] is not src:
-        st = _static[key] = _static_json(r)
-    # ``_value_``: the attribute behind ``Enum.value``, which on 3.11 is a Python-level
-    # descriptor call (two per reading add up at thousands of readings a second)
-    s = (
-        f"{st[1]}{_value_json(r.value)}{st[2]}{iso_ms(r.observed_at_ms)}"
-        f'","quality":"{r.quality._value_}","seq":{r.seq}'
-    )
-    if r.reason is not None:
-        s += f',"reason":{_esc(r.reason)}'
-    if r.historical:
-        s += ',"historical":true'
-    if r.time_quality is not TimeQuality.SYNCED:
-        s += f',"timeQuality":"{r.time_quality._value_}"'
-    return (s + st[3]).encode()
-
-
-def _source_json(src: Source) -> str:
-    return ',"source":' + json.dumps(src.to_dict(), separators=(",", ":"))
-
-
-def parse_iso_ms(t: str) -> int:
-    """Inverse of ``iso_ms`` ("2025-11-23T12:13:20.001Z")."""
-    secs = calendar.timegm(
-        (
-            int(t[0:4]),
-            int(t[5:7]),
-            int(t[8:10]),
-            int(t[11:13]),
-            int(t[14:16]),
-            int(t[17:19]),
-            0,
-            0,
-            0,
-        )
-    )
-    return secs * 1000 + int(t[20:23])
-
-
-def reading_from_json(data: bytes | str) -> Reading:
-    """Inverse of :func:`reading_json` / ``Reading.to_dict`` (for the non-native encoders)."""
-    d = json.loads(data)
-    v = d["value"]
-    src = d.get("source")
-    return Reading(
-        d["gateway"],
-        d["device"],
-        d["kind"],
-        d["point"],
-        d["metric"],
-        tuple(v) if isinstance(v, list) else v,
-        d["unit"],
-        d["unitCode"],
-        parse_iso_ms(d["observedAt"]),
-        Quality(d["quality"]),
-        d.get("reason"),
-        d["seq"],
-        d.get("historical", False),
-        TimeQuality(d.get("timeQuality", "synced")),
-        d.get("entityId"),
-        None
-        if src is None
-        else Source(
-            src["protocol"],
-            src["bus"],
-            src.get("unitId"),
-            src.get("table"),
-            src.get("address"),
-            src.get("rawType"),
-        ),
-    )
 
 
 class NativeEncoder:

@@ -362,14 +362,21 @@ class SparkplugEncoder:
         return data if isinstance(data, dict) else {}
 
     def _save(self) -> None:
-        self._state_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._state_file.with_suffix(".tmp")
         last = self._bdseq if self._bdseq is not None else (self._next_bdseq - 1) % 256
-        with open(tmp, "w") as f:
-            json.dump({"bdSeq": last, "aliases": self._aliases}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self._state_file)
+        try:
+            self._state_file.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "w") as f:
+                json.dump({"bdSeq": last, "aliases": self._aliases}, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self._state_file)
+        except OSError as exc:  # a read-only or full state directory must not stop the agent
+            log.error(
+                "cannot save %s (%s): bdSeq and aliases may start afresh after a restart",
+                self._state_file,
+                exc.strerror or exc,
+            )
 
 
 def _quality(m: pb.Payload.Metric, code: int) -> None:

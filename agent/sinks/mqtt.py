@@ -56,7 +56,7 @@ from agent.mqtt.stats import LinkStats, MqttSinkStats, health_payload
 from agent.mqtt.wire import NotConnectedError, Unit, Wire
 from agent.outbox import Outbox, OutboxRow
 from agent.reading import Reading, now_ms
-from agent.timesync import ClockOffset, correct_reading
+from agent.timesync import ClockOffset
 from drivers.base import DeviceBinding
 from drivers.device_state import Transition
 
@@ -101,6 +101,7 @@ class MqttSink:
         self._row_encoder = isinstance(self.encoder, RowEncoder)
         self.outbox = Outbox(
             Path(state_dir) / f"outbox-{output.id}.sqlite",
+            max_bytes=output.outbox_max_bytes,
             max_rows=output.outbox_max_rows,
             max_age=output.outbox_max_age,
             commit_interval=output.commit_interval,
@@ -196,9 +197,10 @@ class MqttSink:
         if msgs:
             wire.put(msgs)
 
-    def correct_unsynced(self, offset: ClockOffset) -> int:
-        """Clock synchronised: fix the timestamps of pre-sync readings still in the outbox."""
-        return self.outbox.correct_unsynced(lambda r: correct_reading(r, offset))
+    def correct_unsynced(self, offset: ClockOffset) -> None:
+        """Clock synchronised: fix the timestamps of pre-sync readings still in the outbox
+        (queued for the outbox's storage thread; returns at once)."""
+        self.outbox.correct_unsynced(offset)
 
     def rebirth(self) -> None:
         """Re-send what a (re)connect sends: births (Sparkplug) / online status (native)."""

@@ -357,6 +357,7 @@ class _PymodbusBackend:
     async def connect(self, timeout: float) -> None:
         self._client.ctx.comm_params.timeout_connect = timeout
         self._silent = 0
+        err: NotConnected | None = None
         try:
             ok = await self._client.connect()
         except Exception as exc:
@@ -368,8 +369,6 @@ class _PymodbusBackend:
                 f"{type(exc).__name__}: {exc}",
                 link_reason(exc, serial=self._serial),
             )
-        else:
-            err = None
         if err is not None:
             if self._serial:
                 # pymodbus' SerialTransport opens the port, then fails in its own set-up (a

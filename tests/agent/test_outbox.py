@@ -164,7 +164,7 @@ async def test_full_drops_oldest_counts_and_persists(tmp_path: Path) -> None:
 async def test_max_age_expires_old_rows(tmp_path: Path) -> None:
     clock = Clock()
     async for ob in running(
-        Outbox(tmp_path / "ob.sqlite", max_age=60, clock=clock, commit_interval=0.01)
+        Outbox(tmp_path / "ob.sqlite", max_age=60, clock=clock, mono=clock, commit_interval=0.01)
     ):
         await ob.submit([reading(i) for i in range(10)])
         clock.t += 30
@@ -241,9 +241,10 @@ def test_kill_9_loses_nothing_committed(tmp_path: Path) -> None:
 
 async def test_pre_sync_timestamps_are_corrected_in_place(tmp_path: Path) -> None:
     from agent.reading import Reading, TimeQuality
-    from agent.timesync import ClockOffset, correct_reading
+    from agent.timesync import ClockOffset
 
-    box = Outbox(tmp_path / "o.sqlite")
+    # submitted while the wall clock said 2 January 1970, monotonic 0
+    box = Outbox(tmp_path / "o.sqlite", clock=lambda: 86_400.0, mono=lambda: 0.0)
     runner = asyncio.create_task(box.run())
     boot_1970 = 86_400_000  # a gateway without RTC believes it is 2 January 1970
     readings = [
@@ -266,7 +267,8 @@ async def test_pre_sync_timestamps_are_corrected_in_place(tmp_path: Path) -> Non
     offset = ClockOffset(
         offset_s=1_795_000_000.0 - 86_400.0, wall_at=1_795_000_000.0, mono_at=0.0, source="test"
     )
-    assert box.correct_unsynced(lambda r: correct_reading(r, offset)) == 5
+    box.correct_unsynced(offset)
+    await box.flush()
     rows = await box.read(0, 10)
     fixed = [r.reading for r in rows]
     assert [r.observed_at_ms for r in fixed[:5]] == [1_795_000_000_000 + i for i in range(5)]

@@ -1,0 +1,87 @@
+"""What a storage fault looks like from outside: /health, the metrics and `cityedge status`
+reading a real outbox that cannot write, drops, and has set a damaged file aside."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+from agent.commands.tools import _outbox_line
+from agent.ctl import status_of
+from agent.health import HealthReport
+from agent.metrics import make_registry, render
+from agent.outbox import Outbox, OutboxStats
+from tests.agent.disk import damage, tmpfs
+from tests.agent.ops.fakes import Clock, FakeAgent
+from tests.agent.test_outbox_faults import noisy, running
+
+
+@dataclass
+class Stats:
+    outbox: OutboxStats
+    connected: bool = True
+
+
+class OutboxSink:
+    """An output whose statistics are a real outbox's (the MQTT sink's shape)."""
+
+    def __init__(self, ob: Outbox) -> None:
+        self.name = "up"
+        self.ob = ob
+
+    def stats(self) -> Stats:
+        return Stats(self.ob.stats())
+
+
+def health(agent: FakeAgent) -> dict[str, object]:
+    return HealthReport(agent, gateway_id="gw", mono=Clock(1010.0), wall=Clock(1.79e9)).document()
+
+
+async def test_unwritable_outbox_fails_health_and_shows_everywhere(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "fs", "2m", ro=True) as d:
+        ro = Outbox(d / "ob.sqlite", commit_interval=0.005, memory_bytes=4096)
+        async for ob in running(ro):
+            for k in range(10):
+                await ob.submit([noisy(k * 50 + i) for i in range(50)])
+            agent = FakeAgent({"tcp": {"m": 5}})
+            agent.sinks.append(OutboxSink(ob))
+            doc = health(agent)
+            out = doc["outputs"]["up"]["outbox"]  # type: ignore[index]
+            assert doc["status"] == "failing"
+            assert any("cannot write" in r and str(d) in r for r in doc["reasons"])  # type: ignore[attr-defined]
+            assert out["in_memory"] > 0 and out["dropped"] > 0 and "fault" in out
+            assert any("memory buffer is full" in a for a in out["alarms"])
+            text = render(make_registry(agent)).decode()  # type: ignore[arg-type]
+            assert 'cityedge_outbox_writable{output="up"} 0' in text
+            assert 'cityedge_outbox_memory_readings{output="up"}' in text
+            assert 'cityedge_outbox_budget_bytes{output="up"}' in text
+            st = ob.stats()
+            line = _outbox_line(
+                {
+                    "depth": st.depth,
+                    "drops": st.drops,
+                    "inMemory": st.memory,
+                    "bytes": st.bytes,
+                    "budgetBytes": st.budget,
+                }
+            )
+            assert f"{st.drops} dropped" in line and "in memory" in line
+
+
+async def test_a_set_aside_file_degrades_health_with_the_salvage_command(tmp_path: Path) -> None:
+    path = tmp_path / "ob.sqlite"
+    async for ob in running(Outbox(path, commit_interval=0.005)):
+        await ob.submit([noisy(i) for i in range(100)])
+    damage(path, 0, 100)
+    async for ob in running(Outbox(path, commit_interval=0.005)):
+        agent = FakeAgent({"tcp": {"m": 5}})
+        agent.sinks.append(OutboxSink(ob))
+        doc = health(agent)
+        assert doc["status"] == "degraded"
+        [reason] = [r for r in doc["reasons"] if "set aside" in r]  # type: ignore[attr-defined]
+        assert "cityedge outbox salvage" in reason and str(path) in reason
+        agent.loaded = SimpleNamespace(config=SimpleNamespace(gateway=SimpleNamespace(id="gw")))
+        agent.started_at, agent.last_reload = 0.0, None
+        status = status_of(agent)  # type: ignore[arg-type]  # what `cityedge status` prints
+        assert status["sinks"][0]["outbox"]["alarms"] == [reason.removeprefix("output up: ")]
