@@ -30,9 +30,10 @@ EXAMPLES = """examples:
   cityedge outbox export > backlog.jsonl  # every queued reading, oldest first
   cityedge outbox export --limit 100 --output uplink
   systemctl stop cityedge && cityedge outbox purge --older-than 86400 --yes
-  cityedge outbox salvage /var/lib/cityedge/outbox-uplink.sqlite.damaged-20260101T000000Z \\
-      > recovered.jsonl                   # every readable reading of a damaged file
-  systemctl stop cityedge && cityedge outbox salvage DIR --into   # back into the live outbox"""
+  cityedge outbox salvage /var/lib/cityedge/outbox-uplink.sqlite.damaged-20260101T000000Z > r.jsonl
+                                          # every readable reading of a set-aside file
+  systemctl stop cityedge && cityedge outbox salvage DIR --into   # back into the live outbox
+                                          # (DIR: the set-aside directory /health names)"""
 
 EXPORT_CHUNK = 10_000
 

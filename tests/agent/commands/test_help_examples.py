@@ -16,6 +16,7 @@ import asyncio
 import os
 import re
 import shlex
+import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -108,6 +109,15 @@ HOW: dict[str, How] = {
     "cityedge outbox export --limit 100 --output uplink": How(3),
     "systemctl stop cityedge && cityedge outbox purge --older-than 86400 --yes": How(
         3, subs=(("systemctl stop cityedge && ", ""),)
+    ),
+    "cityedge outbox salvage /var/lib/cityedge/outbox-uplink.sqlite.damaged-20260101T000000Z "
+    "> r.jsonl": How(3, subs=(("/var/lib/cityedge", "{work}/state"),)),
+    "systemctl stop cityedge && cityedge outbox salvage DIR --into": How(
+        3,
+        subs=(
+            ("systemctl stop cityedge && ", ""),
+            ("DIR", "{work}/state/outbox-uplink.sqlite.damaged-20260101T000000Z"),
+        ),
     ),
     "cityedge sign lamp-1 dim_level 0.4": How(1),
     "cityedge sign --topic --action ping": How(1),
@@ -242,7 +252,12 @@ hmac_secret = "cmd_key"
         await asyncio.sleep(0.05)
     await together([r for r in runs if r.how.phase == 2 and r is not daemon])
     await daemon.finish()
+    # what the agent does with a damaged outbox file: set it aside in a dated directory
+    aside = work / "state" / "outbox-uplink.sqlite.damaged-20260101T000000Z"
+    aside.mkdir()
+    shutil.copy(work / "state" / "outbox-uplink.sqlite", aside / "outbox-uplink.sqlite")
     for r in [r for r in runs if r.how.phase == 3]:
         await together([r])
     assert sim.registers(21, "holding", 0, 1) == [3]  # the preset example reached the camera
     assert (work / "backlog.jsonl").exists()
+    assert (work / "r.jsonl").exists()  # (empty: the broker had taken every reading)

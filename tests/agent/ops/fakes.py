@@ -62,6 +62,7 @@ class FakeAgent:
         self.ready_at: float | None = now + 1
         self.reloads = 0
         self.services: list[Any] = []
+        self.router: Any = None  # no command router (commands disabled)
 
     def dev(self, bus: str, dev: str) -> DeviceStats:
         return self.drivers[bus].stats.devices[dev]
