@@ -185,6 +185,7 @@ class AgentCollector:
         writable = _g("outbox_writable", "0 while the outbox cannot write its file.", lab)
         msgs = _c("published_messages", "Messages acknowledged by the broker/written.", lab)
         rds = _c("published_readings", "Readings in those messages.", lab)
+        enc = _c("encode_errors", "Readings the output's encoding could not carry (skipped).", lab)
         wall_ms = int(self._wall() * 1000)
         for sink in self.agent.sinks:
             s = sink_snapshot(sink, wall_ms)
@@ -208,7 +209,9 @@ class AgentCollector:
                 msgs.add_metric(lv, s.messages)
             if s.readings is not None:
                 rds.add_metric(lv, s.readings)
-        yield from (conn, depth, oldest, drops, size, budget, memory, writable, msgs, rds)
+            if s.encode_errors is not None:
+                enc.add_metric(lv, s.encode_errors)
+        yield from (conn, depth, oldest, drops, size, budget, memory, writable, msgs, rds, enc)
 
 
 def _process() -> Iterable[Family]:

@@ -99,6 +99,7 @@ _FIELDS: dict[str, tuple[str, ...]] = {
     "readings": ("published_readings", "readings_published", "readings", "written"),
     "last_progress": ("last_progress", "last_puback"),
     "last_error": ("last_error",),
+    "encode_errors": ("encode_errors",),
 }
 
 
@@ -135,6 +136,7 @@ class SinkSnapshot:
     outbox_memory: int | None = None  # readings held in memory (nothing can be written)
     outbox_fault: str | None = None  # why nothing can be written (failing)
     outbox_alarms: tuple[str, ...] = ()  # dropping, damaged file set aside (degraded)
+    encode_errors: int | None = None  # readings the encoding could not carry (skipped)
 
     @property
     def has_outbox(self) -> bool:
@@ -178,6 +180,7 @@ def sink_snapshot(sink: object, now_wall_ms: int) -> SinkSnapshot:
         outbox_budget=ints["outbox_budget"],
         outbox_memory=ints["outbox_memory"],
         outbox_fault=str(raw["outbox_fault"]) if raw["outbox_fault"] else None,
+        encode_errors=ints["encode_errors"],
         outbox_alarms=tuple(str(a) for a in alarms) if isinstance(alarms, tuple) else (),
     )
 
@@ -190,6 +193,7 @@ _INT_FIELDS = (
     "outbox_bytes",
     "outbox_budget",
     "outbox_memory",
+    "encode_errors",
 )
 _NESTED = ("link", "outbox")  # MqttSinkStats(name, link: LinkStats, outbox: OutboxStats)
 

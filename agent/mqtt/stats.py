@@ -22,6 +22,7 @@ class LinkStats:
     published_readings: int = 0  # readings whose rows were deleted after their PUBACK
     last_publish_ms: int | None = None
     last_error: str | None = None
+    encode_errors: int = 0  # readings this output's encoding could not carry (skipped, logged)
 
 
 @dataclass(frozen=True, slots=True)

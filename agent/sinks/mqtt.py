@@ -99,6 +99,7 @@ class MqttSink:
         self._opts = client_options(output, gateway_id, secrets or {})
         self.encoder: Encoder = encoder or make_encoder(output, gateway_id, bindings, state_dir)
         self._row_encoder = isinstance(self.encoder, RowEncoder)
+        self._encode_failures: set[tuple[str, str]] = set()
         self.outbox = Outbox(
             Path(state_dir) / f"outbox-{output.id}.sqlite",
             max_bytes=output.outbox_max_bytes,
@@ -432,18 +433,19 @@ class MqttSink:
         return self.outbox.last_id > seen
 
     def _encode(self, wire: Wire, rows: list[OutboxRow], boundary: int) -> None:
-        if self._row_encoder:
-            msgs = self.encoder.encode_rows(rows, boundary)  # type: ignore[attr-defined]
-        else:
-            readings = [r.reading for r in rows]
-            msgs = self.encoder.encode(
-                [
-                    r
-                    if row.id > boundary or r.historical
-                    else dataclasses.replace(r, historical=True)
-                    for row, r in zip(rows, readings, strict=True)
-                ]
-            )
+        try:
+            msgs = self._encode_rows(rows, boundary)
+        except Exception:
+            # One reading the encoding cannot carry (a value its declared type refuses) must
+            # not stall the output: a failing batch is encoded row by row, and a row that
+            # still fails is skipped, counted and logged; its row is acked with the rest, so
+            # the publisher never retries it in a loop.
+            msgs = []
+            for row in rows:
+                try:
+                    msgs += self._encode_rows([row], boundary)
+                except Exception as exc:
+                    self._encode_failed(row, exc)
         if self.output.qos == 0:
             msgs = [dataclasses.replace(m, qos=0) for m in msgs]
         unit = Unit(len(msgs), rows[0].id, rows[-1].id, len(rows))
@@ -451,6 +453,34 @@ class MqttSink:
             wire.put(msgs, unit)
         else:
             self._unit_done(unit)
+
+    def _encode_rows(self, rows: list[OutboxRow], boundary: int) -> list[OutMessage]:
+        if self._row_encoder:
+            return self.encoder.encode_rows(rows, boundary)  # type: ignore[attr-defined,no-any-return]
+        return self.encoder.encode(
+            [
+                r if row.id > boundary or r.historical else dataclasses.replace(r, historical=True)
+                for row, r in ((row, row.reading) for row in rows)
+            ]
+        )
+
+    def _encode_failed(self, row: OutboxRow, exc: Exception) -> None:
+        self.link.encode_errors += 1
+        r = row.reading
+        key = (r.device_id, r.point)
+        if key not in self._encode_failures:  # once per point, not once per tick
+            self._encode_failures.add(key)
+            log.error(
+                "output %s: reading %d (%s/%s = %r) cannot be encoded as %s, skipped: %s: %s",
+                self.name,
+                row.id,
+                r.device_id,
+                r.point,
+                r.value,
+                self.output.encoding,
+                type(exc).__name__,
+                exc,
+            )
 
     def _published(self, msg: OutMessage) -> None:
         self.link.published_messages += 1

@@ -597,3 +597,42 @@ async def test_lost_pubacks_give_flagged_redeliveries_only(
     for cs in dups.values():
         assert not cs[0].get("historical") and all(c.get("historical") for c in cs[1:])
     assert not any(c.get("historical") for s in range(80, 90) for c in copies[s])
+
+
+async def test_a_reading_the_encoding_refuses_is_skipped_not_retried_forever(
+    mosquitto: MosquittoFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A poison reading (here a value the encoder refuses) once made the publisher reconnect
+    and retry the same batch for ever: now it is skipped, counted and logged once, and the
+    readings around it are delivered."""
+    from agent.encoders import make_encoder
+
+    broker = mosquitto()
+    out = output(broker)
+    real = make_encoder(out, GW, [], tmp_path)
+
+    class Refusing:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def encode_rows(self, rows: Any, boundary: int) -> Any:
+            if any(row.reading.value == 13.0 for row in rows):
+                raise ValueError("invalid literal for int() with base 10: 'ok'")
+            return real.encode_rows(rows, boundary)  # type: ignore[attr-defined]
+
+    col = Collector(broker)
+    sink = MqttSink("up", out, GW, [], tmp_path, encoder=Refusing())  # type: ignore[arg-type]
+    with caplog.at_level(logging.ERROR, logger="cityedge.mqtt"):
+        async with started(col, sink):
+            await wait_until(lambda: sink.connected)
+            for k in range(3):
+                await sink.submit([reading(k * 10 + i) for i in range(10)])
+            await wait_until(lambda: len(col.readings()) == 29)
+            await sink.submit([reading(13)])  # the same point refused again: logged once
+            await sink.submit([reading(40)])
+            await wait_until(lambda: len(col.readings()) == 30)
+            st = sink.stats()
+    assert st.link.encode_errors == 2 and st.link.connects == 1  # no reconnect loop
+    assert 13 not in [r["seq"] for r in col.readings()]
+    assert len([r for r in caplog.records if "cannot be encoded" in r.getMessage()]) == 1
+    assert sink.outbox.stats().depth == 0  # the skipped rows are not retried
