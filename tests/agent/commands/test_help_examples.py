@@ -242,22 +242,31 @@ hmac_secret = "cmd_key"
         for r in batch:  # one owner at a time on the serial line
             await together([r])
 
-    await asyncio.gather(together(phase1), one_by_one(serial))
+    try:
+        async with asyncio.timeout(240):
+            await asyncio.gather(together(phase1), one_by_one(serial))
 
-    daemon = next(r for r in runs if r.example == "cityedge run /etc/cityedge/gateway.toml")
-    await daemon.start(env)
-    for _ in range(600):  # served: every lamp-1 point has been polled once
-        if "ready:" in daemon.output() and '"point":"active_power"' in daemon.output():
-            break
-        await asyncio.sleep(0.05)
-    await together([r for r in runs if r.how.phase == 2 and r is not daemon])
-    await daemon.finish()
-    # what the agent does with a damaged outbox file: set it aside in a dated directory
-    aside = work / "state" / "outbox-uplink.sqlite.damaged-20260101T000000Z"
-    aside.mkdir()
-    shutil.copy(work / "state" / "outbox-uplink.sqlite", aside / "outbox-uplink.sqlite")
-    for r in [r for r in runs if r.how.phase == 3]:
-        await together([r])
+            daemon = next(r for r in runs if r.example == "cityedge run /etc/cityedge/gateway.toml")
+            await daemon.start(env)
+            for _ in range(600):  # served: every lamp-1 point has been polled once
+                if "ready:" in daemon.output() and '"point":"active_power"' in daemon.output():
+                    break
+                await asyncio.sleep(0.05)
+            await together([r for r in runs if r.how.phase == 2 and r is not daemon])
+            await daemon.finish()
+            # what the agent does with a damaged outbox file: set it aside in a dated directory
+            aside = work / "state" / "outbox-uplink.sqlite.damaged-20260101T000000Z"
+            aside.mkdir()
+            shutil.copy(work / "state" / "outbox-uplink.sqlite", aside / "outbox-uplink.sqlite")
+            for r in [r for r in runs if r.how.phase == 3]:
+                await together([r])
+    finally:
+        # a failed example must not leave the others running (a leaked `cityedge demo` keeps
+        # its ports, and the next run of the suite meets them)
+        for r in runs:
+            if r.proc is not None and r.proc.returncode is None:
+                r.proc.kill()
+                await r.proc.wait()
     assert sim.registers(21, "holding", 0, 1) == [3]  # the preset example reached the camera
     assert (work / "backlog.jsonl").exists()
     assert (work / "r.jsonl").exists()  # (empty: the broker had taken every reading)
