@@ -101,7 +101,9 @@ class ModbusBus:
         self._emit = emit
         self._rng = rng or random.Random()
         self._gap = inter_frame_gap(self.endpoint, bus.inter_frame_gap)
-        self._client = modbus_client(self.endpoint, response_timeout(self.endpoint, bus.timeout))
+        self._client = modbus_client(
+            self.endpoint, response_timeout(self.endpoint, bus.timeout), bus.rs485
+        )
         self.devices: dict[str, DeviceState] = {}
         for b in devices:
             if b.device.enabled:

@@ -93,7 +93,7 @@ class SerialBus:
         self.stats = BusStats()
         self._sources: dict[tuple[str, str], Source] = {}
         self.endpoint = parse_endpoint(bus.endpoint)
-        self.link = Link(self.endpoint)
+        self.link = Link(self.endpoint, bus.rs485)
         self._emit = emit
         self.clock = clock
         self.wall_ms = wall_ms
