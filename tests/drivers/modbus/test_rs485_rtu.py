@@ -3,6 +3,7 @@ peer) and with the kernel RS-485 mode, which a pty refuses (drivers/rs485.py).""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -179,3 +180,43 @@ async def test_kernel_rs485_mode_refused_by_a_pty_is_an_error_at_open(
     assert not bus.stats.connected
     assert all(r.quality is not Quality.GOOD for r in got.of("d1")[0])
     assert any("refused by" in r.getMessage() for r in caplog.records)
+
+
+def crc16(frame: bytes) -> bytes:
+    crc = 0xFFFF
+    for b in frame:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc.to_bytes(2, "little")
+
+
+async def test_echo_through_a_serial_server_rtu_over_tcp():
+    # a serial-to-Ethernet server in transparent mode on an echoing two-wire line: our frame
+    # comes back over TCP first, then the device's reply
+    reply = bytes.fromhex("01 03 04 00 05 00 06")
+    reply += crc16(reply)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while request := await reader.read(256):
+            writer.write(request)
+            if request[1] == 3:  # reads are answered; the unit ignores writes (dead for them)
+                writer.write(reply)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        ep = parse_endpoint(f"rtu+tcp://127.0.0.1:{port}")
+        client = modbus_client(ep, 0.5, Rs485Config(echo=True))
+        await client.connect(1.0)
+        try:
+            assert await client.read(Table.HOLDING, 0, 2, 1, 0.5) == [5, 6]
+            with pytest.raises(NoResponse):  # the echo of FC06 is not taken for its answer
+                await client.write_registers(1, 0, [9], 0.3)
+        finally:
+            client.close()
+    finally:
+        server.close()
+        await server.wait_closed()

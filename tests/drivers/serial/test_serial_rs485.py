@@ -147,3 +147,26 @@ async def test_link_echo_then_reply_in_one_chunk_and_commands_without_reply() ->
             assert "within 109 ms, 0 of 9 bytes" in none.value.reason
         finally:
             await link.close()
+
+
+async def test_link_echo_through_a_serial_server() -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while request := await reader.read(256):
+            writer.write(request + b"#01=1")  # the echo, then the device's answer
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    link = Link(parse_endpoint(f"serial+tcp://127.0.0.1:{port}"), Rs485Config(echo=True))
+    try:
+        await link.open()
+        await link.send(b"#01?*")
+        data = b""
+        while len(data) < 5:
+            data += await link.receive(0.5)
+        assert data == b"#01=1"
+    finally:
+        await link.close()
+        server.close()
+        await server.wait_closed()
