@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from agent.config.gateway import Rs485Config
 
-# Where the echo should be, allow the frame's wire time plus this much (USB adapters deliver
-# in bursts: FTDI's latency timer is 16 ms by default; a busy gateway adds its own delay).
-ECHO_MARGIN = 0.1
+# Where the echo should be, allow the frame's wire time plus this much: USB adapters deliver
+# in bursts (FTDI's latency timer is 16 ms by default), and a busy gateway's event loop may
+# get to the bytes late. Generous, because only a missing echo (a fault) ever waits it out.
+ECHO_MARGIN = 0.25
 
 
 class EchoError(Exception):
