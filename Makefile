@@ -2,6 +2,7 @@
 #   make demo   - simulated devices + agent, readings on stdout (Ctrl-C to stop)
 #   make test   - lint, format check, types, then the whole test suite (what CI runs)
 #   make bench  - every benchmark; writes docs/BENCHMARKS.md
+#   make test-arm - the whole suite in arm64 and armhf roots under qemu-user (.ci/arm-test)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -10,7 +11,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.cityedge-installed
 
-.PHONY: demo test lint typecheck pytest bench venv system-deps clean ext
+.PHONY: demo test lint typecheck pytest bench venv system-deps clean ext test-arm test-arm-smoke wheel-arm
 
 $(STAMP): pyproject.toml setup.py $(wildcard ext/*.pyx ext/*.pxd)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
@@ -58,6 +59,23 @@ test: export CITYEDGE_REQUIRE_EXT = 1
 test: system-deps $(STAMP)
 	@$(PY) -c 'import ext; assert ext.IMPLEMENTATION == "cython", "Cython filters not built: " + ext.IMPLEMENTATION'
 	$(MAKE) --no-print-directory lint typecheck pytest
+
+# The gateway's own architectures: Debian bookworm roots under qemu-user, built on first use
+# (CITYEDGE_ARM_ROOTS, default /var/tmp/cityedge-arm). Minutes per architecture, so not in
+# .ci/run; docs/BENCHMARKS.md ("On ARM") has the figures. Niced: it takes every core it gets.
+ARM_NICE ?= nice -n 10
+test-arm:
+	$(ARM_NICE) .ci/arm-test arm64
+	$(ARM_NICE) .ci/arm-test armhf
+
+# the extension built from scratch, the differential filter tests and one end-to-end run
+test-arm-smoke:
+	$(ARM_NICE) .ci/arm-test --smoke arm64
+
+# lean aarch64 and armv7l wheels (and the sdist) built in the roots, into wheelhouse/
+wheel-arm:
+	$(ARM_NICE) .ci/arm-test --wheel arm64 wheelhouse
+	$(ARM_NICE) .ci/arm-test --wheel armhf wheelhouse
 
 bench: $(STAMP) system-deps
 	CITYEDGE_REQUIRE_EXT=1 $(PY) -m pip install -q --no-build-isolation -e '.[test,bench]'

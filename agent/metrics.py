@@ -6,20 +6,20 @@ pipeline, the sinks' stats): no metric object is touched per reading. Every fami
 rate) are for PromQL: ``rate(cityedge_bus_busy_seconds_total[5m])`` is the bus utilization,
 ``rate(cityedge_published_messages_total[5m])`` the publish rate.
 
-Process figures (``process_*``) are read from ``/proc/self`` here rather than with
-prometheus-client's ProcessCollector: that one needs ``/proc/stat`` for the boot time, which
-the unit's ``ProcSubset=pid`` hides, and then reports nothing at all.
+Process figures (``process_*``) come from ``agent/procstat.py`` rather than prometheus-client's
+ProcessCollector: that one needs ``/proc/stat`` for the boot time, which the unit's
+``ProcSubset=pid`` hides, and then reports nothing at all; and it reads RSS and CPU from
+``/proc/self/stat``, which qemu-user fills with zeros.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from agent import __version__, promtext
+from agent import __version__, procstat, promtext
 from agent.observe import AgentView, bus_of, sink_snapshot
 from agent.promtext import CONTENT_TYPE, Counter, Family, Gauge, Info
 
@@ -29,8 +29,6 @@ if TYPE_CHECKING:
 __all__ = ["CONTENT_TYPE", "AgentCollector", "make_registry", "render"]
 _NAN = math.nan
 _STATES = ("online", "degraded", "offline", "unknown")
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def _g(name: str, doc: str, labels: Iterable[str] = ()) -> Gauge:
@@ -215,33 +213,23 @@ class AgentCollector:
 
 
 def _process() -> Iterable[Family]:
-    try:
-        with open("/proc/self/stat", "rb") as f:
-            parts = f.read().split(b")")[-1].split()
-        with open("/proc/self/limits", "rb") as f:
-            max_fds = next(
-                (float(ln.split()[3]) for ln in f if ln.startswith(b"Max open files")), _NAN
-            )
-        open_fds = len(os.listdir("/proc/self/fd"))
-    except (OSError, IndexError, ValueError):
-        return
-    boot = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+    f = procstat.sample()
     yield Counter(
-        "process_cpu_seconds",
-        "Total user and system CPU time spent in seconds.",
-        (float(parts[11]) + float(parts[12])) / _TICKS,
+        "process_cpu_seconds", "Total user and system CPU time spent in seconds.", f.cpu_seconds
     )
-    yield Gauge(
-        "process_resident_memory_bytes", "Resident memory size in bytes.", float(parts[21]) * _PAGE
-    )
-    yield Gauge("process_virtual_memory_bytes", "Virtual memory size in bytes.", float(parts[20]))
-    yield Gauge(
-        "process_start_time_seconds",
-        "Start time of the process since unix epoch in seconds.",
-        boot + float(parts[19]) / _TICKS,
-    )
-    yield Gauge("process_open_fds", "Number of open file descriptors.", open_fds)
-    yield Gauge("process_max_fds", "Maximum number of open file descriptors.", max_fds)
+    if f.rss_bytes is not None:
+        yield Gauge("process_resident_memory_bytes", "Resident memory size in bytes.", f.rss_bytes)
+    if f.vms_bytes is not None:
+        yield Gauge("process_virtual_memory_bytes", "Virtual memory size in bytes.", f.vms_bytes)
+    if f.start_time is not None:
+        yield Gauge(
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds.",
+            f.start_time,
+        )
+    if f.open_fds is not None:
+        yield Gauge("process_open_fds", "Number of open file descriptors.", f.open_fds)
+    yield Gauge("process_max_fds", "Maximum number of open file descriptors.", f.max_fds)
 
 
 def make_registry(agent: AgentView, timekeeper: TimeKeeper | None = None) -> AgentCollector:

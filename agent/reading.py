@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 Value = float | int | bool | str | tuple[str, ...] | None
 
@@ -78,7 +78,7 @@ class Reading:
 
     @property
     def observed_at(self) -> datetime:
-        return datetime.fromtimestamp(self.observed_at_ms / 1000, tz=UTC)
+        return _EPOCH + timedelta(milliseconds=self.observed_at_ms)
 
     def to_dict(self) -> dict[str, object]:
         """Plain JSON-ready mapping; the native envelope and the JSONL sink use this."""
@@ -112,6 +112,10 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+# Epoch arithmetic rather than datetime.fromtimestamp: on 32-bit Raspberry Pi OS (armhf,
+# 32-bit time_t) that raises OverflowError from 2038-01-19 on, and a gateway with a wrong
+# clock may stamp such a time.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _iso_second: tuple[int, str] = (-1, "")
 _iso_last: tuple[int, str] = (-1, "")
 
@@ -125,7 +129,7 @@ def iso_ms(ms: int) -> str:
         return _iso_last[1]
     sec = ms // 1000
     if _iso_second[0] != sec:
-        _iso_second = (sec, datetime.fromtimestamp(sec, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+        _iso_second = (sec, (_EPOCH + timedelta(seconds=sec)).strftime("%Y-%m-%dT%H:%M:%S"))
     s = f"{_iso_second[1]}.{ms % 1000:03d}Z"
     _iso_last = (ms, s)
     return s

@@ -46,6 +46,11 @@ _TIME_ERROR = 5  # adjtimex return value: "clock not synchronised"
 class _Timex(ctypes.Structure):
     # struct timex (include/uapi/linux/timex.h) with the C ``long`` fields of the native ABI;
     # only ``modes`` (in) and ``status`` (out) are used, the tail is generous padding.
+    # 32-bit Raspberry Pi OS (armhf): ``long`` and ``time_t`` are 32-bit, and the ``adjtimex``
+    # symbol found here is glibc's default one, whose struct has 32-bit ``long`` fields (the
+    # 64-bit time variant is ``__adjtimex64``, which only ``-D_TIME_BITS=64`` code calls).
+    # tests/agent/ops/test_timex_abi.py compiles C against <sys/timex.h> on each architecture
+    # and checks the offsets and the answer against this layout.
     _fields_ = [
         ("modes", ctypes.c_uint),
         ("offset", ctypes.c_long),
@@ -68,9 +73,9 @@ def _adjtimex() -> Callable[[Any], int] | None:
     return fn
 
 
-def kernel_unsynced() -> bool | None:
-    """True/False from the kernel's NTP state; None when it cannot be read (seccomp, not
-    Linux). ``modes = 0`` only reads: no privilege is needed or used."""
+def kernel_clock_state() -> tuple[int, int] | None:
+    """``adjtimex(2)``'s return value (clock state) and ``status`` field; None when it cannot
+    be read (seccomp, not Linux). ``modes = 0`` only reads: no privilege is needed or used."""
     fn = _adjtimex()
     if fn is None:
         return None
@@ -78,7 +83,16 @@ def kernel_unsynced() -> bool | None:
     state = int(fn(ctypes.byref(tx)))
     if state < 0:
         return None  # EPERM from the unit's seccomp filter (see the module docstring)
-    return bool(tx.status & _STA_UNSYNC) or state == _TIME_ERROR
+    return state, int(tx.status)
+
+
+def kernel_unsynced() -> bool | None:
+    """True/False from the kernel's NTP state; None when it cannot be read."""
+    got = kernel_clock_state()
+    if got is None:
+        return None
+    state, status = got
+    return bool(status & _STA_UNSYNC) or state == _TIME_ERROR
 
 
 def marker_synced(path: Path = TIMESYNCD_MARKER) -> bool | None:

@@ -18,7 +18,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,25 @@ STEPS = [
     Step("commands", "bench_commands.py", ["--json"], ["--quick", "--json"], 180, 90),
     Step("faults", "bench_faults.py", ["--json"], ["--quick", "--json"], 420, 150),
     Step("storage", "bench_storage.py", ["--json"], ["--quick", "--json"], 420, 180),
+    Step("wheel", "bench_wheel.py", ["--json"], ["--json"], 300, 300),
 ]
+
+# Sections written by hand (figures no script on this machine can produce, e.g. from the ARM
+# roots of `make test-arm`): kept from the previous file, between these markers, in the order
+# they were found. NAME is free text.
+KEEP_START = re.compile(r"^<!-- by hand: (.+?) -->$", re.M)
+KEEP_END = "<!-- /by hand -->"
+
+
+def kept_sections(path: Path) -> list[str]:
+    """The hand-written sections of the previous report (markers included)."""
+    text = path.read_text() if path.exists() else ""
+    out = []
+    for m in KEEP_START.finditer(text):
+        end = text.find(KEEP_END, m.end())
+        if end >= 0:
+            out.append(text[m.start() : end + len(KEEP_END)])
+    return out
 
 
 def run_step(step: Step, quick: bool) -> None:
@@ -352,10 +370,27 @@ def targets(st: dict[str, Step]) -> list[Target]:
             "filters",
         )
     )
+    wheel_kib = st["wheel"].data.get("wheel_bytes")
+    t.append(
+        Target(
+            "Wheel download (this machine's architecture; ARM below)",
+            None if wheel_kib is None else wheel_kib / 1024,
+            512,
+            "KiB",
+            True,
+            "wheel",
+        )
+    )
     return t
 
 
-def render(st: dict[str, Step], mach: dict[str, str], quick: bool, total: float) -> str:
+def render(
+    st: dict[str, Step],
+    mach: dict[str, str],
+    quick: bool,
+    total: float,
+    kept: Sequence[str] = (),
+) -> str:
     L: list[str] = []
     a = L.append
     a("# Benchmarks")
@@ -419,6 +454,10 @@ def render(st: dict[str, Step], mach: dict[str, str], quick: bool, total: float)
     _faults(a, st["faults"])
     _storage(a, st["storage"])
     _filters(a, st["filters"])
+    _wheel(a, st["wheel"])
+    for section in kept:
+        a(section)
+        a("")
     a("## Raw output")
     a("")
     for s in st.values():
@@ -698,6 +737,21 @@ def _filters(a: Callable[[str], None], s: Step) -> None:
     a("")
 
 
+def _wheel(a: Callable[[str], None], s: Step) -> None:
+    d = s.data
+    a("## Wheel")
+    a("")
+    a(
+        f"`bench/bench_wheel.py` on {d.get('machine', '?')}: the wheel "
+        f"{_f(d.get('wheel_bytes', 0) / 1024)} KiB ({d.get('files', '?')} files), its compiled "
+        f"kernels {_f(d.get('so_bytes', 0) / 1024)} KiB "
+        f"({'stripped' if d and not d.get('so_has_symtab') else 'not stripped'}), sources in "
+        f"the wheel: {', '.join(d.get('sources_in_wheel', [])) or 'none'}; the sdist "
+        f"{_f(d.get('sdist_bytes', 0) / 1024)} KiB (with the `.pyx`/`.pxd`, without generated C)."
+    )
+    a("")
+
+
 def profile_step(out_md: Path, quick: bool) -> None:
     import importlib.util
     import tempfile
@@ -742,7 +796,7 @@ def main() -> int:
     if not args.no_profile and (only is None or "profile" in only):
         profile_step(args.profile_out, args.quick)
     total = time.monotonic() - t0
-    args.out.write_text(render(steps, mach, args.quick, total))
+    args.out.write_text(render(steps, mach, args.quick, total, kept_sections(args.out)))
     print(f"wrote {args.out} in {total / 60:.1f} min")
     for t in targets(steps):
         print(f"  {t.what}: {t.figure} -> {t.status()}")

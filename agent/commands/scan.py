@@ -4,6 +4,11 @@ A unit counts as present when it answers at all, even with an exception: "illega
 register 0 still proves a device with that id listens at those line settings. Serial scans try
 every combination given, most common first, and stop at the first setting that finds units
 unless ``--all-settings`` is given (several settings on one line would be a wiring fault).
+
+Garbled replies are counted per setting and reported: a device answers, but its frames arrive
+damaged (a wrong baud rate or parity for it, missing termination or biasing, an adapter that
+echoes). ``--echo`` and ``--rs485`` scan with the bus's RS-485 options (``[buses.rs485]``
+``echo`` and ``kernel``): a port without the kernel RS-485 mode fails at once with the reason.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.config.endpoint import EndpointError, parse_endpoint
+from agent.config.gateway import Rs485Config
 from agent.config.profile import Table
 
 EXAMPLES = """examples:
@@ -23,6 +29,7 @@ EXAMPLES = """examples:
   cityedge scan rtu:///dev/ttyUSB0 --baud 9600 --parity E --units 1-32
   cityedge scan tcp://192.168.10.20:502 --units 1-10
   cityedge scan rtu+tcp://10.1.1.5:4001 --units 1-16 --timeout 0.3 --json
+  cityedge scan rtu:///dev/ttyAMA0 --rs485 --echo     # a Pi RS-485 HAT (see docs/DEPLOY.md)
 without --units every unit id 1-247 is tried: minutes per line setting on a quiet bus.
 stop the daemon first (systemctl stop cityedge): a serial port has one owner."""
 
@@ -66,6 +73,12 @@ def register(sub: Any) -> None:
     p.add_argument("--address", type=int, default=0, help="register probed (default 0)")
     p.add_argument("--timeout", type=float, default=0.15, help="per unit, seconds")
     p.add_argument("--all-settings", action="store_true", help="keep trying after a hit")
+    p.add_argument(
+        "--echo", action="store_true", help="the adapter echoes: read back and verify each frame"
+    )
+    p.add_argument(
+        "--rs485", action="store_true", help="kernel RS-485 mode (RTS drives the transceiver)"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 
@@ -112,14 +125,25 @@ async def scan(
     timeout: float,
     all_settings: bool,
     progress: Progress,
+    *,
+    rs485: Rs485Config | None = None,
+    garbled: dict[str, int] | None = None,
 ) -> list[Found]:
-    from drivers.modbus.adapter import DeviceException, ModbusError, NotConnected, modbus_client
+    """Units that answer at each setting; ``garbled`` (if given) gets the number of damaged
+    replies per setting."""
+    from drivers.modbus.adapter import (
+        DeviceException,
+        ModbusError,
+        NoResponse,
+        NotConnected,
+        modbus_client,
+    )
 
     found: list[Found] = []
     refused: list[str] = []
     for url in urls:
         ep = parse_endpoint(url)
-        client = modbus_client(ep, timeout)
+        client = modbus_client(ep, timeout, rs485 if ep.is_serial else None)
         try:
             await client.connect(max(1.0, timeout))
         except NotConnected as exc:
@@ -151,6 +175,9 @@ async def scan(
                 except NotConnected:
                     await asyncio.sleep(0.1)
                     await client.connect(max(1.0, timeout))
+                except NoResponse as exc:
+                    if exc.bad_frame and garbled is not None:
+                        garbled[url] = garbled.get(url, 0) + 1
                 except ModbusError:
                     pass
                 progress.step(label)
@@ -172,12 +199,29 @@ def run(args: argparse.Namespace) -> int:
         return 2
     units = args.units or list(range(1, 248))
     progress = Progress(len(urls) * len(units), sys.stderr.isatty() and not args.json)
+    rs485 = Rs485Config(echo=args.echo, kernel=args.rs485) if args.echo or args.rs485 else None
+    garbled: dict[str, int] = {}
     found = asyncio.run(
         scan(
-            urls, units, Table(args.table), args.address, args.timeout, args.all_settings, progress
+            urls,
+            units,
+            Table(args.table),
+            args.address,
+            args.timeout,
+            args.all_settings,
+            progress,
+            rs485=rs485,
+            garbled=garbled,
         )
     )
     progress.close()
+    for url, n in garbled.items():
+        print(
+            f"{n} garbled replies at {url.split('?')[-1]}: a device answers but its frames "
+            "arrive damaged (its baud rate or parity differs, the line lacks termination or "
+            "biasing, or the adapter echoes: try --echo)",
+            file=sys.stderr,
+        )
     if args.json:
         print(json.dumps([f.__dict__ for f in found], indent=2))
     elif not found:

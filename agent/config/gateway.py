@@ -5,7 +5,15 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from agent.config.endpoint import parse_endpoint
 from agent.config.filters import FilterSpec, check_chain
@@ -40,6 +48,39 @@ class GatewaySection(_M):
     _id = field_validator("id")(_check_id)
 
 
+class Rs485Config(_M):
+    """RS-485 line options of a serial bus (drivers/rs485.py, docs/DEPLOY.md)."""
+
+    # the adapter hears its own transmission: read each frame back, verify it, discard it
+    echo: bool = False
+    # kernel RS-485 mode (TIOCSRS485): the UART driver switches the transceiver with RTS
+    kernel: bool = False
+    rts_on_send: Literal["high", "low"] = "high"  # RTS (DE) level while sending
+    rts_after_send: Literal["high", "low"] = "low"  # ... and after it (receiving)
+    # the kernel's own units and bounds (serial_rs485: whole ms, at most 100 ms)
+    delay_before_send_ms: int = Field(0, ge=0, le=100)
+    delay_after_send_ms: int = Field(0, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _kernel_only(self) -> Rs485Config:
+        default = Rs485Config.model_fields
+        changed = [
+            name
+            for name in (
+                "rts_on_send",
+                "rts_after_send",
+                "delay_before_send_ms",
+                "delay_after_send_ms",
+            )
+            if getattr(self, name) != default[name].default
+        ]
+        if changed and not self.kernel:
+            raise ValueError(f"{', '.join(changed)}: only with kernel = true (kernel RS-485 mode)")
+        if self.kernel and self.rts_on_send == self.rts_after_send:
+            raise ValueError("rts_on_send and rts_after_send must differ (RTS drives DE/RE)")
+        return self
+
+
 class BusConfig(_M):
     id: str
     endpoint: str
@@ -54,6 +95,7 @@ class BusConfig(_M):
     # offline devices re-report their last values as stale on every tick (default: they cost
     # the uplink their transitions only; see docs/PAYLOADS.md)
     stale_readings: bool = False
+    rs485: Rs485Config | None = None  # echo suppression, kernel RS-485 mode (serial lines)
 
     _id = field_validator("id")(_check_id)
 

@@ -26,6 +26,21 @@ UNIT_RANGES = {
 }
 
 
+def _rs485_problems(i: int, echo: bool, kernel: bool, scheme: str) -> list[tuple[Loc, str]]:
+    out: list[tuple[Loc, str]] = []
+    if kernel and scheme not in ("rtu", "ascii", "serial"):
+        out.append(
+            (
+                ("buses", i, "rs485", "kernel"),
+                "the kernel RS-485 mode is a setting of a local serial port "
+                "(rtu://, ascii://, serial://); a serial server switches its own line",
+            )
+        )
+    if echo and scheme == "tcp":
+        out.append((("buses", i, "rs485", "echo"), "Modbus TCP has no line echo"))
+    return out
+
+
 def cross_check(cfg: GatewayConfig, profiles: Mapping[str, Profile]) -> list[tuple[Loc, str]]:
     out: list[tuple[Loc, str]] = []
     _unique(out, "buses", [b.id for b in cfg.buses])
@@ -55,6 +70,8 @@ def cross_check(cfg: GatewayConfig, profiles: Mapping[str, Profile]) -> list[tup
             out.append(
                 (("buses", i, "endpoint"), f"{b.protocol} buses use serial:// or serial+tcp://")
             )
+        if b.rs485 is not None:
+            out.extend(_rs485_problems(i, b.rs485.echo, b.rs485.kernel, ep.scheme))
     seen_units: dict[tuple[str, int], int] = {}
     seen_addresses: dict[tuple[str, str], int] = {}
     for i, d in enumerate(cfg.devices):

@@ -32,13 +32,17 @@ import gc
 import logging
 import struct
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.config.endpoint import Endpoint
 from agent.config.profile import Table
 from drivers.device_state import Reason, link_reason
 from drivers.modbus.mbap import MbapClient, MbapClosed, MbapTimeout, Outcome
 from drivers.modbus.mbap_io import MAX_SILENT
+from drivers.rs485 import EchoCheck, EchoError, EchoMismatch, Rs485Unsupported, apply_kernel_mode
+
+if TYPE_CHECKING:
+    from agent.config.gateway import Rs485Config
 
 # Modbus exception codes (spec, section 7) the bus owner reacts to.
 ILLEGAL_FUNCTION = 1
@@ -62,6 +66,7 @@ def exception_reason(code: int) -> tuple[Reason, str]:
 # pymodbus logs every timeout at ERROR; here each failure becomes a typed exception that the bus
 # owner counts and logs once per state change. Unless the application set a level for the
 # "pymodbus" logger itself (after this import, or before it), keep the library quiet.
+log = logging.getLogger(__name__)
 _pymodbus_log = logging.getLogger("pymodbus")
 if _pymodbus_log.level == logging.NOTSET:
     _pymodbus_log.setLevel(logging.CRITICAL)
@@ -90,6 +95,17 @@ class NoResponse(ModbusError):
         self.bad_frame = bad_frame  # bytes arrived but never formed a valid frame for us
         what = "garbled reply" if bad_frame else "no response"
         super().__init__(f"unit {unit} FC{function_code:02d}: {what}")
+
+
+class EchoFailed(NoResponse):
+    """rs485.echo: our frame did not come back intact (drivers/rs485.py). A wrong echo counts
+    as a bad frame, a missing one as silence; ``reason`` says which and shows both frames."""
+
+    def __init__(self, unit: int, function_code: int, echo: EchoError) -> None:
+        super().__init__(unit, function_code, bad_frame=isinstance(echo, EchoMismatch))
+        self.echo = echo
+        self.reason = echo.reason
+        self.args = (f"unit {unit} FC{function_code:02d}: {echo.reason}",)
 
 
 class NotConnected(ModbusError):
@@ -196,12 +212,15 @@ class Prefetched:
         return _parse_read(fc, count, unit, _checked(unit, fc, reply))
 
 
-def modbus_client(endpoint: Endpoint, timeout: float) -> ModbusClient:
-    """The client for ``endpoint``: our MBAP framing for ``tcp://``, pymodbus for the rest."""
+def modbus_client(
+    endpoint: Endpoint, timeout: float, rs485: Rs485Config | None = None
+) -> ModbusClient:
+    """The client for ``endpoint``: our MBAP framing for ``tcp://``, pymodbus for the rest.
+    ``rs485``: the bus's line options (echo, kernel RS-485 mode; serial lines only)."""
     if endpoint.scheme == "tcp":
         return _MbapBackend(endpoint)
     if endpoint.scheme in ("rtu+tcp", "rtu", "ascii"):
-        return _PymodbusBackend(endpoint, timeout)
+        return _PymodbusBackend(endpoint, timeout, rs485)
     raise ValueError(f"not a Modbus endpoint: {endpoint.url}")
 
 
@@ -310,18 +329,28 @@ def _parse_read(fc: int, count: int, unit: int, reply: bytes) -> list[int] | lis
 
 
 class _PymodbusBackend:
-    """Serial RTU / ASCII and RTU over TCP through pymodbus (imported here, on first use)."""
+    """Serial RTU / ASCII and RTU over TCP through pymodbus (imported here, on first use).
+
+    ``rs485.echo``: the bytes reach pymodbus through our ``EchoCheck``, which sits in the
+    protocol's ``data_received`` (the asyncio entry point every pymodbus transport calls) and
+    is told each frame by the ``trace_packet`` hook as it is sent. pymodbus' own
+    ``handle_local_echo`` stays off: it does not verify the echo (drivers/rs485.py)."""
 
     batch_reads = False
 
-    def __init__(self, endpoint: Endpoint, timeout: float) -> None:
+    def __init__(
+        self, endpoint: Endpoint, timeout: float, rs485: Rs485Config | None = None
+    ) -> None:
         from pymodbus import FramerType
         from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 
         self.endpoint = endpoint
+        self.rs485 = rs485
         self._rx_seen = False
         self._silent = 0  # timeouts in a row on this connection (RTU over TCP supervision)
         self._serial = endpoint.is_serial
+        self._echo = EchoCheck() if rs485 is not None and rs485.echo else None
+        self._echo_failing = False
         self._client: Any
         common: dict[str, Any] = {
             "timeout": timeout,
@@ -344,11 +373,26 @@ class _PymodbusBackend:
                 bytesize=endpoint.bytesize,
                 **common,
             )
+        if self._echo is not None:
+            self._deliver = self._client.ctx.data_received
+            self._client.ctx.data_received = self._data_received
 
     def _trace_packet(self, sending: bool, data: bytes) -> bytes:
-        if not sending and data:
+        if sending:
+            if self._echo is not None:
+                self._echo.sent(data)
+        elif data:
             self._rx_seen = True
         return data
+
+    def _data_received(self, data: bytes) -> None:
+        assert self._echo is not None
+        try:
+            rest = self._echo.feed(data)
+        except EchoMismatch:
+            return  # reported by _call when the request times out; the rest is swallowed
+        if rest:
+            self._deliver(rest)
 
     @property
     def connected(self) -> bool:
@@ -384,6 +428,12 @@ class _PymodbusBackend:
             # pymodbus logs the socket error and returns False: find out what it was
             why, kind = await _tcp_failure(self.endpoint, timeout)
             raise NotConnected(self.endpoint.url, f"connect failed: {why}", kind)
+        if self.endpoint.scheme != "rtu+tcp":
+            try:
+                apply_kernel_mode(self._client.ctx.transport.sync_serial, self.rs485)
+            except Rs485Unsupported as exc:
+                self._client.close()
+                raise NotConnected(self.endpoint.url, exc.reason, Reason.PORT_GONE) from exc
 
     def close(self) -> None:
         self._client.close()
@@ -441,6 +491,8 @@ class _PymodbusBackend:
             if not self._client.connected:
                 # the link dropped while we waited: not the unit's fault
                 raise NotConnected(self.endpoint.url, "link lost during request", lost) from exc
+            if self._echo is not None and (echo := self._echo_error(timeout)) is not None:
+                raise EchoFailed(unit, fc, echo) from exc
             self._silent = 0 if self._rx_seen else self._silent + 1
             if not self._serial and (self._rx_seen or self._silent >= MAX_SILENT):
                 # RTU over TCP: a partial or garbled reply may sit in the framer and prefix
@@ -455,9 +507,23 @@ class _PymodbusBackend:
             kind = link_reason(exc, serial=self._serial)
             raise NotConnected(self.endpoint.url, str(exc), kind) from exc
         self._silent = 0
+        if self._echo_failing:
+            self._echo_failing = False
+            log.info("%s: the frames' echo is right again", self.endpoint.url)
         if resp.isError():
             raise DeviceException(unit, fc, int(getattr(resp, "exception_code", 0)))
         return resp
+
+    def _echo_error(self, waited: float) -> EchoError | None:
+        """What went wrong with the echo of the request that just timed out, if anything."""
+        assert self._echo is not None
+        echo: EchoError | None = self._echo.failed
+        if echo is None and self._echo.pending:
+            echo = self._echo.no_echo(waited)
+        if echo is not None and not self._echo_failing:
+            log.warning("%s: %s", self.endpoint.url, echo.reason)
+        self._echo_failing = echo is not None
+        return echo
 
 
 async def _tcp_failure(endpoint: Endpoint, timeout: float) -> tuple[str, Reason]:

@@ -117,7 +117,7 @@ class ModbusBus:
         self._rng = rng or random.Random()
         self._gap = inter_frame_gap(self.endpoint, bus.inter_frame_gap)
         timeout = response_timeout(self.endpoint, bus.timeout)
-        self._client = modbus_client(self.endpoint, timeout)
+        self._client = modbus_client(self.endpoint, timeout, bus.rs485)
         self.devices: dict[str, DeviceState] = {}
         for b in devices:
             if b.device.enabled:

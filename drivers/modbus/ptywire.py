@@ -45,6 +45,10 @@ class PtyWire:
         self.frame_gap = frame_gap  # silence the line keeps after each chunk (RTU: 3.5 chars)
         self.to_server: Filter | None = None  # applied to request chunks
         self.to_client: Filter | None = None  # applied to response chunks
+        # a two-wire RS-485 adapter that hears itself: each request chunk, passed through this
+        # (return it unchanged, altered, or None for no echo), comes back to the client as it
+        # is clocked out, before any reply
+        self.echo: Filter | None = None
         self.bytes_to_server = 0
         self.bytes_to_client = 0
         self._dir = directory or tempfile.mkdtemp(prefix="ptywire-")
@@ -122,9 +126,20 @@ class PtyWire:
             return
         if side == "a":
             self.bytes_to_server += len(data)
+            if self.echo is not None and (echo := self.echo(data)):
+                self._echo(echo, len(data))
         else:
             self.bytes_to_client += len(data)
         self._deliver(dst.master, data)
+
+    def _echo(self, echo: bytes, chars: int) -> None:
+        assert self._loop is not None and self._a is not None
+        if self.char_time <= 0:
+            self._write(self._a.master, echo)
+            return
+        # heard back as the request goes out: in by the time the request has left
+        arrive = max(self._loop.time(), self._busy_until) + chars * self.char_time
+        self._loop.call_at(arrive, self._write, self._a.master, echo)
 
     def _deliver(self, fd: int, data: bytes) -> None:
         assert self._loop is not None

@@ -102,7 +102,7 @@ class SerialBus:
         self.stats = BusStats()
         self._sources: dict[tuple[str, str], Source] = {}
         self.endpoint = parse_endpoint(bus.endpoint)
-        self.link = Link(self.endpoint)
+        self.link = Link(self.endpoint, bus.rs485)
         self._emit = emit
         self._on_state = on_state
         self._link_kind = link_reason(None, serial=self.endpoint.is_serial)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from drivers.base import DeviceStats
+from drivers.rs485 import EchoError, NoEcho
 from drivers.serial.framing import Deframer
 from drivers.serial.handlers import BadResponse, DeviceTimeout
 
@@ -57,6 +58,9 @@ class LineExchange:
             await self._pace_and_send(request)
             # no reply to wait for: keep the line quiet for the command's own wire time
             await asyncio.sleep(len(request) * self.bus.endpoint.char_time)
+        except EchoError as exc:  # rs485.echo: the command did not go out intact
+            self.stats.bad_frames += 1
+            raise BadResponse(self.device_id, 1) from exc
         finally:
             self._done(t0)
 
@@ -71,6 +75,12 @@ class LineExchange:
                 await self._pace_and_send(request)
                 deadline = self.bus.clock() + self.timeout
                 result, bad = await self._await_reply(deframer, accept, deadline)
+            except EchoError as exc:
+                # rs485.echo: our frame did not come back intact (a collision, or an adapter
+                # without echo: the transport logs which); silence where the echo should be
+                # is silence, a wrong echo a bad frame
+                result, bad = None, not isinstance(exc, NoEcho)
+                self.stats.bad_frames += bad
             finally:
                 self._done(t0)
                 self.stats.bad_frames += deframer.bad

@@ -3,16 +3,31 @@
 ``serial:///dev/ttyUSB1?baudrate=2400&parity=E`` opens the port with pyserial-asyncio-fast;
 ``serial+tcp://host:4002`` connects to a serial-to-Ethernet server in raw (TCP socket) mode.
 Every I/O failure surfaces as ``LinkError`` so the bus has one thing to catch for "reopen".
+
+RS-485 options (``[buses.rs485]``, drivers/rs485.py): the kernel RS-485 mode is set right after
+the port opens (a port that refuses it fails the open with the reason); with ``echo`` each
+``send`` returns only once the frame has been read back and verified byte for byte, so the
+reply's timeout starts when the frame has left, as on an adapter without echo. A wrong echo
+raises ``EchoMismatch``, none ``NoEcho`` (both ``EchoError``, not ``LinkError``: the port is
+fine, the exchange failed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import termios
+from typing import TYPE_CHECKING
 
 from agent.config.endpoint import Endpoint
 from drivers.device_state import Reason, link_reason
+from drivers.rs485 import ECHO_MARGIN, EchoCheck, EchoError, Rs485Unsupported, apply_kernel_mode
+
+if TYPE_CHECKING:
+    from agent.config.gateway import Rs485Config
+
+log = logging.getLogger("cityedge.serial")
 
 _PARITY = {"N": "N", "E": "E", "O": "O"}
 
@@ -29,10 +44,14 @@ class LinkError(OSError):
 
 
 class Link:
-    def __init__(self, endpoint: Endpoint) -> None:
+    def __init__(self, endpoint: Endpoint, rs485: Rs485Config | None = None) -> None:
         self.endpoint = endpoint
+        self.rs485 = rs485
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._echo = EchoCheck() if rs485 is not None and rs485.echo else None
+        self._echo_failing = False  # log the first echo failure of a run, and the recovery
+        self._after_echo = b""  # reply bytes that came in the same chunk as the echo's end
 
     @property
     def is_open(self) -> bool:
@@ -58,12 +77,19 @@ class Link:
             # SerialException is an OSError; ValueError: bad settings; termios.error: settings
             # the tty refuses (a pty rejects parity, some adapters odd baud rates)
             raise LinkError(ep.url, str(exc), self._kind(exc)) from exc
+        if ep.scheme != "serial+tcp":
+            try:
+                apply_kernel_mode(self._writer.transport.serial, self.rs485)  # type: ignore[attr-defined]
+            except Rs485Unsupported as exc:
+                await self.close()
+                raise LinkError(ep.url, exc.reason, Reason.PORT_GONE) from exc
 
     def _kind(self, exc: BaseException | None) -> Reason:
         return link_reason(exc, serial=self.endpoint.scheme != "serial+tcp")
 
     async def close(self) -> None:
         w, self._writer, self._reader = self._writer, None, None
+        self._after_echo = b""
         if w is not None:
             w.close()
             with contextlib.suppress(Exception):
@@ -71,16 +97,14 @@ class Link:
 
     def discard_input(self) -> bytes:
         """Bytes that arrived unasked (line noise, late answers): taken out before a request."""
+        buf, self._after_echo = self._after_echo, b""
         r = self._reader
-        if r is None:
-            return b""
         # StreamReader has no public "read what is buffered without waiting"; its _buffer has
         # been a bytearray since asyncio began, and a missing one only means nothing to discard.
-        pending = getattr(r, "_buffer", None)
-        if not pending:
-            return b""
-        buf = bytes(pending)
-        pending.clear()
+        pending = getattr(r, "_buffer", None) if r is not None else None
+        if pending:
+            buf += bytes(pending)
+            pending.clear()
         return buf
 
     async def send(self, data: bytes) -> None:
@@ -91,11 +115,49 @@ class Link:
             await self._writer.drain()
         except (OSError, RuntimeError) as exc:
             raise LinkError(self.endpoint.url, f"write failed: {exc}", self._kind(exc)) from exc
+        if self._echo is not None:
+            await self._read_echo(data)
+
+    async def _read_echo(self, data: bytes) -> None:
+        check = self._echo
+        assert check is not None and self._reader is not None
+        check.sent(data)
+        self._after_echo = b""
+        wait = len(data) * self.endpoint.char_time + ECHO_MARGIN
+        failure: EchoError | None = None
+        try:
+            async with asyncio.timeout(wait):
+                while check.pending:
+                    chunk = await self._reader.read(4096)
+                    if not chunk:
+                        raise LinkError(
+                            self.endpoint.url, "closed by the peer (EOF)", self._kind(None)
+                        )
+                    self._after_echo += check.feed(chunk)
+        except TimeoutError:
+            failure = check.no_echo(wait)
+        except EchoError as exc:
+            failure = exc
+        except LinkError:
+            raise
+        except OSError as exc:
+            raise LinkError(self.endpoint.url, f"read failed: {exc!r}", self._kind(exc)) from exc
+        if failure is not None:
+            if not self._echo_failing:
+                log.warning("%s: %s", self.endpoint.url, failure.reason)
+            self._echo_failing = True
+            raise failure
+        if self._echo_failing:
+            self._echo_failing = False
+            log.info("%s: the frames' echo is right again", self.endpoint.url)
 
     async def receive(self, timeout: float) -> bytes:
         """Whatever has arrived (at least one byte); TimeoutError if nothing within timeout."""
         if self._reader is None:
             raise LinkError(self.endpoint.url, "not open", self._kind(None))
+        if self._after_echo:
+            data, self._after_echo = self._after_echo, b""
+            return data
         try:
             async with asyncio.timeout(max(timeout, 0.0)):
                 data = await self._reader.read(4096)

@@ -19,7 +19,7 @@ import os
 import tempfile
 import time
 import tty
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +45,9 @@ class PtyLine:
         self.master = -1
         self.slave = -1
         self.received = bytearray()  # everything the gateway sent (for tests)
+        # a two-wire RS-485 adapter that hears itself: what the gateway sends, passed through
+        # this (unchanged, altered, or None for no echo), comes straight back to it
+        self.echo: Callable[[bytes], bytes | None] | None = None
 
     @property
     def path(self) -> str:
@@ -81,6 +84,8 @@ class PtyLine:
         except OSError:
             return  # EIO while nobody has the slave open
         self.received += data
+        if self.echo is not None and (echo := self.echo(data)):
+            self._write(self.master, echo)
         for reply in self.responder.feed(data):
             if reply:
                 asyncio.get_running_loop().call_later(self.delay, self._write, self.master, reply)

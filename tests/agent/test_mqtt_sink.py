@@ -435,7 +435,7 @@ async def test_kill_9_under_load_then_restart_loses_nothing(
         assert proc.stdout is not None
         accepted = 0
         try:
-            async with asyncio.timeout(20):
+            async with asyncio.timeout(60):  # a guard, not a speed claim (make test-arm)
                 while accepted < 3000:
                     accepted = int(await proc.stdout.readline())
             os.kill(proc.pid, signal.SIGKILL)
@@ -445,7 +445,10 @@ async def test_kill_9_under_load_then_restart_loses_nothing(
             await proc.wait()
         sink = MqttSink("up", output(broker, max_batch=50), GW, [], tmp_path)
         async with started(sink):
-            await wait_until(lambda: {r["seq"] for r in col.readings()} >= set(range(accepted)))
+            # the replay of 3000+ rows takes ~15 s at a third of this machine's speed
+            await wait_until(
+                lambda: {r["seq"] for r in col.readings()} >= set(range(accepted)), timeout=60
+            )
     check_stream(col.readings(), list(range(accepted)))
 
 

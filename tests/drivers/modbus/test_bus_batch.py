@@ -98,16 +98,22 @@ async def test_dead_unit_in_a_batch(modbus_tcp_server):
     srv = await modbus_tcp_server([unit(1), unit(2, action=silent_action()), unit(3)])
     got = Collector()
     binds = [make_binding(f"d{u}", u, PROFILE, interval=0.1) for u in (1, 2, 3)]
-    bus = ModbusBus(make_bus_config(srv.url, timeout=0.1), binds, got, quarantine_min=5.0)
+    # a timeout the live units meet with room to spare at a third of this machine's speed
+    # (make test-arm): only the dead unit may time out
+    bus = ModbusBus(make_bus_config(srv.url, timeout=0.5), binds, got, quarantine_min=5.0)
     spy = Spy(bus)
     async with running(bus):
         await got.wait_for(lambda: len(got.of("d3")) >= 4)
     # the batch stopped at unit 2's timeout; unit 3 was still read in that tick, one read at
-    # a time, and later ticks leave the quarantined unit out of the batch
+    # a time, and later ticks leave the quarantined unit out of the batch. (The long first
+    # tick may leave units 1 and 3 due at different times, so a later tick can batch one of
+    # them alone: each later batch is checked for unit 2 only.)
     first = got.of("d3")[0]
     assert all(r.quality is Quality.GOOD for r in first)
     assert spy.single == 2
-    assert all({r[3] for r in b} == {1, 3} for b in spy.batches[1:])
+    later = [{r[3] for r in b} for b in spy.batches[1:]]
+    assert later and all(2 not in units for units in later), later
+    assert set().union(*later) == {1, 3}
     dead = bus.stats.devices["d2"]
     assert dead.timeouts == 1 and not dead.online
     (bad,) = got.of("d2")  # the failed poll; offline since, it emits nothing (no stale stream)
