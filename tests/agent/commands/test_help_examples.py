@@ -98,6 +98,11 @@ HOW: dict[str, How] = {
     "cityedge scan rtu:///dev/ttyUSB0 --baud 9600 --parity E --units 1-32": How(
         1, subs=(("/dev/ttyUSB0", "{pty}"), ("--parity E", "--parity N"))
     ),
+    # a pty has neither the kernel's RS-485 mode nor an echoing transceiver (both are tested
+    # over pty pairs in tests/drivers/*/test_*rs485.py): the plain scan of the same line
+    "cityedge scan rtu:///dev/ttyAMA0 --rs485 --echo --units 1-8": How(
+        1, subs=(("/dev/ttyAMA0", "{pty}"), ("--rs485 --echo ", ""))
+    ),
     "cityedge scan tcp://192.168.10.20:502 --units 1-10": How(
         1, subs=(("192.168.10.20:502", "127.0.0.1:{sim}"),)
     ),
