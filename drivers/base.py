@@ -13,9 +13,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from agent.config.gateway import BusConfig, DeviceConfig
-from agent.config.profile import Point, Profile
-from agent.reading import Quality, Reading, Source, Value
+from drivers.core.config import BusConfig, DeviceConfig
+from drivers.core.profile import Point, Profile
+from drivers.core.reading import Quality, Reading, Source, Value
 
 if TYPE_CHECKING:
     from drivers.device_state import Transition

@@ -1,6 +1,6 @@
 """The ``[serial]`` section of a profile: a request/response protocol described as data.
 
-Validated when the profile loads (``agent.config.profile.Profile.serial``): templates must
+Validated when the profile loads (``drivers.core.profile.Profile.serial``): templates must
 format, regular expressions compile, struct layouts match their field lists, and every point's
 ``field`` must be produced by some read (``profile_problems``). Byte strings (``start``,
 ``terminator``, ``separator``) are TOML strings whose characters are bytes (latin-1), so a
@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from drivers.serial.framing import ChecksumKind
 
 if TYPE_CHECKING:
-    from agent.config.profile import Point
+    from drivers.core.profile import Point
 
 Mode = Literal["ascii", "binary"]
 
