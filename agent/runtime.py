@@ -28,9 +28,10 @@ from agent.ingest.pipeline import Pipeline
 from agent.ops import memory
 from agent.ops.reload import ReloadResult, diff
 from agent.ops.sdnotify import notify
-from drivers.base import BusDriver, DeviceBinding, WriteResult, WriteStatus, create_driver
+from drivers.base import BusDriver, DeviceBinding, WriteResult, WriteStatus
 from drivers.core.errors import ConfigError
 from drivers.core.reading import Value, now_ms
+from drivers.registry import create_driver
 
 log = logging.getLogger("cityedge.runtime")
 

@@ -151,21 +151,3 @@ class BusDriver(Protocol):
 
 
 DriverFactory = Callable[[BusConfig, Sequence[DeviceBinding], Emit], BusDriver]
-
-
-def create_driver(
-    bus: BusConfig,
-    devices: Sequence[DeviceBinding],
-    emit: Emit,
-    on_state: StateListener = no_listener,
-) -> BusDriver:
-    """Dispatch on the bus protocol. Imports are local so an unused protocol costs nothing."""
-    if bus.protocol == "modbus":
-        from drivers.modbus.bus import ModbusBus
-
-        return ModbusBus(bus, devices, emit, on_state=on_state)
-    if bus.protocol in ("serial", "pelco_d", "mbus"):
-        from drivers.serial.bus import SerialBus
-
-        return SerialBus(bus, devices, emit, on_state=on_state)
-    raise ValueError(f"no driver for protocol {bus.protocol!r}")

@@ -24,10 +24,11 @@ from agent.config.loader import LoadedConfig
 from agent.control.ctl import request, socket_path
 from agent.control.validate import find_point
 from agent.runtime import bindings_for
-from drivers.base import DeviceBinding, WriteResult, WriteStatus, create_driver
+from drivers.base import DeviceBinding, WriteResult, WriteStatus
 from drivers.core.profile import Point
 from drivers.core.reading import Reading, Value
 from drivers.device_state import Transition
+from drivers.registry import create_driver
 
 CONFIG_HELP = "gateway file (default $CITYEDGE_CONFIG, else /etc/cityedge/gateway.toml)"
 EXAMPLES = {

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from drivers.core.filters import FilterSpec, check_chain
 from drivers.core.sdm_terms import CONTROLLED_PROPERTIES, KIND_CONTROLLED_PROPERTIES
-from drivers.serial.spec import SerialSpec, profile_problems
+from drivers.serial.spec import SerialSpec
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 
@@ -264,6 +264,8 @@ class Profile(_M):
                     f"Device enum ({', '.join(sorted(CONTROLLED_PROPERTIES))})"
                 )
         if self.protocol != "modbus" or self.serial is not None:
+            from drivers.registry import profile_problems
+
             problems = profile_problems(self.protocol, self.serial, self.points)
             if problems:
                 raise ValueError("; ".join(problems))

@@ -198,7 +198,8 @@ PELCO_ACTIONS = {"goto_preset", "set_preset", "clear_preset"}
 
 
 def profile_problems(protocol: str, spec: SerialSpec | None, points: Sequence[Point]) -> list[str]:
-    """Checks linking points to the protocol section (called from Profile validation)."""
+    """Checks linking points to the protocol section (Profile validation reaches them through
+    ``drivers/registry.py``)."""
     out: list[str] = []
     if protocol == "serial" and spec is None:
         return ["protocol 'serial' needs a [serial] section (request, framing, parsing)"]
