@@ -1,6 +1,6 @@
 # CityEdge developer entry points. Every target sets up what it needs and fails loudly.
 #   make demo   - simulated devices + agent, readings on stdout (Ctrl-C to stop)
-#   make test   - lint, format check, types, then the whole test suite (what CI runs)
+#   make test   - lint, format check, import contracts, types, then the whole test suite (CI)
 #   make bench  - every benchmark; writes docs/BENCHMARKS.md
 #   make test-arm - the whole suite in arm64 and armhf roots under qemu-user (.ci/arm-test)
 
@@ -48,6 +48,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check agent drivers ext tests bench
 	$(VENV)/bin/ruff format --check agent drivers ext tests bench
+	$(VENV)/bin/lint-imports --no-cache  # the dependency directions: [tool.importlinter]
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

@@ -17,20 +17,21 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from agent import memory
-from agent.config.errors import ConfigError
 from agent.config.loader import LoadedConfig, load_config
 from agent.config.outputs import JsonLinesOutput
 from agent.control.binding import CommandBinding
 from agent.control.model import Command
 from agent.control.router import CommandRouter
-from agent.pipeline import Pipeline
-from agent.reading import Value, now_ms
-from agent.reload import ReloadResult, diff
-from agent.sdnotify import notify
-from agent.sinks.base import Sink
-from agent.sinks.jsonl import JsonLinesSink
-from drivers.base import BusDriver, DeviceBinding, WriteResult, WriteStatus, create_driver
+from agent.forward.sinks.base import Sink
+from agent.forward.sinks.jsonl import JsonLinesSink
+from agent.ingest.pipeline import Pipeline
+from agent.ops import memory
+from agent.ops.reload import ReloadResult, diff
+from agent.ops.sdnotify import notify
+from drivers.base import BusDriver, DeviceBinding, WriteResult, WriteStatus
+from drivers.core.errors import ConfigError
+from drivers.core.reading import Value, now_ms
+from drivers.registry import create_driver
 
 log = logging.getLogger("cityedge.runtime")
 
@@ -56,7 +57,7 @@ def build_sinks(loaded: LoadedConfig, bindings: Sequence[DeviceBinding]) -> list
         if isinstance(out, JsonLinesOutput):
             sinks.append(JsonLinesSink(out.id, out.path))
         else:
-            from agent.sinks.mqtt import MqttSink
+            from agent.forward.sinks.mqtt import MqttSink
 
             sinks.append(
                 MqttSink(
@@ -100,7 +101,7 @@ class Agent:
         self.services.append(("seq-persist", self._persist_seq))
         if loaded.config.gateway.watch_config > 0:
             self.services.append(("config-watch", self._watch_config))
-        from agent.ctl import ControlServer, socket_path
+        from agent.control.ctl import ControlServer, socket_path
 
         self.control = ControlServer(self, socket_path(loaded.config.gateway.state_dir))
         self.services.append(("control", self.control.run))
@@ -111,7 +112,7 @@ class Agent:
                 sink.status_provider = self.device_status
 
     def device_status(self) -> dict[str, Any]:
-        from agent.ctl import devices_of
+        from agent.control.ctl import devices_of
 
         return devices_of(self)
 
@@ -139,7 +140,7 @@ class Agent:
             return None if result.ok else "; ".join(result.errors[:5])
 
         async def config(cmd: Command) -> str | None:
-            from agent.remote_config import apply_remote_config
+            from agent.control.remote_config import apply_remote_config
 
             return await apply_remote_config(self, cmd.id, cmd.extra["toml"])
 
@@ -168,7 +169,7 @@ class Agent:
         devs = [b for b in self.bindings if b.device.bus == bus.id]
         if devs:
             # readings and device state transitions reach the sinks through the pipeline, in
-            # order (drivers/device_state.py, agent/pipeline.py)
+            # order (drivers/device_state.py, agent/ingest/pipeline.py)
             self.drivers[bus.id] = create_driver(
                 bus, devs, self.pipeline.emit, self.pipeline.device_state
             )
@@ -345,7 +346,7 @@ class Agent:
                 self.request_reload("file change")
 
     async def _announce_ready(self) -> None:
-        from agent.security import config_warnings, exposed_secret_files
+        from agent.control.security import config_warnings, exposed_secret_files
 
         for warning in (
             *exposed_secret_files(self.loaded.config),

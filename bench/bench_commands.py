@@ -33,14 +33,15 @@ def _ms(xs: list[float]) -> dict[str, float]:
 
 
 async def router_latency(base: Path, n: int, durable: bool) -> dict[str, float]:
-    from agent.config.gateway import CommandsSection, DeviceConfig
-    from agent.config.profiles import ProfileLibrary
+    from agent.config.gateway import CommandsSection
     from agent.control.audit import AuditLog
     from agent.control.model import Command
     from agent.control.router import CommandRouter, nonce_window
     from agent.control.store import CommandStore
-    from agent.reading import Value
     from drivers.base import DeviceBinding, WriteResult, WriteStatus
+    from drivers.core.config import DeviceConfig
+    from drivers.core.library import ProfileLibrary
+    from drivers.core.reading import Value
     from drivers.sim.server import PROFILE_DIR
 
     profile = ProfileLibrary([PROFILE_DIR]).load("cityedge/streetlight")

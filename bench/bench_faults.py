@@ -15,7 +15,7 @@ The offline bound is tight at a 1 s interval: a fault starting just after a tick
 the next one, which ends after (retries + 1) x timeout, so the worst case is the bound itself
 plus the scheduling time of the poll (milliseconds). Both checks allow ``SLACK`` (50 ms) for it.
 
-Modbus TCP against the hostile peer (drivers/sim/hostile.py): exception replies, a gateway
+Modbus TCP against the hostile peer (tests/fixtures/hostile.py): exception replies, a gateway
 whose target is silent (exception 0B), garbage, a wrong unit id, a half frame then silence, a
 peer that stops reading, a reset, a refused endpoint (peer process gone). Modbus RTU at 9600
 baud over a pty pair (pymodbus server): silent, garbled (CRC), port gone (USB unplug).
@@ -39,15 +39,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.config.gateway import BusConfig, DeviceConfig
-from agent.config.profile import Point, Profile
-from agent.reading import Reading
 from bench.common import emit_json
 from drivers.base import DeviceBinding
+from drivers.core.config import BusConfig, DeviceConfig
+from drivers.core.profile import Point, Profile
+from drivers.core.reading import Reading
 from drivers.device_state import Transition
 from drivers.modbus.bus import ModbusBus
-from drivers.modbus.ptywire import PtyWire
-from drivers.sim.hostile import HostilePeer
+from tests.fixtures.hostile import HostilePeer
+from tests.fixtures.ptywire import PtyWire
 
 INTERVAL = 1.0
 TCP_TIMEOUT = 0.5

@@ -33,9 +33,9 @@ import aiomqtt
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.config.outputs import MqttOutput
-from agent.outbox import Outbox
-from agent.reading import Reading, now_ms
-from agent.sinks.mqtt import MqttSink
+from agent.forward.outbox import Outbox
+from agent.forward.sinks.mqtt import MqttSink
+from drivers.core.reading import Reading, now_ms
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 

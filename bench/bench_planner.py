@@ -27,8 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.config.profile import DataType, Limits, Point, Table, UndefinedRange
-from agent.config.profiles import ProfileLibrary
+from drivers.core.library import ProfileLibrary
+from drivers.core.profile import DataType, Limits, Point, Table, UndefinedRange
 from drivers.modbus.planner import (
     ReadRequest,
     cap_for,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.outbox_store import Store
+from agent.forward.outbox_store import Store
 from bench.common import (
     Counter,
     Mosquitto,

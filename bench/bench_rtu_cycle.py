@@ -1,6 +1,6 @@
 """Poll cycle time on a simulated RS-485 line at 9600 baud 8E1 vs the plan's wire-time bound.
 
-The line is a pty pair joined by drivers.modbus.ptywire.PtyWire, which holds every chunk back
+The line is a pty pair joined by tests.fixtures.ptywire.PtyWire, which holds every chunk back
 for its byte count × 11/9600 s and keeps 3.5 characters of silence after it (the line is
 half duplex: a reply cannot start before the request is clocked in). A real pymodbus
 ModbusSerialServer answers several unit ids; ModbusBus polls them back to back (intervals far
@@ -29,13 +29,13 @@ from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import DataType as SimType
 from pymodbus.simulator import SimData, SimDevice
 
-from agent.config.gateway import BusConfig, DeviceConfig
-from agent.config.profile import DataType, Limits, Point, Profile, Table
-from agent.reading import Reading
 from drivers.base import DeviceBinding
+from drivers.core.config import BusConfig, DeviceConfig
+from drivers.core.profile import DataType, Limits, Point, Profile, Table
+from drivers.core.reading import Reading
 from drivers.modbus.bus import ModbusBus
 from drivers.modbus.planner import plan_reads, plan_wire_time
-from drivers.modbus.ptywire import PtyWire
+from tests.fixtures.ptywire import PtyWire
 
 BAUD = 9600
 CHAR = 11 / BAUD  # 8E1: start + 8 data + parity + stop

@@ -23,12 +23,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.config.gateway import DeviceConfig
 from agent.config.outputs import MqttOutput
-from agent.config.profiles import ProfileLibrary
-from agent.reading import Reading, now_ms
 from bench.common import FILTERED, Mosquitto, emit_json, workdir, write_profiles
 from drivers.base import DeviceBinding
+from drivers.core.config import DeviceConfig
+from drivers.core.library import ProfileLibrary
+from drivers.core.reading import Reading, now_ms
 
 GID = "bench-gw"
 
@@ -92,7 +92,7 @@ def varied(sample: Sequence[Reading], k: int) -> list[Reading]:
 def filter_stage(b: DeviceBinding, sample: list[Reading], seconds: float, impl: str) -> float:
     import importlib
 
-    from agent.filtering import DeviceFilters
+    from agent.ingest.filtering import DeviceFilters
 
     mod = importlib.import_module(f"ext._{impl}")
     f = DeviceFilters(b, impl=mod)
@@ -125,15 +125,15 @@ def batch_of(sample: list[Reading], n: int) -> list[Reading]:
 
 def outbox_rows(batch: Sequence[Reading]) -> list[object]:
     """What the publisher hands a row encoder: outbox rows holding the stored reading JSON."""
-    from agent.encoders.native import reading_json
-    from agent.outbox import OutboxRow
+    from agent.forward.encoders.native import reading_json
+    from agent.forward.outbox import OutboxRow
 
     ts = now_ms()
     return [OutboxRow(i, ts, reading_json(r)) for i, r in enumerate(batch, 1)]
 
 
 def serialize_stage(batch: list[Reading], seconds: float) -> float:
-    from agent.encoders.native import reading_json
+    from agent.forward.encoders.native import reading_json
 
     def once() -> int:
         for r in batch:
@@ -146,7 +146,7 @@ def serialize_stage(batch: list[Reading], seconds: float) -> float:
 def encoder_stage(
     name: str, base: Path, bs: list[DeviceBinding], batch: list[Reading], seconds: float
 ) -> float:
-    from agent.encoders import RowEncoder, make_encoder
+    from agent.forward.encoders import RowEncoder, make_encoder
 
     out = MqttOutput.model_validate(
         {
@@ -176,7 +176,7 @@ def encoder_stage(
 
 
 async def outbox_stage(base: Path, sample: list[Reading], seconds: float) -> float:
-    from agent.outbox import Outbox
+    from agent.forward.outbox import Outbox
 
     ob = Outbox(base / "outbox-stage.sqlite")
     runner = asyncio.create_task(ob.run(), name="outbox")
@@ -209,7 +209,7 @@ async def publish_stage(port: int, batch: list[Reading], seconds: float) -> floa
     import aiomqtt
 
     logging.disable(logging.WARNING)  # aiomqtt warns about >10 pending publishes: intended
-    from agent.encoders.native import NativeEncoder
+    from agent.forward.encoders.native import NativeEncoder
 
     msgs = NativeEncoder(GID).encode_rows(outbox_rows(batch), 0)  # type: ignore[arg-type]
     per = len(batch) // len(msgs)

@@ -64,7 +64,7 @@ for label, mods in (
     ("pymodbus", "pymodbus.client pymodbus.server"),
     ("aiomqtt + paho-mqtt", "aiomqtt"),
     ("prometheus-client", "prometheus_client"),
-    ("agent (runtime, MQTT sink, CLI)", "agent.runtime agent.sinks.mqtt agent.cli"),
+    ("agent (runtime, MQTT sink, CLI)", "agent.runtime agent.forward.sinks.mqtt agent.cli.main"),
 ):
     for m in mods.split():
         __import__(m)

@@ -3,8 +3,8 @@
 1. bytes: the agent polls the W600 fleet (50 streetlight controllers x 12 points at 1 s, 10
    Modbus TCP simulators) with its broker unreachable for --sample seconds; then the outbox
    file is measured: bytes of disk per stored reading (the file) and of live pages;
-2. capacity: the outage the default budget covers (``agent/statedir.py``: half the free space
-   of the state directory, 64 MiB .. 2 GiB) and the cap and the floor, at 600 readings/s and
+2. capacity: the outage the default budget covers (``agent/forward/statedir.py``: half the free
+   space of the state directory, 64 MiB .. 2 GiB) and the cap and the floor, at 600 readings/s and
    at a typical filtered rate (deadband filters passing one reading in ten: 60/s);
 3. replay: a 1-hour outage at 600 readings/s (2.16 million readings, one record per poll
    cycle, built from the readings of step 1) is replayed to a local Mosquitto at QoS 1 while
@@ -30,13 +30,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent import statedir
 from agent.config.outputs import MqttOutput
-from agent.outbox import Outbox
-from agent.outbox_codec import reading_from_json
-from agent.outbox_store import Store
-from agent.reading import Reading
-from agent.sinks.mqtt import MqttSink
+from agent.forward import statedir
+from agent.forward.outbox import Outbox
+from agent.forward.outbox_codec import reading_from_json
+from agent.forward.outbox_store import Store
+from agent.forward.sinks.mqtt import MqttSink
 from bench.common import (
     PY,
     ROOT,
@@ -49,6 +48,7 @@ from bench.common import (
     stop_agent,
     workdir,
 )
+from drivers.core.reading import Reading
 
 RATE = 600  # readings/s of the W600 load
 TYPICAL_FILTERED = 60  # readings/s: deadband filters passing one reading in ten

@@ -13,9 +13,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from agent.config.gateway import BusConfig, DeviceConfig
-from agent.config.profile import Point, Profile
-from agent.reading import Quality, Reading, Source, Value
+from drivers.core.config import BusConfig, DeviceConfig
+from drivers.core.profile import Point, Profile
+from drivers.core.reading import Quality, Reading, Source, Value
 
 if TYPE_CHECKING:
     from drivers.device_state import Transition
@@ -151,21 +151,3 @@ class BusDriver(Protocol):
 
 
 DriverFactory = Callable[[BusConfig, Sequence[DeviceBinding], Emit], BusDriver]
-
-
-def create_driver(
-    bus: BusConfig,
-    devices: Sequence[DeviceBinding],
-    emit: Emit,
-    on_state: StateListener = no_listener,
-) -> BusDriver:
-    """Dispatch on the bus protocol. Imports are local so an unused protocol costs nothing."""
-    if bus.protocol == "modbus":
-        from drivers.modbus.bus import ModbusBus
-
-        return ModbusBus(bus, devices, emit, on_state=on_state)
-    if bus.protocol in ("serial", "pelco_d", "mbus"):
-        from drivers.serial.bus import SerialBus
-
-        return SerialBus(bus, devices, emit, on_state=on_state)
-    raise ValueError(f"no driver for protocol {bus.protocol!r}")

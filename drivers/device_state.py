@@ -40,8 +40,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from agent.reading import now_ms
 from drivers.base import DeviceStats
+from drivers.core.reading import now_ms
 from drivers.modbus.schedule import Backoff
 
 log = logging.getLogger("cityedge.devices")

@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agent.config.gateway import Rs485Config
+    from drivers.core.config import Rs485Config
 
 # Where the echo should be, allow the frame's wire time plus this much: USB adapters deliver
 # in bursts (FTDI's latency timer is 16 ms by default), and a busy gateway's event loop may

@@ -31,7 +31,7 @@ OP_NAMES = {
     OP_SWD: "swd",
 }
 
-# quality codes (match agent.reading.Quality)
+# quality codes (match drivers.core.reading.Quality)
 Q_GOOD = 0
 Q_BAD = 1
 Q_STALE = 2

@@ -28,9 +28,9 @@ import aiomqtt
 import pytest
 
 from agent.config import load_config
-from agent.config.profile import Point
 from agent.runtime import Agent
-from drivers.resolution import point_decimals
+from drivers.core.profile import Point
+from drivers.core.resolution import point_decimals
 from drivers.sim.serial_sims import SerialSims, serve_serial_sims
 from drivers.sim.server import SimSpec, SimulatorServer
 from tests.conftest import MosquittoFactory
@@ -443,7 +443,7 @@ def _check_resolution(got: list[tuple[str, bytes]], loaded: Any) -> None:
 
 
 def _check_iotagent(got: list[tuple[str, bytes]], loaded: Any) -> None:
-    from agent.fiware.provision import provisioning
+    from agent.forward.fiware.provision import provisioning
 
     (out,) = [o for o in loaded.config.outputs if o.id == "iota"]
     body = provisioning(loaded, out)

@@ -1,6 +1,6 @@
 """Issue 15 end to end: field faults through the whole agent and a real Mosquitto.
 
-A scriptable hostile Modbus TCP peer (drivers/sim/hostile.py) goes through every mode, one
+A scriptable hostile Modbus TCP peer (tests/fixtures/hostile.py) goes through every mode, one
 after the other, switched at run time on one running agent, beside a healthy second bus; then
 the same for serial lines over pty pairs (Modbus RTU and an ASCII protocol: silent, garbled,
 port closed). For each fault the device must reach the right state and reason within the
@@ -27,15 +27,15 @@ from pathlib import Path
 import aiomqtt
 
 from agent.config import load_config
-from agent.encoders import sparkplug_b_pb2 as pb
-from agent.health import HealthReport
-from agent.metrics import make_registry, render
+from agent.forward.encoders import sparkplug_b_pb2 as pb
+from agent.ops.health import HealthReport
+from agent.ops.metrics import make_registry, render
 from agent.runtime import Agent
 from drivers.base import DeviceStats
-from drivers.modbus.ptywire import PtyWire
-from drivers.sim.hostile import HostilePeer
 from drivers.sim.serial_sims import serve_serial_sims
 from tests.conftest import MosquittoFactory
+from tests.fixtures.hostile import HostilePeer
+from tests.fixtures.ptywire import PtyWire
 
 GW = "gw"
 INTERVAL = 0.1  # s, every device

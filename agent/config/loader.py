@@ -19,11 +19,13 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from agent.config.errors import ConfigError, ConfigIssue
-from agent.config.gateway import DeviceConfig, GatewayConfig
-from agent.config.locate import locate
-from agent.config.profile import Profile
+from agent.config.gateway import GatewayConfig
 from agent.config.validate import cross_check, profile_problems
+from drivers.core.config import DeviceConfig
+from drivers.core.errors import ConfigError, ConfigIssue
+from drivers.core.library import ProfileLibrary
+from drivers.core.locate import format_path, locate
+from drivers.core.profile import Profile
 
 BUILTIN_PROFILES = Path(__file__).resolve().parent.parent.parent / "drivers" / "profiles"
 _TOML_POS = re.compile(r"\(at line (\d+), column (\d+)\)")
@@ -123,16 +125,6 @@ def _validation_issues(
     return out
 
 
-def format_path(loc: tuple[Any, ...]) -> str:
-    s = ""
-    for part in loc:
-        if isinstance(part, int):
-            s += f"[{part}]"
-        else:
-            s += ("." if s else "") + str(part)
-    return s
-
-
 class _Origins:
     """Remember which file each array entry came from, to name it (and its line) in errors."""
 
@@ -198,8 +190,6 @@ def load_config(
     except ValidationError as exc:
         issues.extend(_validation_issues(exc, origins))
         raise ConfigError(issues) from None
-    from agent.config.profiles import ProfileLibrary
-
     lib = ProfileLibrary(
         [Path(p) if Path(p).is_absolute() else main.parent / p for p in cfg.gateway.profile_dirs]
         + [BUILTIN_PROFILES]

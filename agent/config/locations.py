@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 from agent.config.gateway import GatewayConfig
 from agent.config.outputs import MqttOutput
-from agent.config.profile import Profile
+from drivers.core.profile import Profile
 
 Loc = tuple[str | int, ...]
 LatLon = tuple[float, float]
@@ -98,7 +98,7 @@ def ngsi_problems(cfg: GatewayConfig, profiles: Mapping[str, Profile]) -> list[t
     the model requires one (Streetlight), controlledProperty terms for every Device entity."""
     if not any(isinstance(o, MqttOutput) and o.encoding in NGSI_ENCODINGS for o in cfg.outputs):
         return []
-    from agent.encoders.sdm import model_for_kind
+    from agent.forward.encoders.sdm import model_for_kind
 
     out: list[tuple[Loc, str]] = []
     for i, d in enumerate(cfg.devices):

@@ -6,11 +6,11 @@ from collections.abc import Mapping
 from ipaddress import ip_address
 from urllib.parse import urlsplit
 
-from agent.config.endpoint import parse_endpoint
 from agent.config.gateway import GatewayConfig
 from agent.config.locations import location_problems, ngsi_problems
 from agent.config.outputs import MqttOutput
-from agent.config.profile import DataType, Point, Profile
+from drivers.core.endpoint import parse_endpoint
+from drivers.core.profile import DataType, Point, Profile
 from drivers.serial.mbus import SecondaryAddress
 
 Loc = tuple[str | int, ...]

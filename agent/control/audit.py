@@ -9,7 +9,7 @@ from pathlib import Path
 
 from agent.config.gateway import GatewayConfig
 from agent.control.model import Command, CommandResult
-from agent.reading import iso_ms, now_ms
+from drivers.core.reading import iso_ms, now_ms
 
 log = logging.getLogger("cityedge.audit")
 

@@ -4,7 +4,7 @@ Every MQTT output accepts native JSON commands; an output's encoding adds its ow
 
 - all: ``<prefix>/<gw>/<device>/cmd`` and ``<prefix>/<gw>/cmd``; answers on topic + ``/res``
 - iotagent, ngsild: ``/<apikey>/<device>/cmd`` (FIWARE IoT Agent JSON); answers shaped by
-  agent/fiware/answers.py (``cmdexe`` when carried out; ``<cmd>_status`` ERROR otherwise)
+  agent/forward/fiware/answers.py (``cmdexe`` when carried out; ``<cmd>_status`` ERROR otherwise)
 - sparkplug: ``spBv1.0/<group>/DCMD/<gw>/<device>`` and ``NCMD``; answers on
   ``<prefix>/<gw>/<device>/cmd/res``
 
@@ -110,7 +110,7 @@ class CommandBinding:
         await self._answer(reply, await self.router.execute(cmd))
 
     async def _iota(self, topic: str, payload: bytes) -> None:
-        from agent.fiware.answers import command_names, iota_answer
+        from agent.forward.fiware.answers import command_names, iota_answer
 
         device = topic.split("/")[2]
         reply = f"/{self.apikey}/{device}/cmdexe"
@@ -130,7 +130,7 @@ class CommandBinding:
         await self.publish(*iota_answer(self.apikey, device, cmd.target, res, ngsild=ngsild))
 
     async def _sparkplug(self, topic: str, payload: bytes) -> None:
-        from agent.encoders.sparkplug_codec import (
+        from agent.forward.encoders.sparkplug_codec import (
             SparkplugDecodeError,
             decode_command,
             parse_payload,

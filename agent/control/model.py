@@ -7,7 +7,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.reading import Value
+from drivers.core.reading import Value
 
 GATEWAY_ACTIONS = ("ping", "rebirth", "reload", "config")
 # Command channels, each with one policy ([commands.policy], docs/COMMANDS.md).

@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from agent.control.model import Command, CommandRejected
-from agent.reading import Value
+from drivers.core.reading import Value
 
 MAX_PAYLOAD = 16 * 1024
 MAX_ID = 128

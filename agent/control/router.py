@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from agent.config.gateway import CommandsSection
-from agent.config.profile import Point
 from agent.control import peer as peers
 from agent.control.audit import AuditLog
 from agent.control.model import (
@@ -38,8 +37,9 @@ from agent.control.model import (
 from agent.control.signing import SignedFields, verify
 from agent.control.store import INTERRUPTED, Claim, CommandStore
 from agent.control.validate import at_resolution, check_value, find_point, round_to_resolution
-from agent.reading import Value
 from drivers.base import DeviceBinding, WriteResult, WriteStatus
+from drivers.core.profile import Point
+from drivers.core.reading import Value
 
 log = logging.getLogger("cityedge.commands")
 

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-from agent.reading import Value
+from drivers.core.reading import Value
 
 VERSION = "CITYEDGE-CMD-V1"
 

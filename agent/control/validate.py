@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from agent.config.profile import DataType, Point, Profile
 from agent.control.model import CommandRejected
-from agent.reading import Value
+from drivers.core.profile import DataType, Point, Profile
+from drivers.core.reading import Value
 
 _INT_TYPES = {
     DataType.INT16: (-(2**15), 2**15 - 1),

@@ -34,15 +34,15 @@ import struct
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from agent.config.endpoint import Endpoint
-from agent.config.profile import Table
+from drivers.core.endpoint import Endpoint
+from drivers.core.profile import Table
 from drivers.device_state import Reason, link_reason
 from drivers.modbus.mbap import MbapClient, MbapClosed, MbapTimeout, Outcome
 from drivers.modbus.mbap_io import MAX_SILENT
 from drivers.rs485 import EchoCheck, EchoError, EchoMismatch, Rs485Unsupported, apply_kernel_mode
 
 if TYPE_CHECKING:
-    from agent.config.gateway import Rs485Config
+    from drivers.core.config import Rs485Config
 
 # Modbus exception codes (spec, section 7) the bus owner reacts to.
 ILLEGAL_FUNCTION = 1

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 
-from agent.config.profile import Point
+from drivers.core.profile import Point
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,11 +44,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar, cast
 
-from agent.config.endpoint import parse_endpoint
-from agent.config.gateway import BusConfig
-from agent.config.profile import DataType, Table
-from agent.reading import Reading, Value, now_ms
-from agent.waits import wait_event
 from drivers.base import (
     BusStats,
     DeviceBinding,
@@ -58,6 +53,11 @@ from drivers.base import (
     WriteStatus,
     no_listener,
 )
+from drivers.core.config import BusConfig
+from drivers.core.endpoint import parse_endpoint
+from drivers.core.profile import DataType, Table
+from drivers.core.reading import Reading, Value, now_ms
+from drivers.core.waits import wait_event
 from drivers.device_state import Reason, Transition
 from drivers.modbus.adapter import (
     DEVICE_BUSY,

@@ -1,6 +1,6 @@
 """Point codec: register words <-> engineering values, one table for reads and writes.
 
-Byte order follows the letters of :class:`agent.config.profile.WordOrder`: the value's big-endian
+Byte order follows the letters of :class:`drivers.core.profile.WordOrder`: the value's big-endian
 bytes ``A B C D`` (``A``..``H`` for 64-bit) as they appear on the wire. Decoding normalises the
 words to big-endian bytes in two independent steps: CDAB/DCBA reverse the register order, BADC/DCBA
 swap the two bytes inside each register. 16-bit values (and ``bit``/``bitfield`` registers) are
@@ -19,9 +19,9 @@ import struct
 from collections.abc import Callable, Iterable, Sequence
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 
-from agent.config.profile import DataType, Point, WordOrder
-from agent.reading import Value
-from drivers.resolution import implied_decimals, rounder
+from drivers.core.profile import DataType, Point, WordOrder
+from drivers.core.reading import Value
+from drivers.core.resolution import implied_decimals, rounder
 
 _FMT: dict[DataType, str] = {
     DataType.INT16: ">h",
@@ -355,7 +355,7 @@ def fast_decoder(point: Point, order: WordOrder) -> Callable[[Sequence[int]], Va
     reverse = order in _WORD_SWAP and n > 1
     scale, offset = point.scale, point.offset
     plain = scale == 1 and offset == 0
-    # the value at the device's resolution (drivers/resolution.py), rounded here once so every
+    # the value at the device's resolution (drivers/core/resolution.py), rounded here once so every
     # encoding and the CLI see the same number
     rnd = rounder(point)
     fixed = _fixed_point(point)

@@ -9,9 +9,9 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from agent.config.profile import Point, WordOrder
-from agent.reading import Quality, Reading, Source, TimeQuality, Value
 from drivers.base import DeviceBinding, DeviceStats, point_reading
+from drivers.core.profile import Point, WordOrder
+from drivers.core.reading import Quality, Reading, Source, TimeQuality, Value
 from drivers.device_state import DeviceHealth
 from drivers.modbus.codec import CodecError, decode_point, fast_decoder
 from drivers.modbus.exclusions import LearnedExclusions

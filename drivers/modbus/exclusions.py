@@ -23,9 +23,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from agent.config.profile import Limits, Table
-from agent.reading import now_ms
 from drivers.base import Excluded
+from drivers.core.profile import Limits, Table
+from drivers.core.reading import now_ms
 
 log = logging.getLogger("cityedge.devices")
 

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from agent.config.profile import Limits, Point, Table
+from drivers.core.profile import Limits, Point, Table
 
 MAX_REGISTERS = 125  # FC3/FC4, Modbus Application Protocol v1.1b3 §6.3/§6.4
 MAX_BITS = 2000  # FC1/FC2, §6.1/§6.2

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from agent.config.profile import Table
-from agent.reading import Quality, Reading, now_ms
+from drivers.core.profile import Table
+from drivers.core.reading import Quality, Reading, now_ms
 from drivers.device_state import Reason
 from drivers.modbus import bisect
 from drivers.modbus.adapter import SPAN_REJECTED, DeviceException, exception_reason

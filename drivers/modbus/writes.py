@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from agent.config.profile import Point, Table
-from agent.reading import Value
 from drivers.base import WriteResult
+from drivers.core.profile import Point, Table
+from drivers.core.reading import Value
 
 
 def read_only_reason(point: Point) -> str | None:

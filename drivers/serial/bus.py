@@ -32,11 +32,6 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from agent.config.endpoint import parse_endpoint
-from agent.config.gateway import BusConfig
-from agent.config.profile import Point
-from agent.reading import Quality, Reading, Source, Value, now_ms
-from agent.waits import wait_event
 from drivers.base import (
     BusStats,
     DeviceBinding,
@@ -48,6 +43,11 @@ from drivers.base import (
     no_listener,
     point_reading,
 )
+from drivers.core.config import BusConfig
+from drivers.core.endpoint import parse_endpoint
+from drivers.core.profile import Point
+from drivers.core.reading import Quality, Reading, Source, Value, now_ms
+from drivers.core.waits import wait_event
 from drivers.device_state import DeviceHealth, Reason, Transition, link_reason
 from drivers.modbus.schedule import Backoff, first_aligned_tick, next_tick
 from drivers.serial.exchange import LineExchange

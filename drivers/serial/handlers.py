@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
-from agent.config.profile import Point, Profile
+from drivers.core.profile import Point, Profile
 from drivers.serial import mbus, pelco_d
 from drivers.serial.framing import Deframer
 from drivers.serial.generic import GenericCodec

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import math
 
-from agent.config.profile import DataType, Point
-from agent.reading import Value
-from drivers.resolution import Rounder, rounder
+from drivers.core.profile import DataType, Point
+from drivers.core.reading import Value
+from drivers.core.resolution import Rounder, rounder
 
 RawValue = str | int | float | bytes | None
 
@@ -86,7 +86,7 @@ def to_value(p: Point, raw: RawValue) -> Value:
 
 
 def _rounded(p: Point, v: float) -> int | float:
-    # rounding rules as for Modbus registers (drivers/resolution.py), compiled once per point
+    # rounding rules as for Modbus registers (drivers/core/resolution.py), compiled once per point
     # (profiles live as long as the process; the point is kept so its id is never reused)
     entry = _ROUNDERS.get(id(p))
     if entry is None or entry[0] is not p:

@@ -1,6 +1,6 @@
 """The ``[serial]`` section of a profile: a request/response protocol described as data.
 
-Validated when the profile loads (``agent.config.profile.Profile.serial``): templates must
+Validated when the profile loads (``drivers.core.profile.Profile.serial``): templates must
 format, regular expressions compile, struct layouts match their field lists, and every point's
 ``field`` must be produced by some read (``profile_problems``). Byte strings (``start``,
 ``terminator``, ``separator``) are TOML strings whose characters are bytes (latin-1), so a
@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from drivers.serial.framing import ChecksumKind
 
 if TYPE_CHECKING:
-    from agent.config.profile import Point
+    from drivers.core.profile import Point
 
 Mode = Literal["ascii", "binary"]
 
@@ -198,7 +198,8 @@ PELCO_ACTIONS = {"goto_preset", "set_preset", "clear_preset"}
 
 
 def profile_problems(protocol: str, spec: SerialSpec | None, points: Sequence[Point]) -> list[str]:
-    """Checks linking points to the protocol section (called from Profile validation)."""
+    """Checks linking points to the protocol section (Profile validation reaches them through
+    ``drivers/registry.py``)."""
     out: list[str] = []
     if protocol == "serial" and spec is None:
         return ["protocol 'serial' needs a [serial] section (request, framing, parsing)"]

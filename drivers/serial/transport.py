@@ -20,12 +20,12 @@ import logging
 import termios
 from typing import TYPE_CHECKING
 
-from agent.config.endpoint import Endpoint
+from drivers.core.endpoint import Endpoint
 from drivers.device_state import Reason, link_reason
 from drivers.rs485 import ECHO_MARGIN, EchoCheck, EchoError, Rs485Unsupported, apply_kernel_mode
 
 if TYPE_CHECKING:
-    from agent.config.gateway import Rs485Config
+    from drivers.core.config import Rs485Config
 
 log = logging.getLogger("cityedge.serial")
 

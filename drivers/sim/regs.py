@@ -2,7 +2,7 @@
 
 Deliberately independent of drivers/modbus/codec.py: the simulator is the reference peer the
 real codec is tested against, so it must not share the codec's bugs. Byte-order letters follow
-agent.config.profile.WordOrder: the value's big-endian bytes are A B C D (E F G H for 64 bit);
+drivers.core.profile.WordOrder: the value's big-endian bytes are A B C D (E F G H for 64 bit);
 CDAB reverses the register order, BADC swaps the two bytes inside each register, DCBA does both.
 Strings (two ASCII characters per register, the first in the high byte) keep their register
 order; only BADC/DCBA swap the bytes inside each register (the codec's convention).
@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
-from agent.config.profile import DataType, Point, WordOrder
+from drivers.core.profile import DataType, Point, WordOrder
 
 _FMT = {
     DataType.INT16: "h",

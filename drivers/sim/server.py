@@ -26,8 +26,8 @@ from pymodbus.simulator import DataType as SimType
 from pymodbus.simulator import SimData, SimDevice
 from pymodbus.simulator.simutils import SimUtils
 
-from agent.config.profile import DataType, Point, Profile, Table
-from agent.config.profiles import ProfileLibrary
+from drivers.core.library import ProfileLibrary
+from drivers.core.profile import DataType, Point, Profile, Table
 from drivers.sim import regs
 from drivers.sim.models import MODEL_CLASSES, SimModel, WriteRejected
 

@@ -1,4 +1,4 @@
-"""agent/eventloop.py: the standard loop by default, uvloop on request."""
+"""agent/ops/eventloop.py: the standard loop by default, uvloop on request."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from agent import eventloop
+from agent.ops import eventloop
 
 
 async def _loop_module() -> str:

@@ -8,7 +8,10 @@ from typing import Any
 import pytest
 
 import ext._pyfilters as py
-from agent.config.filters import (
+from agent.ingest.filtering import DeviceFilters, compile_chain
+from drivers.base import DeviceBinding
+from drivers.core.config import DeviceConfig
+from drivers.core.filters import (
     DeadbandFilter,
     RangeFilter,
     SmoothFilter,
@@ -16,11 +19,8 @@ from agent.config.filters import (
     SwingingDoorFilter,
     TotalizerFilter,
 )
-from agent.config.gateway import DeviceConfig
-from agent.config.profile import DataType, Point, Profile
-from agent.filtering import DeviceFilters, compile_chain
-from agent.reading import Quality, Reading
-from drivers.base import DeviceBinding
+from drivers.core.profile import DataType, Point, Profile
+from drivers.core.reading import Quality, Reading
 from tests.ext.conftest import compiled
 
 T0 = 1_795_000_000_000
@@ -223,7 +223,7 @@ def test_the_documented_toml_example_validates(impl: ModuleType) -> None:
 
 
 def test_check_chain_refuses_swd_before_another_step() -> None:
-    from agent.config.filters import check_chain
+    from drivers.core.filters import check_chain
 
     swd = SwingingDoorFilter(type="swd", deviation=1.0)
     check_chain((RangeFilter(type="range"), swd))

@@ -15,13 +15,13 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from agent.cli import main
+from agent.cli.main import main
 from agent.config import load_config
 from agent.config.outputs import MqttOutput
-from agent.encoders.iotagent import IotAgentEncoder
-from agent.fiware.provision import provisioning
-from agent.reading import Quality, Reading
+from agent.forward.encoders.iotagent import IotAgentEncoder
+from agent.forward.fiware.provision import provisioning
 from agent.runtime import bindings_for
+from drivers.core.reading import Quality, Reading
 from drivers.sim.server import SimulatorServer
 from tests.agent.control.test_commands_mqtt import run_agent, sim  # noqa: F401
 from tests.standards import iota_errors

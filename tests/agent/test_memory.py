@@ -1,10 +1,10 @@
-"""agent/memory.py: start-up garbage handed back once the agent runs."""
+"""agent/ops/memory.py: start-up garbage handed back once the agent runs."""
 
 from __future__ import annotations
 
 import gc
 
-from agent import memory
+from agent.ops import memory
 
 
 def test_settle_freezes_survivors_and_trims() -> None:

@@ -27,10 +27,10 @@ import pytest
 from pydantic import SecretStr
 
 from agent.config.outputs import MqttOutput
-from agent.mqtt.connect import MqttConfigError
-from agent.reading import Reading, now_ms
-from agent.sinks.mqtt import MqttSink
+from agent.forward.mqtt.connect import MqttConfigError
+from agent.forward.sinks.mqtt import MqttSink
 from bench.common import service_env
+from drivers.core.reading import Reading, now_ms
 from drivers.device_state import Reason, State, Transition
 from tests.conftest import Mosquitto, MosquittoFactory
 
@@ -394,8 +394,8 @@ KILLED_AGENT = textwrap.dedent("""
     import asyncio, sys
     from pathlib import Path
     from agent.config.outputs import MqttOutput
-    from agent.reading import Reading
-    from agent.sinks.mqtt import MqttSink
+    from drivers.core.reading import Reading
+    from agent.forward.sinks.mqtt import MqttSink
 
     async def main():
         out = MqttOutput.model_validate({"type": "mqtt", "id": "up",
@@ -494,7 +494,7 @@ async def test_acl_refusal_keeps_rows_mqtt5(mosquitto: MosquittoFactory, tmp_pat
 
 
 def test_backoff_grows_caps_and_resets() -> None:
-    from agent.mqtt.connect import Backoff
+    from agent.forward.mqtt.connect import Backoff
 
     b = Backoff(1.0, 8.0, rand=lambda lo, hi: hi)  # worst case of the jitter
     assert [b.next() for _ in range(6)] == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
@@ -505,7 +505,7 @@ def test_backoff_grows_caps_and_resets() -> None:
 
 
 def test_tls_context_verifies_hostname(mqtt_certs: Any) -> None:
-    from agent.mqtt.connect import build_tls_context
+    from agent.forward.mqtt.connect import build_tls_context
 
     out = output("mqtts://broker.example", tls={"ca_file": str(mqtt_certs.ca)})
     ctx = build_tls_context(out)
@@ -608,7 +608,7 @@ async def test_a_reading_the_encoding_refuses_is_skipped_not_retried_forever(
     """A poison reading (here a value the encoder refuses) once made the publisher reconnect
     and retry the same batch for ever: now it is skipped, counted and logged once, and the
     readings around it are delivered."""
-    from agent.encoders import make_encoder
+    from agent.forward.encoders import make_encoder
 
     broker = mosquitto()
     out = output(broker)

@@ -10,10 +10,15 @@ import jsonschema
 import pytest
 
 from agent.config.outputs import MqttOutput
-from agent.encoders import RowEncoder, make_encoder
-from agent.encoders.native import NativeEncoder, parse_iso_ms, reading_from_json, reading_json
-from agent.outbox import OutboxRow
-from agent.reading import Quality, Reading, Source, TimeQuality, iso_ms
+from agent.forward.encoders import RowEncoder, make_encoder
+from agent.forward.encoders.native import (
+    NativeEncoder,
+    parse_iso_ms,
+    reading_from_json,
+    reading_json,
+)
+from agent.forward.outbox import OutboxRow
+from drivers.core.reading import Quality, Reading, Source, TimeQuality, iso_ms
 from drivers.device_state import Reason, State, Transition
 
 SCHEMA = json.loads(

@@ -1,6 +1,6 @@
 """NGSI-LD encoder: normalized entity shape, Smart Data Model types and attribute names (checked
-against the allow-lists in agent/encoders/sdm.py), units, observedAt, location, stable message
-ids, replay snapshots, IoT Agent topics."""
+against the allow-lists in agent/forward/encoders/sdm.py), units, observedAt, location, stable
+message ids, replay snapshots, IoT Agent topics."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ from typing import Any
 
 import aiomqtt
 
-from agent.config.gateway import DeviceConfig
 from agent.config.outputs import MqttOutput
-from agent.config.profile import Point, Profile
-from agent.encoders import sdm
-from agent.encoders.base import OutMessage
-from agent.encoders.ngsild import NgsiLdEncoder
-from agent.reading import Quality, Reading
-from agent.sinks.mqtt import MqttSink
+from agent.forward.encoders import sdm
+from agent.forward.encoders.base import OutMessage
+from agent.forward.encoders.ngsild import NgsiLdEncoder
+from agent.forward.sinks.mqtt import MqttSink
 from drivers.base import DeviceBinding
+from drivers.core.config import DeviceConfig
+from drivers.core.profile import Point, Profile
+from drivers.core.reading import Quality, Reading
 from drivers.device_state import Reason, State, Transition
 from tests.conftest import MosquittoFactory
 from tests.standards import sdm_errors

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.outbox import Outbox, decode_reading, encode_reading
-from agent.reading import Quality, Reading, Source, TimeQuality
+from agent.forward.outbox import Outbox, decode_reading, encode_reading
+from drivers.core.reading import Quality, Reading, Source, TimeQuality
 
 T0 = 1_763_900_000_000
 
@@ -115,7 +115,7 @@ async def test_commit_rows_triggers_immediate_commit(tmp_path: Path) -> None:
 
 
 async def test_acks_wait_to_share_a_commit_with_readings(tmp_path: Path, monkeypatch) -> None:
-    import agent.outbox as outbox_mod
+    import agent.forward.outbox as outbox_mod
 
     monkeypatch.setattr(outbox_mod, "ACK_DELAY", 0.4)
     async for ob in running(Outbox(tmp_path / "ob.sqlite", commit_interval=0.01)):
@@ -187,8 +187,8 @@ async def test_submit_after_close_fails(tmp_path: Path) -> None:
 WRITER = textwrap.dedent("""
     import asyncio, sys
     from pathlib import Path
-    from agent.outbox import Outbox
-    from agent.reading import Reading
+    from agent.forward.outbox import Outbox
+    from drivers.core.reading import Reading
 
     async def main():
         ob = Outbox(Path(sys.argv[1]), commit_interval=0.005)
@@ -240,8 +240,8 @@ def test_kill_9_loses_nothing_committed(tmp_path: Path) -> None:
 
 
 async def test_pre_sync_timestamps_are_corrected_in_place(tmp_path: Path) -> None:
-    from agent.reading import Reading, TimeQuality
-    from agent.timesync import ClockOffset
+    from agent.ops.timesync import ClockOffset
+    from drivers.core.reading import Reading, TimeQuality
 
     # submitted while the wall clock said 2 January 1970, monotonic 0
     box = Outbox(tmp_path / "o.sqlite", clock=lambda: 86_400.0, mono=lambda: 0.0)

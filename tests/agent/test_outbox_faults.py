@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.outbox import ID_BLOCK, Outbox
-from agent.outbox_codec import reading_json
-from agent.outbox_files import aside_dirs
-from agent.outbox_salvage import salvage
-from agent.reading import Reading, TimeQuality
-from agent.timesync import ClockOffset
+from agent.forward.outbox import ID_BLOCK, Outbox
+from agent.forward.outbox_codec import reading_json
+from agent.forward.outbox_files import aside_dirs
+from agent.forward.outbox_salvage import salvage
+from agent.ops.timesync import ClockOffset
+from drivers.core.reading import Reading, TimeQuality
 from tests.agent.disk import damage, fill, remount, tmpfs
 
 T0 = 1_763_900_000_000

@@ -1,4 +1,4 @@
-"""Process figures (agent/procstat.py): plausible on this kernel and under qemu-user, where
+"""Process figures (agent/ops/procstat.py): plausible on this kernel and under qemu-user, where
 /proc/self/stat reads 0 for RSS and CPU; each figure says where it came from."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import resource
 import time
 from pathlib import Path
 
-from agent import procstat
+from agent.ops import procstat
 
 QEMU_STAT = b"4242 (python3) R 1 4242 4242 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 0 0 0 0" + b" 0" * 30
 

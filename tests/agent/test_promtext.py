@@ -1,4 +1,4 @@
-"""agent/promtext.py against prometheus-client's parser (the reference implementation)."""
+"""agent/ops/promtext.py against prometheus-client's parser (the reference implementation)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.promtext import Counter, Gauge, Info, go_float, render
+from agent.ops.promtext import Counter, Gauge, Info, go_float, render
 
 
 def _parse(text: bytes) -> dict[str, list[tuple[str, dict[str, str], float]]]:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from agent.config import load_config
-from agent.reading import Reading, now_ms
 from agent.runtime import Agent
 from drivers.base import BusStats, DeviceBinding, Emit, StateListener, WriteResult, WriteStatus
+from drivers.core.reading import Reading, now_ms
 from drivers.device_state import Reason, State, Transition
 
 

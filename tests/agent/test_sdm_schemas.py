@@ -1,4 +1,4 @@
-"""agent/encoders/sdm*.py against the vendored official Smart Data Models schemas: attribute
+"""agent/forward/encoders/sdm*.py against the vendored official Smart Data Models schemas: attribute
 names, the types / enums / bounds of the attributes readings fill, required attributes, the
 Device controlledProperty vocabulary. The encoders decide from these tables, so they must be
 the schemas' own."""
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from agent.config.sdm_terms import CONTROLLED_PROPERTIES
-from agent.encoders import sdm
+from agent.forward.encoders import sdm
+from drivers.core.sdm_terms import CONTROLLED_PROPERTIES
 from tests.standards import SDM, SDM_TYPES, load
 
 COMMON = load(SDM / "common-schema.json")["definitions"]

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from agent.config.gateway import GatewayConfig
-from agent.security import exposed_secret_files
+from agent.control.security import exposed_secret_files
 
 
 def test_world_readable_secret_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,7 +80,7 @@ async def test_insecure_skip_verify_warns_in_check_and_at_start(
     import asyncio
     import logging
 
-    from agent.commands import check
+    from agent.cli import check
     from agent.config import load_config
     from agent.runtime import Agent
 

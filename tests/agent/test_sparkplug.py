@@ -12,16 +12,16 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from agent.config.gateway import DeviceConfig
 from agent.config.outputs import MqttOutput
-from agent.config.profile import DataType, Point, Profile
-from agent.encoders import sparkplug_b_pb2 as pb
-from agent.encoders.base import OutMessage
-from agent.encoders.sparkplug import SparkplugEncoder, SparkplugNotReady
-from agent.encoders.sparkplug_codec import SparkplugDecodeError, decode_command
-from agent.reading import Quality, Reading
-from agent.sinks.mqtt import MqttSink
+from agent.forward.encoders import sparkplug_b_pb2 as pb
+from agent.forward.encoders.base import OutMessage
+from agent.forward.encoders.sparkplug import SparkplugEncoder, SparkplugNotReady
+from agent.forward.encoders.sparkplug_codec import SparkplugDecodeError, decode_command
+from agent.forward.sinks.mqtt import MqttSink
 from drivers.base import DeviceBinding
+from drivers.core.config import DeviceConfig
+from drivers.core.profile import DataType, Point, Profile
+from drivers.core.reading import Quality, Reading
 from drivers.device_state import Reason, State, Transition
 from tests.conftest import MosquittoFactory
 

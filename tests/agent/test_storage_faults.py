@@ -20,9 +20,9 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from agent.cli import main
-from agent.outbox_files import aside_dirs
-from agent.sinks.mqtt import MqttSink
+from agent.cli.main import main
+from agent.forward.outbox_files import aside_dirs
+from agent.forward.sinks.mqtt import MqttSink
 from tests.agent.disk import damage, fill, remount, tmpfs
 from tests.agent.test_mqtt_sink import GW, Collector, output, started, wait_until
 from tests.agent.test_outbox_faults import noisy
@@ -198,7 +198,7 @@ AGENT = textwrap.dedent("""
     import asyncio, sys
     from pathlib import Path
     from agent.config.outputs import MqttOutput
-    from agent.sinks.mqtt import MqttSink
+    from agent.forward.sinks.mqtt import MqttSink
     from tests.agent.test_outbox_faults import noisy
 
     async def main():

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from agent.encoders.native import parse_iso_ms
-from agent.reading import Reading, iso_ms
+from agent.forward.encoders.native import parse_iso_ms
+from drivers.core.reading import Reading, iso_ms
 
 CASES = [
     (2**31 * 1000 + 5, "2038-01-19T03:14:08.005Z"),  # one second past 32-bit time_t

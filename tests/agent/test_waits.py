@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from agent.waits import wait_event
+from drivers.core.waits import wait_event
 
 
 async def test_returns_true_when_set_in_time() -> None:

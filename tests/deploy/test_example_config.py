@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import main
+from agent.cli.main import main
 from agent.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,8 +16,8 @@ libc = ctypes.CDLL(None, use_errno=True)
 PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1
 enforced = libc.prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) == 0
 import ext
-from agent.cli import main
-from agent.timesync import kernel_unsynced
+from agent.cli.main import main
+from agent.ops.timesync import kernel_unsynced
 kernel_unsynced()  # ctypes foreign call
 out = io.StringIO()
 with contextlib.redirect_stdout(out):

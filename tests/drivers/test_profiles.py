@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.config.profile import DataType, Profile, Table, WordOrder
-from agent.config.profiles import ProfileLibrary
 from agent.config.validate import profile_problems
+from drivers.core.library import ProfileLibrary
+from drivers.core.profile import DataType, Profile, Table, WordOrder
 from drivers.modbus.codec import decode_point
 from drivers.sim.server import SimSpec, SimulatorServer
 from tests.drivers.sim.test_models import FakeClock, at_local

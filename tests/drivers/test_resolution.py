@@ -1,4 +1,4 @@
-"""Values at the device's resolution (drivers/resolution.py): the float tails the issue saw
+"""Values at the device's resolution (drivers/core/resolution.py): the float tails the issue saw
 (0.7000000000000001, 49.980000000000004, 231.20000000000002) are gone from every decoder,
 and the type follows the resolution (int at a whole-number one)."""
 
@@ -8,9 +8,9 @@ import struct
 
 import pytest
 
-from agent.config.profile import Point, WordOrder
+from drivers.core.profile import Point, WordOrder
+from drivers.core.resolution import decimals_of, filter_rounder, point_decimals, rounder
 from drivers.modbus.codec import decode_point, fast_decoder
-from drivers.resolution import decimals_of, filter_rounder, point_decimals, rounder
 from drivers.serial.points import to_value
 
 A = WordOrder.ABCD

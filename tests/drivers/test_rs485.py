@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from serial.rs485 import RS485Settings
 
-from agent.config.gateway import Rs485Config
+from drivers.core.config import Rs485Config
 from drivers.rs485 import EchoCheck, EchoMismatch, rs485_settings
 
 REQ = bytes.fromhex("01 03 00 00 00 02 c4 0b")

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from pymodbus import FramerType
 
-from agent.cli import build_parser
+from agent.cli.main import build_parser
 from drivers.sim.server import SimSpec, SimulatorServer
 from tests.conftest import free_port
 from tests.drivers.modbus.conftest import modbus_rtu_server, modbus_tcp_server, sim_device

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import main
-from agent.outbox import Outbox
-from agent.reading import Reading
+from agent.cli.main import main
+from agent.forward.outbox import Outbox
+from drivers.core.reading import Reading
 
 CONFIG = """\
 [gateway]
@@ -116,7 +116,7 @@ def test_check_names_the_state_directory_and_what_to_do(
     out = capsys.readouterr().out
     assert f"state directory {state}: OK" in out and "outbox uplink: budget" in out
     # the service runs as another user: a directory it does not own is not writable for it
-    from agent import statedir
+    from agent.forward import statedir
 
     rep = statedir.inspect(state, user=(65534, {65534}))
     assert not rep.ok and f"state directory {state}: not writable by user" in rep.errors[0]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import main
+from agent.cli.main import main
 
 PROFILE = """\
 kind = "streetlight"

@@ -8,10 +8,10 @@ import argparse
 
 import pytest
 
-from agent.commands import scan as scan_cmd
-from agent.commands.scan import Progress, scan
-from agent.config.gateway import Rs485Config
-from agent.config.profile import Table
+from agent.cli import scan as scan_cmd
+from agent.cli.scan import Progress, scan
+from drivers.core.config import Rs485Config
+from drivers.core.profile import Table
 from tests.drivers.modbus.conftest import modbus_rtu_server, sim_device
 
 __all__ = ["modbus_rtu_server"]

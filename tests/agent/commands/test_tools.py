@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.commands.scan import Progress, scan
+from agent.cli.scan import Progress, scan
 from agent.config import load_config
-from agent.config.profile import Table
 from agent.runtime import Agent
+from drivers.core.profile import Table
 from drivers.sim.server import SimSpec, SimulatorServer
 from tests.agent.test_runtime import SlowSink
 from tests.conftest import free_port

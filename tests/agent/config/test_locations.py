@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from agent.cli import main
+from agent.cli.main import main
 from agent.config import ConfigError, load_config
 from agent.config.locations import distance_km
-from agent.config.profile import Point, Profile
+from drivers.core.profile import Point, Profile
 
 NGSI = """
 [[outputs]]

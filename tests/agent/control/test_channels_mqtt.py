@@ -21,8 +21,8 @@ from agent.control.model import Command
 from agent.control.parse import payload_id
 from agent.control.router import signed_fields
 from agent.control.signing import signature
-from agent.encoders import sparkplug_b_pb2 as pb
-from agent.encoders.sparkplug_codec import DOUBLE, STRING, set_value
+from agent.forward.encoders import sparkplug_b_pb2 as pb
+from agent.forward.encoders.sparkplug_codec import DOUBLE, STRING, set_value
 from agent.runtime import Agent
 from drivers.sim.server import SimSpec, SimulatorServer
 
@@ -150,7 +150,7 @@ class Gateway:
     async def __aenter__(self) -> Gateway:
         self.task = asyncio.create_task(self.agent.run())
         sinks: list[Any] = self.agent.sinks
-        for _ in range(400):  # connected means subscribed (agent/sinks/mqtt.py)
+        for _ in range(400):  # connected means subscribed (agent/forward/sinks/mqtt.py)
             if all(s.link.connected for s in sinks):
                 break
             await asyncio.sleep(0.025)
@@ -328,7 +328,7 @@ async def test_broker_for_native_and_every_other_channel_off(
                 res = await p.send(topic, payload, cid)
                 assert res["status"] == "rejected" and "channel is off" in res["reason"], res
             assert gw.registers()[0] == 90
-            from agent.ctl import request, socket_path
+            from agent.control.ctl import request, socket_path
 
             reply = await request(
                 socket_path(tmp_path / "state"),

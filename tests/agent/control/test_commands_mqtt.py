@@ -260,8 +260,8 @@ async def test_remote_config_update(sim: SimulatorServer, mosquitto: Any, tmp_pa
 async def test_sparkplug_dcmd_and_malformed_protobuf(
     sim: SimulatorServer, mosquitto: Any, tmp_path: Path
 ) -> None:
-    from agent.encoders import sparkplug_b_pb2 as pb
-    from agent.encoders.sparkplug_codec import DOUBLE, set_value
+    from agent.forward.encoders import sparkplug_b_pb2 as pb
+    from agent.forward.encoders.sparkplug_codec import DOUBLE, set_value
 
     broker = mosquitto()
     agent, task = await run_agent(tmp_path, sim, broker, encoding="sparkplug")

@@ -9,16 +9,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.config.gateway import CommandsSection, DeviceConfig
-from agent.config.profile import Profile
+from agent.config.gateway import CommandsSection
 from agent.control.audit import AuditLog
 from agent.control.model import Command, CommandRejected, CommandStatus
 from agent.control.parse import parse_iota, parse_native
 from agent.control.router import CommandRouter, nonce_window, signed_fields
 from agent.control.signing import signature
 from agent.control.store import CommandStore
-from agent.reading import Value
 from drivers.base import DeviceBinding, WriteResult, WriteStatus
+from drivers.core.config import DeviceConfig
+from drivers.core.profile import Profile
+from drivers.core.reading import Value
 
 PROFILE = Profile.model_validate(
     {

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from agent.health import HealthReport
-from agent.timesync import TimeKeeper
-from agent.watchdog import ProgressWatchdog
+from agent.ops.health import HealthReport
+from agent.ops.timesync import TimeKeeper
+from agent.ops.watchdog import ProgressWatchdog
 from tests.agent.ops.fakes import Clock, FakeAgent, FakeSink
 
 

@@ -8,12 +8,12 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.config.outputs import MqttOutput
-from agent.health import HealthReport
-from agent.metrics import make_registry, render
-from agent.observe import sink_snapshot
-from agent.reading import Reading, now_ms
-from agent.sinks.mqtt import MqttSink
-from agent.watchdog import ProgressWatchdog
+from agent.forward.sinks.mqtt import MqttSink
+from agent.ops.health import HealthReport
+from agent.ops.metrics import make_registry, render
+from agent.ops.observe import sink_snapshot
+from agent.ops.watchdog import ProgressWatchdog
+from drivers.core.reading import Reading, now_ms
 from tests.agent.ops.fakes import FakeAgent
 from tests.conftest import MosquittoFactory
 

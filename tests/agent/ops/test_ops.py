@@ -7,9 +7,9 @@ import logging
 import pytest
 
 from agent.config.gateway import GatewayConfig
-from agent.ops import attach_operations
-from agent.reading import Reading, TimeQuality
-from agent.timesync import ClockOffset, TimeKeeper
+from agent.ops.ops import attach_operations
+from agent.ops.timesync import ClockOffset, TimeKeeper
+from drivers.core.reading import Reading, TimeQuality
 from tests.agent.ops.fakes import Clock, FakeAgent, FakeSink
 
 NOW = 1_790_000_000.0

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
-from agent.commands.tools import _outbox_line
-from agent.ctl import status_of
-from agent.health import HealthReport
-from agent.metrics import make_registry, render
-from agent.outbox import Outbox, OutboxStats
+from agent.cli.tools import _outbox_line
+from agent.control.ctl import status_of
+from agent.forward.outbox import Outbox, OutboxStats
+from agent.ops.health import HealthReport
+from agent.ops.metrics import make_registry, render
 from tests.agent.disk import damage, tmpfs
 from tests.agent.ops.fakes import Clock, FakeAgent
 from tests.agent.test_outbox_faults import noisy, running

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.reading import Reading, TimeQuality
-from agent.timesync import (
+from agent.ops.timesync import (
     ClockOffset,
     TimeKeeper,
     correct,
@@ -15,6 +14,7 @@ from agent.timesync import (
     kernel_unsynced,
     marker_synced,
 )
+from drivers.core.reading import Reading, TimeQuality
 from tests.agent.ops.fakes import Clock
 
 NOW = 1_790_000_000.0  # 2026-09

@@ -1,4 +1,4 @@
-"""agent/timesync.py's ctypes ``struct timex`` against the C library of the machine running
+"""agent/ops/timesync.py's ctypes ``struct timex`` against the C library of the machine running
 the tests: on 64-bit (amd64, arm64) and 32-bit (armhf: 32-bit ``long`` and ``time_t``) alike
 the layout must match what glibc's ``adjtimex`` symbol expects, and both must read the same
 clock state. ``make test-arm`` runs this in the arm64 and armhf roots."""
@@ -10,7 +10,7 @@ import platform
 import subprocess
 from pathlib import Path
 
-from agent import timesync
+from agent.ops import timesync
 
 PROGRAM = r"""
 #include <stddef.h>

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from agent.watchdog import ProgressWatchdog, watchdog_service
+from agent.ops.watchdog import ProgressWatchdog, watchdog_service
 from tests.agent.ops.fakes import Clock, FakeAgent, FakeSink
 
 

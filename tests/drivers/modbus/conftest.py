@@ -23,13 +23,13 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from agent.config.gateway import BusConfig, DeviceConfig
-from agent.config.profile import Limits, Point, Profile
-from agent.reading import Reading
 from drivers.base import DeviceBinding
+from drivers.core.config import BusConfig, DeviceConfig
+from drivers.core.profile import Limits, Point, Profile
+from drivers.core.reading import Reading
 from drivers.device_state import Transition
 from drivers.modbus.bus import ModbusBus
-from drivers.modbus.ptywire import PtyWire
+from tests.fixtures.ptywire import PtyWire
 
 # --------------------------------------------------------------------------- simulated devices
 

@@ -8,7 +8,7 @@ from collections.abc import Collection
 
 import pytest
 
-from agent.config.profile import DataType, Limits, Point, Table
+from drivers.core.profile import DataType, Limits, Point, Table
 from drivers.modbus.bisect import Findings, explore
 from drivers.modbus.exclusions import LearnedExclusions
 from drivers.modbus.planner import plan_reads
@@ -191,7 +191,7 @@ def test_points_and_caps_are_reprobed_too() -> None:
 def test_sdm630_holes_give_the_optimal_plan() -> None:
     """The issue's meter: learned holes equal to what it rejects let the planner find the
     8-request plan (9 with the old whole-gap exclusions)."""
-    from agent.config.profiles import ProfileLibrary
+    from drivers.core.library import ProfileLibrary
     from tests.drivers.serial.serial_harness import PROFILES
 
     prof = ProfileLibrary([PROFILES]).load("eastron/sdm630")

@@ -8,8 +8,8 @@ from typing import Any
 
 from pymodbus.constants import ExcCodes
 
-from agent.config.profile import Point, Table
-from agent.reading import Quality
+from drivers.core.profile import Point, Table
+from drivers.core.reading import Quality
 from drivers.modbus.bus import ModbusBus
 from tests.drivers.modbus.conftest import (
     Collector,

@@ -7,10 +7,10 @@ import asyncio
 import pytest
 from pymodbus import FramerType
 
-from agent.config.endpoint import parse_endpoint
-from agent.config.profile import DataType, Point, Table
-from agent.reading import Quality
 from drivers.base import WriteStatus
+from drivers.core.endpoint import parse_endpoint
+from drivers.core.profile import DataType, Point, Table
+from drivers.core.reading import Quality
 from drivers.modbus.adapter import inter_frame_gap, response_timeout
 from drivers.modbus.bus import ModbusBus
 from tests.drivers.modbus.conftest import (

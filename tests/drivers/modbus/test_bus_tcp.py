@@ -10,9 +10,9 @@ import time
 import pytest
 from pymodbus import FramerType
 
-from agent.config.profile import DataType, Point, Table, WordOrder
-from agent.reading import Quality, Source
 from drivers.base import WriteStatus
+from drivers.core.profile import DataType, Point, Table, WordOrder
+from drivers.core.reading import Quality, Source
 from drivers.modbus.bus import ModbusBus
 from tests.drivers.modbus.conftest import (
     Collector,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.config.profile import DataType, Point, Table, WordOrder
+from drivers.core.profile import DataType, Point, Table, WordOrder
 from drivers.modbus.codec import (
     CodecError,
     decode_point,
@@ -194,7 +194,7 @@ def test_registers_for_and_types() -> None:
     assert registers_for(pt("bool", table="coil")) == 1
     assert type(decode_point(pt("uint32"), [0, 7], A)) is int
     # an integer register keeps an int value when its scale and offset are whole numbers
-    # (the value's resolution is 1 or coarser: drivers/resolution.py)
+    # (the value's resolution is 1 or coarser: drivers/core/resolution.py)
     assert type(decode_point(pt("uint16", scale=2), [7], A)) is int
     assert type(decode_point(pt("uint16", offset=1), [7], A)) is int
     assert type(decode_point(pt("uint16", scale=0.5), [7], A)) is float
@@ -362,7 +362,7 @@ def test_round_trip_floats_exact(value: float, order: WordOrder, wide: bool) -> 
     got = decode_point(p, words, order)
     if wide:
         assert got == value
-    else:  # the shortest decimal that is the same float32 (drivers/resolution.py)
+    else:  # the shortest decimal that is the same float32 (drivers/core/resolution.py)
         assert isinstance(got, float)
         assert struct.pack(">f", got) == struct.pack(">f", value)
         assert got == float(f"{got:.9g}")  # at most 9 significant digits
@@ -377,7 +377,7 @@ def test_round_trip_floats_exact(value: float, order: WordOrder, wide: bool) -> 
 def test_round_trip_scaled_float32(value: float, scale: float, order: WordOrder) -> None:
     p = pt("float32", scale=scale, offset=1.5)
     got = decode_point(p, encode_point(p, value, order), order)
-    # a scaled float32 keeps 7 significant digits (drivers/resolution.py)
+    # a scaled float32 keeps 7 significant digits (drivers/core/resolution.py)
     assert got == pytest.approx(value, rel=6e-7, abs=6e-7 * abs(1.5) + 1e-30)
 
 

@@ -11,11 +11,10 @@ import pytest
 from pymodbus import FramerType
 from pymodbus.constants import ExcCodes
 
-from agent.config.profile import DataType, Limits, Point, Table
-from agent.reading import Quality
 from drivers.base import WriteStatus
+from drivers.core.profile import DataType, Limits, Point, Table
+from drivers.core.reading import Quality
 from drivers.modbus.bus import ModbusBus
-from drivers.modbus.ptywire import PtyWire
 from tests.drivers.modbus.conftest import (
     Collector,
     States,
@@ -26,6 +25,7 @@ from tests.drivers.modbus.conftest import (
     silent_action,
     sim_device,
 )
+from tests.fixtures.ptywire import PtyWire
 
 PROFILE = make_profile(
     [

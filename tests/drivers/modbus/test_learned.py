@@ -8,9 +8,9 @@ from typing import Any
 
 from pymodbus.constants import ExcCodes
 
-from agent.config.profile import DataType, Point, Table
-from agent.config.profiles import ProfileLibrary
-from agent.reading import Quality
+from drivers.core.library import ProfileLibrary
+from drivers.core.profile import DataType, Point, Table
+from drivers.core.reading import Quality
 from drivers.modbus.bus import ModbusBus
 from tests.drivers.modbus.conftest import (
     Collector,

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from agent.config.endpoint import parse_endpoint
-from agent.config.profile import Table
+from drivers.core.endpoint import parse_endpoint
+from drivers.core.profile import Table
 from drivers.device_state import Reason
 from drivers.modbus import mbap_io
 from drivers.modbus.adapter import (
@@ -247,7 +247,7 @@ async def test_request_adu_on_the_wire(peer) -> None:  # type: ignore[no-untyped
 
 def test_on_uvloop(monkeypatch: pytest.MonkeyPatch) -> None:
     """uvloop's transports are not asyncio.Transport subclasses; the MBAP stream must not care."""
-    from agent import eventloop
+    from agent.ops import eventloop
 
     monkeypatch.setenv(eventloop.ENV, "uvloop")
 

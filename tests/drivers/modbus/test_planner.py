@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from agent.config.profile import Limits, Point, Table, UndefinedRange
+from drivers.core.profile import Limits, Point, Table, UndefinedRange
 from drivers.modbus.planner import (
     PlanError,
     ReadRequest,

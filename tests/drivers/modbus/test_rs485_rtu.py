@@ -9,14 +9,13 @@ from typing import Any
 
 import pytest
 
-from agent.config.endpoint import parse_endpoint
-from agent.config.gateway import Rs485Config
-from agent.config.profile import Point, Table
-from agent.reading import Quality
 from drivers.base import WriteStatus
+from drivers.core.config import Rs485Config
+from drivers.core.endpoint import parse_endpoint
+from drivers.core.profile import Point, Table
+from drivers.core.reading import Quality
 from drivers.modbus.adapter import EchoFailed, NoResponse, NotConnected, modbus_client
 from drivers.modbus.bus import ModbusBus
-from drivers.modbus.ptywire import PtyWire
 from drivers.rs485 import EchoMismatch, NoEcho
 from tests.drivers.modbus.conftest import (
     Collector,
@@ -27,6 +26,7 @@ from tests.drivers.modbus.conftest import (
     running,
     sim_device,
 )
+from tests.fixtures.ptywire import PtyWire
 
 PROFILE = make_profile(
     [

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.config.gateway import BusConfig, DeviceConfig
-from agent.config.profile import Profile
-from agent.config.profiles import ProfileLibrary
-from agent.reading import Reading
 from drivers.base import DeviceBinding
+from drivers.core.config import BusConfig, DeviceConfig
+from drivers.core.library import ProfileLibrary
+from drivers.core.profile import Profile
+from drivers.core.reading import Reading
 from drivers.serial.bus import SerialBus
 
 PROFILES = Path(__file__).resolve().parents[3] / "drivers" / "profiles"

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from agent.config import ConfigError, load_config
-from agent.config.gateway import BusConfig, DeviceConfig
-from agent.reading import Quality, Reading
 from drivers.base import DeviceBinding
+from drivers.core.config import BusConfig, DeviceConfig
+from drivers.core.reading import Quality, Reading
 from drivers.serial import mbus
 from drivers.serial.bus import SerialBus
 from drivers.serial.handlers import MBusHandler

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import os
 
-from agent.config.profile import Profile
-from agent.reading import Quality
 from drivers.base import WriteStatus
+from drivers.core.profile import Profile
+from drivers.core.reading import Quality
 from drivers.sim.serial_devices import StreetlightLine
 from drivers.sim.serial_sims import SerialSims
 from tests.drivers.serial.serial_harness import Harness, load_profile, make_bus

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from agent.config.profile import Profile
+from drivers.core.profile import Profile
 from tests.drivers.serial.serial_harness import PROFILE_OF, load_profile
 
 

@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from agent.config.endpoint import parse_endpoint
-from agent.config.gateway import Rs485Config
-from agent.reading import Quality
 from drivers.base import WriteStatus
+from drivers.core.config import Rs485Config
+from drivers.core.endpoint import parse_endpoint
+from drivers.core.reading import Quality
 from drivers.rs485 import ECHO_MARGIN, EchoMismatch, NoEcho
 from drivers.serial.transport import Link, LinkError
 from drivers.sim.serial_sims import SerialSims

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
-from agent.commands.simulate import allocate
-from agent.config.profile import Table
+from agent.cli.simulate import allocate
+from drivers.core.profile import Table
 from drivers.sim import regs
 from drivers.sim.models import CameraModel, StreetlightModel, WaterMeterModel
 from drivers.sim.server import SimSpec, SimulatorServer

@@ -1,0 +1,89 @@
+"""``cityedge run CONFIG``: the daemon."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from typing import Any
+
+from agent import __version__
+from agent.cli.common import load_or_report
+from agent.config.loader import LoadedConfig
+from agent.ops import eventloop
+from agent.ops.logs import setup_logging
+from agent.runtime import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, Agent
+
+log = logging.getLogger("cityedge")
+
+EXAMPLES = """examples:
+  cityedge run /etc/cityedge/gateway.toml
+  CITYEDGE_GATEWAY__LOG_LEVEL=debug cityedge run examples/demo.toml
+signals: SIGTERM/SIGINT stop gracefully (in-flight readings are flushed), SIGHUP reloads.
+exit status: 0 stopped cleanly, 1 runtime failure (systemd restarts), 78 bad configuration"""
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run the gateway agent (the daemon)",
+        description="Poll the configured field buses and forward readings.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("config", help="gateway TOML file")
+    p.add_argument("--dropin", help="drop-in directory (default: conf.d beside the file)")
+    p.set_defaults(func=run)
+
+
+async def serve(loaded: LoadedConfig) -> None:
+    from agent.ops.ops import attach_operations
+
+    log.info(
+        "cityedge %s starting on %s (event loop %s, python %s%s)",
+        __version__,
+        loaded.files[0],
+        type(asyncio.get_running_loop()).__module__.split(".")[0],
+        sys.version.split()[0],
+        " -" + "O" * sys.flags.optimize if sys.flags.optimize else "",
+    )
+    _check_state_dir(loaded)
+    agent = Agent(loaded)
+    attach_operations(agent)
+    agent.install_signal_handlers()
+    await agent.run()
+
+
+def _check_state_dir(loaded: LoadedConfig) -> None:
+    """Say what is wrong with the state directory, then run anyway: the outbox keeps readings
+    in memory while it cannot write, and recovers by itself once it can."""
+    from pathlib import Path
+
+    from agent.forward import statedir
+
+    rep = statedir.inspect(Path(loaded.config.gateway.state_dir))
+    for e in rep.errors:
+        log.error("%s (running anyway: readings are kept in memory until it is fixed)", e)
+    for w in rep.warnings:
+        log.warning("%s", w)
+
+
+def run(args: argparse.Namespace) -> int:
+    loaded = load_or_report(args.config, args.dropin)
+    if loaded is None:
+        return EXIT_CONFIG
+    setup_logging(loaded.config.gateway.log_level)
+    try:
+        eventloop.run(serve(loaded))
+    except Exception as exc:
+        leaves = exc.exceptions if isinstance(exc, ExceptionGroup) else (exc,)
+        for leaf in leaves:
+            log.critical(
+                "agent failed: %s: %s",
+                type(leaf).__name__,
+                leaf,
+                exc_info=loaded.config.gateway.log_level == "debug",
+            )
+        return EXIT_FAILURE
+    return EXIT_OK

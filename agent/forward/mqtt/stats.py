@@ -1,0 +1,63 @@
+"""Link/publish counters of an MQTT sink and the gateway health message built from them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from agent.forward.outbox import OutboxStats
+from drivers.core.reading import iso_ms
+
+
+@dataclass(slots=True)
+class LinkStats:
+    connected: bool = False
+    broker: str | None = None  # current (or last) broker URL
+    connected_since_ms: int | None = None
+    connects: int = 0  # successful CONNACKs
+    connect_failures: int = 0
+    disconnects: int = 0  # sessions that ended other than by close()
+    published_messages: int = 0  # PUBACKed (QoS 1) or written (QoS 0)
+    published_readings: int = 0  # readings whose rows were deleted after their PUBACK
+    last_publish_ms: int | None = None
+    last_error: str | None = None
+    encode_errors: int = 0  # readings this output's encoding could not carry (skipped, logged)
+
+
+@dataclass(frozen=True, slots=True)
+class MqttSinkStats:
+    name: str
+    link: LinkStats  # a copy
+    outbox: OutboxStats
+
+
+def health_payload(
+    gateway_id: str,
+    stats: MqttSinkStats,
+    devices: Mapping[str, object] | None,
+    now: int,
+) -> bytes:
+    """The native-v1 ``health`` message (schema: agent/schemas/native-v1.json)."""
+    ln, ob = stats.link, stats.outbox
+    body: dict[str, object] = {
+        "v": 1,
+        "type": "health",
+        "gateway": gateway_id,
+        "ts": iso_ms(now),
+        "link": {
+            "connected": ln.connected,
+            "broker": ln.broker,
+            "since": iso_ms(ln.connected_since_ms) if ln.connected_since_ms else None,
+            "connects": ln.connects,
+            "disconnects": ln.disconnects,
+        },
+        "outbox": {
+            "depth": ob.depth,
+            "oldestAge": round(ob.oldest_age_s, 3) if ob.oldest_age_s is not None else None,
+            "drops": ob.drops,
+        },
+        "published": {"messages": ln.published_messages, "readings": ln.published_readings},
+        "devices": dict(devices) if devices is not None else {},
+    }
+    return json.dumps(body, separators=(",", ":"), default=str).encode()

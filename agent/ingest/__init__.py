@@ -1,0 +1,2 @@
+"""Ingest: the drivers' readings are filtered, numbered and handed to the sinks (``pipeline``,
+``filtering``)."""
