@@ -30,9 +30,28 @@ from bench.common import emit_json  # noqa: E402
 SOURCE_SUFFIXES = (".c", ".h", ".pyx", ".pxd", ".cpp")
 
 
+def prune_stale_build(root: Path = ROOT) -> list[Path]:
+    """Delete the copies in build/lib* of files the tree no longer has. setuptools copies
+    every module into build/lib and packs whatever is there: after a module moved or was
+    removed, a wheel built from a working tree would still carry the old one (a fresh clone
+    has no build/). The compiled extension stays, so it is not rebuilt."""
+    gone = []
+    for lib in root.glob("build/lib*"):
+        for f in lib.rglob("*"):
+            if (
+                f.is_file()
+                and not f.name.endswith(".so")
+                and not (root / f.relative_to(lib)).exists()
+            ):
+                f.unlink()
+                gone.append(f)
+    return gone
+
+
 def build(out: Path) -> tuple[Path, Path]:
     """(wheel, sdist) built from the tree into ``out``; the extension must build."""
     out.mkdir(parents=True, exist_ok=True)
+    prune_stale_build()
     env = {**os.environ, "CITYEDGE_REQUIRE_EXT": "1"}
     built = []
     for hook in ("build_wheel", "build_sdist"):  # one process each: setuptools keeps state

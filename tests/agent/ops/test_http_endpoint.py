@@ -149,7 +149,7 @@ async def test_metrics_scrape(running: tuple[Agent, Operations]) -> None:
     assert 0 < value("cityedge_bus_utilization_ratio", bus="sim") <= 1
     assert value("cityedge_readings_received") > 0
     assert value("cityedge_published_readings", output="file") > 0  # JsonLinesSink.written
-    # agent/ops/procstat.py: sources that qemu-user fills too (tests/agent/test_procstat.py)
+    # agent/ops/procstat.py: sources that qemu-user fills too (tests/agent/ops/test_procstat.py)
     assert value("process_resident_memory_bytes") > 10e6
     assert value("process_cpu_seconds") > 0
     assert value("cityedge_ready") == 1

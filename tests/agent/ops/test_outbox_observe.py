@@ -12,9 +12,9 @@ from agent.control.ctl import status_of
 from agent.forward.outbox import Outbox, OutboxStats
 from agent.ops.health import HealthReport
 from agent.ops.metrics import make_registry, render
-from tests.agent.disk import damage, tmpfs
+from tests.agent.forward.disk import damage, tmpfs
+from tests.agent.forward.test_outbox_faults import noisy, running
 from tests.agent.ops.fakes import Clock, FakeAgent
-from tests.agent.test_outbox_faults import noisy, running
 
 
 @dataclass

@@ -35,7 +35,7 @@ from drivers.device_state import Reason, State, Transition
 from tests.conftest import Mosquitto, MosquittoFactory
 
 SCHEMA = json.loads(
-    (Path(__file__).parents[2] / "agent" / "schemas" / "native-v1.json").read_text()
+    (Path(__file__).parents[3] / "agent" / "schemas" / "native-v1.json").read_text()
 )
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 T0 = 1_763_900_000_000
@@ -429,7 +429,7 @@ async def test_kill_9_under_load_then_restart_loses_nothing(
             broker.url,
             str(tmp_path),
             stdout=subprocess.PIPE,
-            cwd=Path(__file__).parents[2],
+            cwd=Path(__file__).parents[3],
             env={**os.environ, **service_env(tmp_path / "cache")},  # -OO, as the unit runs it
         )
         assert proc.stdout is not None

@@ -23,9 +23,9 @@ import pytest
 from agent.cli.main import main
 from agent.forward.outbox_files import aside_dirs
 from agent.forward.sinks.mqtt import MqttSink
-from tests.agent.disk import damage, fill, remount, tmpfs
-from tests.agent.test_mqtt_sink import GW, Collector, output, started, wait_until
-from tests.agent.test_outbox_faults import noisy
+from tests.agent.forward.disk import damage, fill, remount, tmpfs
+from tests.agent.forward.test_mqtt_sink import GW, Collector, output, started, wait_until
+from tests.agent.forward.test_outbox_faults import noisy
 from tests.conftest import MosquittoFactory, free_port
 
 CONFIG = """\
@@ -199,7 +199,7 @@ AGENT = textwrap.dedent("""
     from pathlib import Path
     from agent.config.outputs import MqttOutput
     from agent.forward.sinks.mqtt import MqttSink
-    from tests.agent.test_outbox_faults import noisy
+    from tests.agent.forward.test_outbox_faults import noisy
 
     async def main():
         out = MqttOutput.model_validate({"type": "mqtt", "id": "up",
@@ -230,7 +230,7 @@ async def run_until_failpoint(url: str, state: Path, start: int, point: str) -> 
         str(start),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        cwd=Path(__file__).parents[2],
+        cwd=Path(__file__).parents[3],
         env={**os.environ, "CITYEDGE_OUTBOX_FAILPOINT": point},
     )
     assert proc.stdout is not None and proc.stderr is not None

@@ -20,7 +20,7 @@ import pytest
 from agent.config import load_config
 from agent.runtime import Agent
 from drivers.sim.server import SimSpec, SimulatorServer
-from tests.agent.commands.test_tools import cli
+from tests.agent.cli.test_tools import cli
 from tests.agent.test_runtime import SlowSink
 
 CONFIG = """\

@@ -21,7 +21,7 @@ from agent.forward.outbox_files import aside_dirs
 from agent.forward.outbox_salvage import salvage
 from agent.ops.timesync import ClockOffset
 from drivers.core.reading import Reading, TimeQuality
-from tests.agent.disk import damage, fill, remount, tmpfs
+from tests.agent.forward.disk import damage, fill, remount, tmpfs
 
 T0 = 1_763_900_000_000
 

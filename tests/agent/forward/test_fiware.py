@@ -26,7 +26,7 @@ from drivers.sim.server import SimulatorServer
 from tests.agent.control.test_commands_mqtt import run_agent, sim  # noqa: F401
 from tests.standards import iota_errors
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "gateway.toml"
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "gateway.toml"
 T0 = 1_795_000_000_000
 
 

@@ -212,7 +212,7 @@ def test_kill_9_loses_nothing_committed(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-c", WRITER, str(path)],
         stdout=subprocess.PIPE,
-        cwd=Path(__file__).parents[2],
+        cwd=Path(__file__).parents[3],
         text=True,
     )
     assert proc.stdout is not None

@@ -22,7 +22,7 @@ from drivers.core.reading import Quality, Reading, Source, TimeQuality, iso_ms
 from drivers.device_state import Reason, State, Transition
 
 SCHEMA = json.loads(
-    (Path(__file__).parents[2] / "agent" / "schemas" / "native-v1.json").read_text()
+    (Path(__file__).parents[3] / "agent" / "schemas" / "native-v1.json").read_text()
 )
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA, format_checker=jsonschema.FormatChecker())
 T0 = 1_763_900_000_000
