@@ -22,7 +22,8 @@ from agent.config.outputs import JsonLinesOutput
 from agent.control.binding import CommandBinding
 from agent.control.model import Command
 from agent.control.router import CommandRouter
-from agent.forward.sinks.base import Sink
+from agent.forward.encoders.base import CommandDecoder
+from agent.forward.sinks.base import CommandSink, HealthSink, RebirthSink, Sink
 from agent.forward.sinks.jsonl import JsonLinesSink
 from agent.ingest.pipeline import Pipeline
 from agent.ops import memory
@@ -108,8 +109,8 @@ class Agent:
         self.router: CommandRouter | None = None
         self._install_commands()
         for sink in self.sinks:  # per-device status in the MQTT health message
-            if hasattr(sink, "status_provider"):
-                sink.status_provider = self.device_status
+            if isinstance(sink, HealthSink):
+                sink.set_status_provider(self.device_status)
 
     def device_status(self) -> dict[str, Any]:
         from agent.control.ctl import devices_of
@@ -123,16 +124,15 @@ class Agent:
         from agent.control.setup import build_router
 
         cfg = self.loaded.config
-        mqtt: list[Any] = [s for s in self.sinks if hasattr(s, "add_handler")]
+        mqtt = [s for s in self.sinks if isinstance(s, CommandSink)]
+        rebirths = [s for s in self.sinks if isinstance(s, RebirthSink)]
 
         async def ping(_: Command) -> str | None:
             return None
 
         async def rebirth(_: Command) -> str | None:
-            for s in mqtt:
-                fn = getattr(s, "rebirth", None)
-                if fn is not None:
-                    fn()
+            for s in rebirths:
+                s.rebirth()
             return None
 
         async def reload(_: Command) -> str | None:
@@ -153,15 +153,8 @@ class Agent:
         if not cfg.commands.enabled:
             return
         for s in mqtt:
-            out = s.output
-            spb = s.encoder if out.encoding == "sparkplug" else None
-            binding = CommandBinding(
-                self.router,
-                cfg.gateway.id,
-                out,
-                s.publish,
-                sparkplug=spb,
-            )
+            spb = s.encoder if isinstance(s.encoder, CommandDecoder) else None
+            binding = CommandBinding(self.router, cfg.gateway.id, s.output, s.publish, spb)
             binding.install(s.add_handler)
 
     def _make_driver(self, bus_id: str) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from agent.config.outputs import MqttOutput
 from agent.control.model import Command, CommandRejected, CommandResult
@@ -39,6 +38,7 @@ from agent.control.parse import (
     payload_id,
 )
 from agent.control.router import CommandRouter
+from agent.forward.encoders.base import CommandDecoder
 
 log = logging.getLogger("cityedge.commands")
 
@@ -57,7 +57,7 @@ class CommandBinding:
         gateway_id: str,
         output: MqttOutput,
         publish: Publish,
-        sparkplug: Any = None,
+        sparkplug: CommandDecoder | None = None,
     ) -> None:
         self.router = router
         self.gw = gateway_id

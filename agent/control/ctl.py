@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 from agent.control import peer as peers
 from agent.control.model import Command, CommandStatus, PeerCred
 from agent.control.validate import find_point, value_from_text
-from agent.ops.observe import sink_snapshot
 from drivers.core.reading import iso_ms, now_ms
 
 if TYPE_CHECKING:
@@ -85,7 +84,7 @@ def status_of(agent: Agent) -> dict[str, Any]:
     devices = devices_of(agent)
     sinks = []
     for s in agent.sinks:
-        snap = sink_snapshot(s, now_ms())
+        snap = s.stats()
         entry: dict[str, Any] = {"name": snap.name, "type": snap.kind}
         if snap.connected is not None:
             entry["connected"] = snap.connected

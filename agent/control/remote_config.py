@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.config.loader import LoadedConfig, load_config
+from agent.config.outputs import MqttOutput
 from drivers.core.endpoint import parse_endpoint
 from drivers.core.errors import ConfigError
 
@@ -27,7 +28,8 @@ log = logging.getLogger("cityedge.config")
 
 
 def network_targets(loaded: LoadedConfig) -> set[str]:
-    targets = {str(b.url) for o in loaded.config.outputs for b in getattr(o, "brokers", ())}
+    outputs = loaded.config.outputs
+    targets = {str(b.url) for o in outputs if isinstance(o, MqttOutput) for b in o.brokers}
     for bus in loaded.config.buses:
         ep = parse_endpoint(bus.endpoint)
         if not ep.is_serial:

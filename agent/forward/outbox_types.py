@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 import time
 from dataclasses import dataclass, field
@@ -61,7 +62,7 @@ def fault(exc: BaseException, *, reading: bool = False) -> StoreFault:
     if isinstance(exc, OSError):
         kind = "readonly" if exc.errno in (30, 13, 1) else "full"
         return StoreFault(kind, exc.strerror or str(exc))
-    code = getattr(exc, "sqlite_errorcode", None)
+    code = exc.sqlite_errorcode if isinstance(exc, sqlite3.Error) else None
     kind = _CODES.get(code & 0xFF, "") if isinstance(code, int) else ""
     if not kind:
         msg = str(exc).lower()

@@ -6,9 +6,9 @@ the batch to every sink. A sink's ``submit`` returning means the batch is accept
 committed), so a reading counted in ``delivered`` is never lost by a shutdown.
 
 Device state transitions (drivers/device_state.py) travel the same queues as the readings, so
-each sink sees them in order: a sink with a ``device_status(transition)`` method gets it once
-every reading emitted before it has been submitted (the MQTT sink then publishes it after
-those readings and before any later one).
+each sink sees them in order: a sink that hears them (``StatusSink``,
+agent/forward/sinks/base.py) gets each once every reading emitted before it has been
+submitted (the MQTT sink then publishes it after those readings and before any later one).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
-from agent.forward.sinks.base import Sink
+from agent.forward.sinks.base import Sink, StatusSink
 from drivers.base import DeviceBinding
 from drivers.core.reading import Reading
 from drivers.device_state import Transition
@@ -131,7 +131,7 @@ class _Feed:
         self.sink = sink
         self.queue: asyncio.Queue[list[Reading] | Transition] = asyncio.Queue(MAX_QUEUED)
         self.delivered = 0
-        self._status = getattr(sink, "device_status", None)
+        self._status = sink.device_status if isinstance(sink, StatusSink) else None
 
     async def run(self) -> None:
         q = self.queue

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agent import __version__
-from agent.ops.observe import AgentView, SinkSnapshot, bus_of, sink_snapshot
+from agent.ops.observe import AgentView, SinkStats, bus_of
 from drivers.core.reading import iso_ms
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ class HealthReport:
 
         outputs: dict[str, dict[str, Any]] = {}
         for sink in a.sinks:
-            s = sink_snapshot(sink, int(now_w * 1000))
+            s = sink.stats()
             o: dict[str, Any] = {"type": s.kind}
             if s.connected is not None:
                 o["connected"] = s.connected
@@ -224,7 +224,7 @@ def _why(devices: dict[str, dict[str, Any]], ids: list[str]) -> str:
     )
 
 
-def _outbox_extra(s: SinkSnapshot) -> dict[str, Any]:
+def _outbox_extra(s: SinkStats) -> dict[str, Any]:
     """Storage figures of an outbox, when the sink reports them (agent/forward/outbox.py)."""
     extra: dict[str, Any] = {}
     if s.outbox_bytes is not None:

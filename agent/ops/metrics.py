@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from agent import __version__
 from agent.ops import procstat, promtext
-from agent.ops.observe import AgentView, bus_of, sink_snapshot
+from agent.ops.observe import AgentView, bus_of
 from agent.ops.promtext import CONTENT_TYPE, Counter, Family, Gauge, Info
 
 if TYPE_CHECKING:
@@ -185,9 +185,8 @@ class AgentCollector:
         msgs = _c("published_messages", "Messages acknowledged by the broker/written.", lab)
         rds = _c("published_readings", "Readings in those messages.", lab)
         enc = _c("encode_errors", "Readings the output's encoding could not carry (skipped).", lab)
-        wall_ms = int(self._wall() * 1000)
         for sink in self.agent.sinks:
-            s = sink_snapshot(sink, wall_ms)
+            s = sink.stats()
             lv = [s.name]
             if s.connected is not None:
                 conn.add_metric(lv, s.connected)

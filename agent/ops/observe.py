@@ -4,40 +4,18 @@ Everything here is read at scrape/check time from counters the hot path already 
 (``BusStats``/``DeviceStats`` in drivers/base.py, the Pipeline's counters, the sinks' stats):
 observing the agent adds no work per reading.
 
-Sink statistics are duck-typed because sinks differ. ``sink.stats`` may be an object or a
-method returning one (``MqttSink.stats() -> MqttSinkStats``); its ``link`` and ``outbox``
-members (``LinkStats``, ``OutboxStats``) are searched too. For each field below the first
-attribute found on those objects (or, failing that, on the sink itself) is used; a missing one
-is simply not reported:
+Every sink reports one typed record, :class:`SinkStats`, from ``stats()`` (the Sink protocol,
+agent/forward/sinks/base.py): the MQTT sink fills it from its link and outbox counters, the
+JSON-lines sink from what it wrote. A field a sink has nothing for stays ``None`` and is not
+reported. (Before issue 20 these were found by trying a table of alias names on whatever
+object a sink exposed.)
 
-====================  =========================================================  ==========
-field                 attribute names tried, in order                            type
-====================  =========================================================  ==========
-connected             connected, link_up                                         bool
-broker                broker, broker_url                                         str
-outbox_depth          outbox_depth, depth, pending                               int
-outbox_oldest_age_s   outbox_oldest_age_s, oldest_age_s                          float (s)
-outbox_oldest_ms      outbox_oldest_ms, oldest_ms                                int (epoch)
-outbox_dropped        outbox_dropped, dropped, drops                             int
-outbox_bytes          outbox_bytes, bytes                                        int
-outbox_budget         outbox_budget, budget                                      int
-outbox_memory         outbox_memory, memory                                      int
-outbox_fault          outbox_fault, fault                                        str
-outbox_alarms         outbox_alarms, alarms                                      tuple[str]
-messages              published_messages, messages_published, messages           int
-readings              published_readings, readings_published, readings, written  int
-last_progress         last_progress, last_puback                                 float
-last_error            last_error                                                 str
-====================  =========================================================  ==========
-
-``last_progress`` is a ``time.monotonic()`` timestamp the publisher refreshes whenever its loop
-does useful work (a PUBACK, an idle pass over an empty outbox, a connection attempt); the
-watchdog prefers it to guessing from counters.
+``last_progress`` is a ``time.monotonic()`` timestamp a sink may refresh whenever its loop
+does useful work; the watchdog prefers it to guessing from counters.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -72,7 +50,7 @@ class AgentView(Protocol):
     @property
     def pipeline(self) -> PipelineView: ...
     @property
-    def sinks(self) -> Sequence[object]: ...
+    def sinks(self) -> Sequence[ObservedSink]: ...
     @property
     def bindings(self) -> Sequence[DeviceBinding]: ...
     @property
@@ -83,119 +61,39 @@ class AgentView(Protocol):
     def reloads(self) -> int: ...
 
 
-_FIELDS: dict[str, tuple[str, ...]] = {
-    "connected": ("connected", "link_up"),
-    "broker": ("broker", "broker_url"),
-    "outbox_depth": ("outbox_depth", "depth", "pending"),
-    "outbox_oldest_age_s": ("outbox_oldest_age_s", "oldest_age_s"),
-    "outbox_oldest_ms": ("outbox_oldest_ms", "oldest_ms"),
-    "outbox_dropped": ("outbox_dropped", "dropped", "drops"),
-    "outbox_bytes": ("outbox_bytes", "bytes"),
-    "outbox_budget": ("outbox_budget", "budget"),
-    "outbox_memory": ("outbox_memory", "memory"),
-    "outbox_fault": ("outbox_fault", "fault"),
-    "outbox_alarms": ("outbox_alarms", "alarms"),
-    "messages": ("published_messages", "messages_published", "messages"),
-    "readings": ("published_readings", "readings_published", "readings", "written"),
-    "last_progress": ("last_progress", "last_puback"),
-    "last_error": ("last_error",),
-    "encode_errors": ("encode_errors",),
-}
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SinkStats:
+    """What a sink reports to metrics, /health, the watchdog and ``cityedge status``."""
 
-
-def _pick(objs: Sequence[object], names: tuple[str, ...]) -> object:
-    for obj in objs:
-        for n in names:
-            v = getattr(obj, n, None)
-            if v is not None and not callable(v):
-                return v
-    return None
-
-
-def _num(v: object) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        return None
-    return float(v) if math.isfinite(v) else None
-
-
-@dataclass(frozen=True, slots=True)
-class SinkSnapshot:
     name: str
     kind: str  # the sink's class name, e.g. "MqttSink", "JsonLinesSink"
-    connected: bool | None  # None: not a networked sink (or it does not say)
-    broker: str | None
-    outbox_depth: int | None
-    outbox_oldest_age_s: float | None
-    outbox_dropped: int | None
-    messages: int | None
-    readings: int | None
-    last_progress: float | None  # monotonic
-    last_error: str | None
+    connected: bool | None = None  # None: not a networked sink
+    broker: str | None = None
+    messages: int | None = None  # published (PUBACKed) or written
+    readings: int | None = None  # readings in those messages
+    last_progress: float | None = None  # monotonic
+    last_error: str | None = None
+    encode_errors: int | None = None  # readings the encoding could not carry (skipped)
+    outbox_depth: int | None = None  # None: no outbox
+    outbox_oldest_age_s: float | None = None
+    outbox_dropped: int | None = None
     outbox_bytes: int | None = None  # live bytes of the outbox file
     outbox_budget: int | None = None  # byte budget in force
     outbox_memory: int | None = None  # readings held in memory (nothing can be written)
     outbox_fault: str | None = None  # why nothing can be written (failing)
     outbox_alarms: tuple[str, ...] = ()  # dropping, damaged file set aside (degraded)
-    encode_errors: int | None = None  # readings the encoding could not carry (skipped)
 
     @property
     def has_outbox(self) -> bool:
         return self.outbox_depth is not None
 
 
-def sink_snapshot(sink: object, now_wall_ms: int) -> SinkSnapshot:
-    """Read a sink's statistics defensively (see the table in the module docstring)."""
-    stats = getattr(sink, "stats", None)
-    if callable(stats):  # MqttSink.stats() builds a snapshot on demand
-        stats = stats()
-    objs: list[object] = []
-    if stats is not None:
-        objs.append(stats)
-        objs += [o for n in _NESTED if (o := getattr(stats, n, None)) is not None]
-    objs.append(sink)
-    raw = {k: _pick(objs, names) for k, names in _FIELDS.items()}
-    age = _num(raw["outbox_oldest_age_s"])
-    oldest_ms = _num(raw["outbox_oldest_ms"])
-    if age is None and oldest_ms is not None:
-        age = max(0.0, (now_wall_ms - oldest_ms) / 1000.0)
-    depth = _num(raw["outbox_depth"])
-    if depth == 0:
-        age = 0.0
-    connected = raw["connected"]
-    alarms = raw["outbox_alarms"]
-    ints = {k: (int(v) if (v := _num(raw[k])) is not None else None) for k in _INT_FIELDS}
-    return SinkSnapshot(
-        name=str(getattr(sink, "name", type(sink).__name__)),
-        kind=type(sink).__name__,
-        connected=connected if isinstance(connected, bool) else None,
-        broker=str(raw["broker"]) if raw["broker"] is not None else None,
-        outbox_depth=ints["outbox_depth"],
-        outbox_oldest_age_s=age,
-        outbox_dropped=ints["outbox_dropped"],
-        messages=ints["messages"],
-        readings=ints["readings"],
-        last_progress=_num(raw["last_progress"]),
-        last_error=str(raw["last_error"]) if raw["last_error"] else None,
-        outbox_bytes=ints["outbox_bytes"],
-        outbox_budget=ints["outbox_budget"],
-        outbox_memory=ints["outbox_memory"],
-        outbox_fault=str(raw["outbox_fault"]) if raw["outbox_fault"] else None,
-        encode_errors=ints["encode_errors"],
-        outbox_alarms=tuple(str(a) for a in alarms) if isinstance(alarms, tuple) else (),
-    )
+class ObservedSink(Protocol):
+    """What observers need of a sink (every ``agent.forward.sinks.base.Sink`` has it)."""
 
+    name: str
 
-_INT_FIELDS = (
-    "outbox_depth",
-    "outbox_dropped",
-    "messages",
-    "readings",
-    "outbox_bytes",
-    "outbox_budget",
-    "outbox_memory",
-    "encode_errors",
-)
-_NESTED = ("link", "outbox")  # MqttSinkStats(name, link: LinkStats, outbox: OutboxStats)
+    def stats(self) -> SinkStats: ...
 
 
 def bus_of(agent: AgentView) -> dict[str, str]:

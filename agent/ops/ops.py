@@ -6,7 +6,8 @@ One call from ``agent/cli/run.py`` after the Agent is built and before ``agent.r
                                      # time marking and listens to the agent's reloads
 
 At clock sync the readings still held in ``pipeline.last_values`` are corrected and every sink
-with a ``correct_unsynced(offset)`` method is asked to correct what it stores (the outbox).
+that stores readings (``ClockFixSink``, agent/ops/timesync.py) is asked to correct what it
+stores (the outbox).
 
 Everything here reads the agent's counters when asked; nothing runs per reading except
 ``TimeKeeper.mark``, which returns the batch untouched once the clock is synchronised.
@@ -23,7 +24,7 @@ from agent.config.gateway import GatewayConfig
 from agent.ops import sdnotify
 from agent.ops.health import HealthReport
 from agent.ops.httpd import HttpEndpoint, http_service
-from agent.ops.timesync import TimeKeeper, correct_reading, timesync_service
+from agent.ops.timesync import ClockFixSink, TimeKeeper, correct_reading, timesync_service
 from agent.ops.watchdog import ProgressWatchdog, watchdog_service
 
 if TYPE_CHECKING:
@@ -83,9 +84,7 @@ def attach_operations(
 def _correct_presync(agent: Agent, keeper: TimeKeeper) -> None:
     """At sync: fix the last values held in memory and let each sink fix what it stores.
 
-    A sink opts in with ``correct_unsynced(offset: ClockOffset) -> int | None`` (synchronous
-    and cheap: the outbox queues one fix row for its storage thread and returns None; a sink
-    that fixes in place may return how many readings it changed)."""
+    A sink opts in by implementing ``ClockFixSink`` (agent/ops/timesync.py)."""
     off = keeper.last_sync
     if off is None:
         return
@@ -93,11 +92,10 @@ def _correct_presync(agent: Agent, keeper: TimeKeeper) -> None:
     for key, r in list(values.items()):
         values[key] = correct_reading(r, off)
     for sink in agent.sinks:
-        hook = getattr(sink, "correct_unsynced", None)
-        if not callable(hook):
+        if not isinstance(sink, ClockFixSink):
             continue
         try:
-            n = hook(off)
+            n = sink.correct_unsynced(off)
             if n is None:
                 log.info("output %s: pre-sync readings of this boot corrected", sink.name)
             else:

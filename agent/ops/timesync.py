@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from drivers.core.reading import Reading, TimeQuality
 
@@ -110,6 +110,18 @@ class ClockOffset:
     wall_at: float  # wall clock (epoch s) right after the change
     mono_at: float  # time.monotonic() at the same instant
     source: str  # "kernel", "timesyncd", "heuristic"
+
+
+@runtime_checkable
+class ClockFixSink(Protocol):
+    """A sink that stores readings and fixes the pre-sync ones when the clock synchronises
+    (agent/ops/ops.py calls it from the time-sync task; agent/forward/sinks/base.py)."""
+
+    name: str
+
+    def correct_unsynced(self, offset: ClockOffset) -> int | None:
+        """Synchronous and cheap: the outbox queues one fix for its storage thread and
+        returns None; a sink that fixes in place may return how many readings it changed."""
 
 
 def correct(observed_at_ms: int, taken_monotonic: float | None, offset: ClockOffset) -> int:

@@ -8,8 +8,8 @@ restarts the agent (``WatchdogSec=`` in the unit; ``Restart=on-failure`` covers 
 Progress rules, checked every ``interval`` (half of ``WatchdogSec``):
 
 - a bus progresses when any of its counters (requests, reconnects, and per device polls,
-  timeouts, exceptions, overruns) changed, or its driver's optional ``stats.last_activity``
-  (monotonic) moved, within ``max(min_window, factor × shortest device interval)``;
+  timeouts, exceptions, overruns) changed within
+  ``max(min_window, factor × shortest device interval)``;
 - a bus is legitimately idle while disconnected (the driver is in reconnect backoff) or while
   every device on it is offline and waiting for its probe; ``pipeline.last_emit`` must move
   within ``factor ×`` the longest device interval while any device answers (an offline one
@@ -32,9 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.ops import sdnotify
-from agent.ops.observe import AgentView, bus_intervals, sink_snapshot
+from agent.ops.observe import AgentView, bus_intervals
 from drivers.base import BusStats
-from drivers.core.reading import now_ms
 
 log = logging.getLogger("cityedge.watchdog")
 
@@ -90,9 +89,6 @@ class ProgressWatchdog:
             st = drv.stats
             window = max(self.min_window, self.factor * intervals.get(bus_id, self.min_window))
             since = self._moved(f"bus:{bus_id}", _fingerprint(st), now)
-            activity = getattr(st, "last_activity", None)
-            if isinstance(activity, int | float):
-                since = max(since, float(activity))
             if now - since <= window:
                 continue
             if not st.connected:
@@ -104,9 +100,8 @@ class ProgressWatchdog:
         return None
 
     def _sink_stall(self, now: float) -> str | None:
-        wall = now_ms()
         for sink in self.agent.sinks:
-            snap = sink_snapshot(sink, wall)
+            snap = sink.stats()
             if snap.last_progress is not None:
                 if now - snap.last_progress > self.publisher_window:
                     age = now - snap.last_progress

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import load_config
+from agent.ops.observe import SinkStats
 from agent.runtime import Agent
 from drivers.base import BusStats, DeviceBinding, Emit, StateListener, WriteResult, WriteStatus
 from drivers.core.reading import Reading, now_ms
@@ -84,6 +85,9 @@ class SlowSink:
         await asyncio.sleep(self.flush_delay)
         self.flushed.extend(self.pending)
         self.pending.clear()
+
+    def stats(self) -> SinkStats:
+        return SinkStats(name=self.name, kind=type(self).__name__, readings=len(self.flushed))
 
 
 @pytest.fixture

@@ -5,26 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
-from agent.forward.encoders.base import Encoder, OutMessage
+from agent.forward.encoders.base import BaseEncoder, Encoder, OutMessage
 
 if TYPE_CHECKING:
     from agent.config.outputs import MqttOutput
-    from agent.forward.outbox import OutboxRow
     from drivers.base import DeviceBinding
-
-
-@runtime_checkable
-class RowEncoder(Protocol):
-    """Optional extension of :class:`Encoder`: the publisher calls ``encode_rows`` instead of
-    ``encode`` when present, with the outbox rows themselves (``row.id`` is the reading's stable
-    delivery id, ``row.data`` its native JSON, ``row.reading`` the decoded Reading). Rows with
-    ``id <= historical_through`` waited for a link and must be flagged historical."""
-
-    def encode_rows(
-        self, rows: Sequence[OutboxRow], historical_through: int
-    ) -> list[OutMessage]: ...
 
 
 def make_encoder(
@@ -61,3 +48,6 @@ def make_encoder(
     return NgsiLdEncoder(
         output=output, gateway_id=gateway_id, bindings=bindings, state_dir=state_dir
     )
+
+
+__all__ = ["BaseEncoder", "Encoder", "OutMessage", "make_encoder"]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from agent.config.outputs import MqttOutput
 from agent.forward.encoders import sdm
-from agent.forward.encoders.base import OutMessage
+from agent.forward.encoders.base import BaseEncoder, OutMessage
 from agent.forward.fiware.mapping import Attr, DeviceMap, device_map
 from drivers.base import DeviceBinding
 from drivers.core.reading import Quality, Reading, iso_ms
@@ -34,7 +34,7 @@ log = logging.getLogger("cityedge.iotagent")
 Measure = dict[str, object]
 
 
-class IotAgentEncoder:
+class IotAgentEncoder(BaseEncoder):
     name = "iotagent"
 
     def __init__(
@@ -56,17 +56,8 @@ class IotAgentEncoder:
     def topic(self, device_id: str) -> str:
         return f"/{self.apikey}/{device_id}/attrs"
 
-    def will(self) -> OutMessage | None:
-        return None
-
-    def on_connect(self) -> list[OutMessage]:
-        return []
-
     def subscriptions(self) -> list[str]:
         return [f"/{self.apikey}/+/cmd"]  # the command binding answers them
-
-    def on_message(self, topic: str, payload: bytes) -> list[OutMessage]:
-        return []
 
     def device_status(
         self, device_id: str, online: bool, transition: Transition | None = None

@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from agent.forward.encoders.base import OutMessage
+from agent.forward.encoders.base import BaseEncoder, OutMessage
 from agent.forward.outbox_codec import parse_iso_ms, reading_from_json, reading_json
 from drivers.core.reading import Reading, iso_ms, now_ms
 
@@ -37,7 +37,7 @@ def _dumps(obj: object) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
-class NativeEncoder:
+class NativeEncoder(BaseEncoder):
     name = "native"
 
     def __init__(
@@ -81,18 +81,6 @@ class NativeEncoder:
         """Published before a graceful DISCONNECT (the broker only sends the will on a
         connection loss)."""
         return [self._status("offline")]
-
-    def ready_to_publish(self) -> bool:
-        return True
-
-    def wants_reconnect(self) -> bool:
-        return False
-
-    def subscriptions(self) -> list[str]:
-        return []
-
-    def on_message(self, topic: str, payload: bytes) -> list[OutMessage]:
-        return []
 
     def device_topic(self, device_id: str) -> str:
         return f"{self.base}/{device_id}/status"

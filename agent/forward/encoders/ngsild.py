@@ -24,7 +24,7 @@ from typing import Any
 
 from agent.config.outputs import MqttOutput
 from agent.forward.encoders import sdm
-from agent.forward.encoders.base import OutMessage
+from agent.forward.encoders.base import BaseEncoder, OutMessage
 from drivers.base import DeviceBinding
 from drivers.core.profile import Point
 from drivers.core.reading import Quality, Reading, Value, iso_ms, now_ms
@@ -60,7 +60,7 @@ class _Target:
 _Placed = tuple[Reading, _Target, bool]
 
 
-class NgsiLdEncoder:
+class NgsiLdEncoder(BaseEncoder):
     name = "ngsild"
 
     def __init__(
@@ -95,18 +95,9 @@ class NgsiLdEncoder:
         return f"/{self.apikey}/{device_id}/attrs"
 
     # --- Encoder protocol -----------------------------------------------------------------
-    def will(self) -> OutMessage | None:
-        return None
-
-    def on_connect(self) -> list[OutMessage]:
-        return []
-
     def subscriptions(self) -> list[str]:
         # IoT Agent commands arrive on /<apikey>/<device>/cmd; the command subsystem owns them
         return [f"/{self.apikey}/+/cmd"]
-
-    def on_message(self, topic: str, payload: bytes) -> list[OutMessage]:
-        return []
 
     def encode(self, batch: Sequence[Reading]) -> list[OutMessage]:
         by_device: dict[str, list[Reading]] = {}

@@ -14,10 +14,10 @@ point. Session rules implemented here (spec sections in brackets):
 - Aliases are assigned once and persisted with bdSeq, so they survive restarts and profile
   additions (new points get new aliases, existing ones never move).
 
-The publisher contract beyond the Encoder protocol: call ``will()`` before every CONNECT and
-register its result as the will; call ``encode`` only while ``ready_to_publish()`` is true
-(births sent, primary host online); after ``on_message`` act on ``wants_reconnect()``; before
-a graceful disconnect publish ``on_disconnect()``.
+Sparkplug uses the whole Encoder protocol (agent/forward/encoders/base.py): ``will()`` before
+every CONNECT, registered as the will; ``encode`` only while ``ready_to_publish()`` is true
+(births sent, primary host online); ``wants_reconnect()`` acted on after ``on_message``;
+``on_disconnect()`` published before a graceful disconnect.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from agent import __version__
 from agent.config.outputs import MqttOutput
 from agent.forward.encoders import sparkplug_b_pb2 as pb
 from agent.forward.encoders import sparkplug_codec as spc
-from agent.forward.encoders.base import OutMessage
+from agent.forward.encoders.base import BaseEncoder, OutMessage
 from drivers.base import DeviceBinding
 from drivers.core.reading import Quality, Reading, Value, now_ms
 from drivers.device_state import Transition
@@ -68,7 +68,7 @@ class _Metric:
     quality: int = spc.QUALITY_GOOD
 
 
-class SparkplugEncoder:
+class SparkplugEncoder(BaseEncoder):
     name = "sparkplug"
 
     def __init__(
@@ -103,7 +103,7 @@ class SparkplugEncoder:
             per_device = b.device.filters
             for p in b.profile.points:
                 chain = per_device.get(p.name, p.filters)
-                kinds = frozenset(str(getattr(f, "type", "")) for f in chain)
+                kinds = frozenset(str(f.type) for f in chain)
                 self._define(b.id, p.name, spc.point_datatype(p, kinds), unit=p.unit)
         self._save()
         self._online: dict[str, bool] = {}  # last device_status per device
@@ -212,7 +212,6 @@ class SparkplugEncoder:
             return [self._ddeath(device_id)]
         return []
 
-    # --- publisher extras -----------------------------------------------------------------
     def ready_to_publish(self) -> bool:
         """True once NBIRTH went out in this session and the primary host (if any) is online."""
         return self._node_born

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiomqtt
+from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import SecretStr
 
 from agent.config.outputs import MqttOutput
@@ -137,7 +138,7 @@ def watch_refusals(client: aiomqtt.Client, on_refused: Callable[[str], None]) ->
     original: Any = paho.on_publish
 
     def on_publish(c: Any, userdata: Any, mid: int, rc: Any, props: Any) -> None:
-        if getattr(rc, "is_failure", False):
+        if isinstance(rc, ReasonCode) and rc.is_failure:
             on_refused(str(rc))
             return
         if original is not None:

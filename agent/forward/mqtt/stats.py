@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from agent.forward.outbox import OutboxStats
+from agent.ops.observe import SinkStats
 from drivers.core.reading import iso_ms
 
 
@@ -25,11 +26,38 @@ class LinkStats:
     encode_errors: int = 0  # readings this output's encoding could not carry (skipped, logged)
 
 
-@dataclass(frozen=True, slots=True)
-class MqttSinkStats:
-    name: str
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MqttSinkStats(SinkStats):
+    """The MQTT sink's statistics: the common record (agent/ops/observe.py) filled from its
+    link and outbox counters, which it carries too (the health message shows them)."""
+
     link: LinkStats  # a copy
     outbox: OutboxStats
+
+    @classmethod
+    def of(
+        cls, name: str, link: LinkStats, outbox: OutboxStats, kind: str = "MqttSink"
+    ) -> MqttSinkStats:
+        return cls(
+            name=name,
+            kind=kind,
+            connected=link.connected,
+            broker=link.broker,
+            messages=link.published_messages,
+            readings=link.published_readings,
+            last_error=link.last_error,
+            encode_errors=link.encode_errors,
+            outbox_depth=outbox.depth,
+            outbox_oldest_age_s=0.0 if outbox.depth == 0 else outbox.oldest_age_s,
+            outbox_dropped=outbox.drops,
+            outbox_bytes=outbox.bytes,
+            outbox_budget=outbox.budget,
+            outbox_memory=outbox.memory,
+            outbox_fault=outbox.fault,
+            outbox_alarms=outbox.alarms,
+            link=link,
+            outbox=outbox,
+        )
 
 
 def health_payload(

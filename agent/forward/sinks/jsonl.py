@@ -9,10 +9,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from agent.forward.sinks.base import Sink, SinkStats
 from drivers.core.reading import Reading
 
 
-class JsonLinesSink:
+class JsonLinesSink(Sink):
     def __init__(self, name: str, path: str = "-", flush_interval: float = 0.2) -> None:
         self.name = name
         self._path = path
@@ -34,6 +35,9 @@ class JsonLinesSink:
         fh = self._open()
         fh.write("".join(json.dumps(r.to_dict(), separators=(",", ":")) + "\n" for r in batch))
         self.written += len(batch)
+
+    def stats(self) -> SinkStats:
+        return SinkStats(name=self.name, kind=type(self).__name__, readings=self.written)
 
     async def run(self) -> None:
         # Bounded latency: whatever was submitted is on disk/terminal within flush_interval.

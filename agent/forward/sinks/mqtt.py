@@ -11,9 +11,9 @@ Historical flag: a row committed before the current connection was established (
 outbox's last id at connect time) is sent with ``historical=True``. It waited for a link - an
 outage, a restart, or the first connect after boot - so its timestamp is older than its arrival.
 
-Optional encoder hooks (Sparkplug uses them; looked up with ``getattr``): ``ready_to_publish()``
-gates data, ``wants_reconnect()`` is checked after each ``on_message`` and ends the session,
-``on_disconnect()`` is published before a graceful DISCONNECT (else ``will()`` is).
+The encoder is used through its whole protocol (agent/forward/encoders/base.py):
+``ready_to_publish()`` gates data, ``wants_reconnect()`` is checked after each ``on_message``
+and ends the session, ``on_disconnect()`` is published before a graceful DISCONNECT.
 
 Device state transitions (``device_status``) are published in order with the readings: each
 is held until every outbox row committed before it has been encoded (its *barrier*, the
@@ -33,7 +33,7 @@ import math
 import random
 import ssl
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import aiomqtt
@@ -41,7 +41,7 @@ from paho.mqtt.client import topic_matches_sub
 from pydantic import SecretStr
 
 from agent.config.outputs import MqttOutput
-from agent.forward.encoders import RowEncoder, make_encoder
+from agent.forward.encoders import make_encoder
 from agent.forward.encoders.base import Encoder, OutMessage
 from agent.forward.mqtt.connect import (
     Backoff,
@@ -55,6 +55,16 @@ from agent.forward.mqtt.connect import (
 from agent.forward.mqtt.stats import LinkStats, MqttSinkStats, health_payload
 from agent.forward.mqtt.wire import NotConnectedError, Unit, Wire
 from agent.forward.outbox import Outbox, OutboxRow
+from agent.forward.sinks.base import (
+    ClockFixSink,
+    CommandSink,
+    Handler,
+    HealthSink,
+    RebirthSink,
+    Sink,
+    StatusProvider,
+    StatusSink,
+)
 from agent.ops.timesync import ClockOffset
 from drivers.base import DeviceBinding
 from drivers.core.reading import Reading, now_ms
@@ -62,9 +72,6 @@ from drivers.device_state import Transition
 
 log = logging.getLogger("cityedge.mqtt")
 MAX_PENDING_STATES = 10_000  # transitions held while the link is down (a flapping device...)
-
-Handler = Callable[[str, bytes], Awaitable[None]]
-StatusProvider = Callable[[], Mapping[str, object]]
 
 
 def _first_leaf(exc: BaseException) -> BaseException:
@@ -77,7 +84,7 @@ class _Reconnect(Exception):
     """The encoder asked for a new session (Sparkplug: the primary host went offline)."""
 
 
-class MqttSink:
+class MqttSink(Sink, StatusSink, CommandSink, RebirthSink, HealthSink, ClockFixSink):
     def __init__(
         self,
         name: str,
@@ -98,7 +105,6 @@ class MqttSink:
         self.brokers: list[BrokerAddress] = parse_brokers(output)
         self._opts = client_options(output, gateway_id, secrets or {})
         self.encoder: Encoder = encoder or make_encoder(output, gateway_id, bindings, state_dir)
-        self._row_encoder = isinstance(self.encoder, RowEncoder)
         self._encode_failures: set[tuple[str, str]] = set()
         self.outbox = Outbox(
             Path(state_dir) / f"outbox-{output.id}.sqlite",
@@ -203,13 +209,16 @@ class MqttSink:
         (queued for the outbox's storage thread; returns at once)."""
         self.outbox.correct_unsynced(offset)
 
+    def set_status_provider(self, provider: StatusProvider) -> None:
+        self.status_provider = provider
+
     def rebirth(self) -> None:
         """Re-send what a (re)connect sends: births (Sparkplug) / online status (native)."""
         if self._wire is not None:
             self._wire.put(self.encoder.on_connect())
 
     def stats(self) -> MqttSinkStats:
-        return MqttSinkStats(self.name, dataclasses.replace(self.link), self.outbox.stats())
+        return MqttSinkStats.of(self.name, dataclasses.replace(self.link), self.outbox.stats())
 
     @property
     def connected(self) -> bool:
@@ -303,9 +312,7 @@ class MqttSink:
                     side.append(tg.create_task(self._health(wire), name=f"mqtt-hb:{self.name}"))
                 await self._send(wire, boundary)
                 await wire.drain()
-                hook = getattr(self.encoder, "on_disconnect", None)
-                last = hook() if hook is not None else [m for m in [self.encoder.will()] if m]
-                for m in last:
+                for m in self.encoder.on_disconnect():
                     await wire.publish(m)
                 for t in side:
                     t.cancel()
@@ -334,8 +341,8 @@ class MqttSink:
             await self._subscribe(client)
 
     async def _receive(self, client: aiomqtt.Client, wire: Wire) -> None:
-        enc_filters = self.encoder.subscriptions()
-        wants_reconnect = getattr(self.encoder, "wants_reconnect", None)
+        enc = self.encoder
+        enc_filters = enc.subscriptions()
         async for m in client.messages:
             topic = m.topic.value
             p = m.payload
@@ -347,9 +354,9 @@ class MqttSink:
                 else str(p if p is not None else "").encode()
             )
             if any(topic_matches_sub(f, topic) for f in enc_filters):
-                wire.put(self.encoder.on_message(topic, payload))
+                wire.put(enc.on_message(topic, payload))
                 self._ctrl.set()
-                if wants_reconnect is not None and wants_reconnect():
+                if enc.wants_reconnect():
                     await wire.drain()
                     raise _Reconnect
             for f, cb in self._handlers:
@@ -376,10 +383,10 @@ class MqttSink:
 
     # -- outbox -> wire --------------------------------------------------------------------
     async def _send(self, wire: Wire, boundary: int) -> None:
-        ready = getattr(self.encoder, "ready_to_publish", None)
+        ready = self.encoder.ready_to_publish
         cursor, limit = 0, self.output.max_batch
         while not self._closing.is_set():
-            if ready is not None and not ready():
+            if not ready():
                 self._ctrl.clear()
                 if self._closing.is_set():
                     return
@@ -402,7 +409,7 @@ class MqttSink:
                 rows = await self.outbox.read(cursor, limit)
             if self._closing.is_set():
                 return
-            if ready is not None and not ready():  # a control message arrived meanwhile
+            if not ready():  # a control message arrived meanwhile
                 continue
             if self._states:
                 self._put_states(wire, rows[0].id)
@@ -434,7 +441,7 @@ class MqttSink:
 
     def _encode(self, wire: Wire, rows: list[OutboxRow], boundary: int) -> None:
         try:
-            msgs = self._encode_rows(rows, boundary)
+            msgs = self.encoder.encode_rows(rows, boundary)
         except Exception:
             # One reading the encoding cannot carry (a value its declared type refuses) must
             # not stall the output: a failing batch is encoded row by row, and a row that
@@ -443,7 +450,7 @@ class MqttSink:
             msgs = []
             for row in rows:
                 try:
-                    msgs += self._encode_rows([row], boundary)
+                    msgs += self.encoder.encode_rows([row], boundary)
                 except Exception as exc:
                     self._encode_failed(row, exc)
         if self.output.qos == 0:
@@ -453,16 +460,6 @@ class MqttSink:
             wire.put(msgs, unit)
         else:
             self._unit_done(unit)
-
-    def _encode_rows(self, rows: list[OutboxRow], boundary: int) -> list[OutMessage]:
-        if self._row_encoder:
-            return self.encoder.encode_rows(rows, boundary)  # type: ignore[attr-defined,no-any-return]
-        return self.encoder.encode(
-            [
-                r if row.id > boundary or r.historical else dataclasses.replace(r, historical=True)
-                for row, r in ((row, row.reading) for row in rows)
-            ]
-        )
 
     def _encode_failed(self, row: OutboxRow, exc: Exception) -> None:
         self.link.encode_errors += 1

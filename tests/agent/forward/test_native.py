@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 
 from agent.config.outputs import MqttOutput
-from agent.forward.encoders import RowEncoder, make_encoder
+from agent.forward.encoders import make_encoder
 from agent.forward.encoders.native import (
     NativeEncoder,
     parse_iso_ms,
@@ -170,7 +170,7 @@ def test_make_encoder_native(tmp_path: Path, prefix: str) -> None:
         max_message_bytes=4096,
     )  # type: ignore[arg-type]
     enc = make_encoder(out, "gw1", [], tmp_path)
-    assert isinstance(enc, NativeEncoder) and isinstance(enc, RowEncoder)
+    assert isinstance(enc, NativeEncoder)
     assert enc.data_topic == f"{prefix}/gw1/data" and enc.max_message_bytes == 4096
     [m] = enc.encode([reading(7)])
     assert decode(m.payload)["msgId"] == "7-7"

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
+from agent.ops.observe import SinkStats
 from drivers.base import BusStats, DeviceStats
 
 
@@ -24,14 +25,16 @@ class FakePipeline:
 
 
 @dataclass
-class SinkStats:
+class Counters:
+    """What a test sets; ``FakeSink.stats()`` reports it as the typed record."""
+
     connected: bool = True
     broker: str | None = "mqtts://broker.example:8883"
     outbox_depth: int = 0
-    outbox_oldest_ms: int | None = None
+    outbox_oldest_age_s: float | None = 0.0
     outbox_dropped: int = 0
-    published_messages: int = 0
-    published_readings: int = 0
+    messages: int = 0
+    readings: int = 0
     last_progress: float | None = None
     last_error: str | None = None
 
@@ -39,7 +42,10 @@ class SinkStats:
 @dataclass
 class FakeSink:
     name: str
-    stats: SinkStats = field(default_factory=SinkStats)
+    counters: Counters = field(default_factory=Counters)
+
+    def stats(self) -> SinkStats:
+        return SinkStats(name=self.name, kind=type(self).__name__, **asdict(self.counters))
 
 
 class FakeAgent:

@@ -48,14 +48,14 @@ def test_some_devices_down_is_degraded_all_down_is_failing() -> None:
 def test_broker_down_buffers_then_fails_when_dropping() -> None:
     agent = FakeAgent({"tcp": {"m": 5}})
     sink = FakeSink("mqtt")
-    sink.stats.connected = False
-    sink.stats.outbox_depth = 1000
-    sink.stats.outbox_oldest_ms = int(1.79e9 * 1000) - 3_600_000
+    sink.counters.connected = False
+    sink.counters.outbox_depth = 1000
+    sink.counters.outbox_oldest_age_s = 3600.0  # an hour before the report's wall clock
     agent.sinks.append(sink)
     doc = report(agent).document()
     assert doc["status"] == "degraded"
     assert doc["outputs"]["mqtt"]["outbox"]["oldest_age_s"] == 3600.0
-    sink.stats.outbox_dropped = 7
+    sink.counters.outbox_dropped = 7
     assert report(agent).document()["status"] == "failing"
 
 

@@ -11,7 +11,6 @@ from agent.config.outputs import MqttOutput
 from agent.forward.sinks.mqtt import MqttSink
 from agent.ops.health import HealthReport
 from agent.ops.metrics import make_registry, render
-from agent.ops.observe import sink_snapshot
 from agent.ops.watchdog import ProgressWatchdog
 from drivers.core.reading import Reading, now_ms
 from tests.agent.ops.fakes import FakeAgent
@@ -67,8 +66,8 @@ async def test_sink_stats_reach_metrics_health_and_watchdog(
     task = asyncio.create_task(sink.run(), name="sink:up")
     try:
         await sink.submit(readings(10))
-        await wait_for(lambda: sink_snapshot(sink, now_ms()).readings == 10)
-        snap = sink_snapshot(sink, now_ms())
+        await wait_for(lambda: sink.stats().readings == 10)
+        snap = sink.stats()
         assert snap.connected is True and snap.broker and str(broker.port) in snap.broker
         assert snap.outbox_depth == 0 and snap.outbox_dropped == 0 and (snap.messages or 0) >= 1
         m = samples(agent)
@@ -78,9 +77,9 @@ async def test_sink_stats_reach_metrics_health_and_watchdog(
         assert HealthReport(agent).document()["outputs"]["up"]["connected"] is True
 
         broker.stop()  # outage: the outbox buffers, health degrades, the watchdog keeps feeding
-        await wait_for(lambda: sink_snapshot(sink, now_ms()).connected is False)
+        await wait_for(lambda: sink.stats().connected is False)
         await sink.submit(readings(5, start=10))
-        await wait_for(lambda: sink_snapshot(sink, now_ms()).outbox_depth == 5)
+        await wait_for(lambda: sink.stats().outbox_depth == 5)
         doc = HealthReport(agent).document()
         assert doc["status"] == "degraded"
         assert "output up: link down, buffering" in doc["reasons"]

@@ -3,24 +3,18 @@ reading a real outbox that cannot write, drops, and has set a damaged file aside
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
 from agent.cli.tools import _outbox_line
 from agent.control.ctl import status_of
-from agent.forward.outbox import Outbox, OutboxStats
+from agent.forward.mqtt.stats import LinkStats, MqttSinkStats
+from agent.forward.outbox import Outbox
 from agent.ops.health import HealthReport
 from agent.ops.metrics import make_registry, render
 from tests.agent.forward.disk import damage, tmpfs
 from tests.agent.forward.test_outbox_faults import noisy, running
 from tests.agent.ops.fakes import Clock, FakeAgent
-
-
-@dataclass
-class Stats:
-    outbox: OutboxStats
-    connected: bool = True
 
 
 class OutboxSink:
@@ -30,8 +24,9 @@ class OutboxSink:
         self.name = "up"
         self.ob = ob
 
-    def stats(self) -> Stats:
-        return Stats(self.ob.stats())
+    def stats(self) -> MqttSinkStats:
+        link = LinkStats(connected=True)
+        return MqttSinkStats.of(self.name, link, self.ob.stats(), kind=type(self).__name__)
 
 
 def health(agent: FakeAgent) -> dict[str, object]:

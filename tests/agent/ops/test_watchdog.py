@@ -124,12 +124,12 @@ def test_idle_buses_but_no_readings_at_all_is_a_stall() -> None:
 def test_stalled_publisher_with_progress_timestamp_stops_pings() -> None:
     agent, clock, notes, wd = make({"tcp": {"meter": 5.0}}, publisher_window=120.0)
     sink = FakeSink("mqtt")
-    sink.stats.last_progress = clock.t
+    sink.counters.last_progress = clock.t
     agent.sinks.append(sink)
     for _ in range(3):
         poll_all(agent)
         clock.advance(30)
-        sink.stats.last_progress = clock.t
+        sink.counters.last_progress = clock.t
         assert wd.tick()
     for _ in range(5):  # publisher wedged: polls go on, last_progress frozen
         poll_all(agent)
@@ -143,7 +143,7 @@ def test_publisher_counters_backlog_connected_no_acks_is_a_stall() -> None:
     agent, clock, _notes, wd = make({"tcp": {"meter": 5.0}}, publisher_window=60.0)
     sink = FakeSink("mqtt")
     agent.sinks.append(sink)
-    sink.stats.outbox_depth = 500
+    sink.counters.outbox_depth = 500
     assert wd.tick()
     for _ in range(3):
         poll_all(agent)
@@ -158,8 +158,8 @@ def test_publisher_idle_for_a_good_reason_is_not_a_stall(case: str) -> None:
     sink = FakeSink("mqtt")
     agent.sinks.append(sink)
     if case == "broker down":
-        sink.stats.connected = False
-        sink.stats.outbox_depth = 10_000
+        sink.counters.connected = False
+        sink.counters.outbox_depth = 10_000
     for _ in range(10):
         poll_all(agent)
         clock.advance(30)
