@@ -1,7 +1,9 @@
 """What exactly-once costs a command: latency through the router with the durable store
 (claim and answer committed with synchronous=FULL before the answer) against the same router
 remembering in memory only, and the end-to-end round trip (platform -> Mosquitto -> agent ->
-Modbus TCP simulator -> read back -> answer) with the durable store.
+Modbus TCP simulator -> read back -> answer) with the durable store: once with Mosquitto's
+defaults, once with ``set_tcp_nodelay true`` in the broker's configuration (the agent's own
+MQTT socket always has TCP_NODELAY, agent/forward/mqtt/connect.py).
 
     .venv/bin/python bench/bench_commands.py [--quick] [--json]
 """
@@ -76,14 +78,15 @@ async def router_latency(base: Path, n: int, durable: bool) -> dict[str, float]:
     return {**_ms(times), "replay_median_ms": _ms(replay)["median_ms"]}
 
 
-async def round_trip(base: Path, n: int) -> dict[str, float]:
+async def round_trip(base: Path, n: int, broker_nodelay: bool = False) -> dict[str, float]:
     import aiomqtt
 
     from agent.config import load_config
     from agent.runtime import Agent
     from drivers.sim.server import SimSpec, SimulatorServer
 
-    broker = Mosquitto(base)
+    base = base / ("nodelay" if broker_nodelay else "default")
+    broker = Mosquitto(base, ["set_tcp_nodelay true"] if broker_nodelay else [])
     broker.start()
     sim = SimulatorServer(SimSpec(streetlights=(1,), water_meters=(), cameras=()))
     await sim.start()
@@ -168,6 +171,7 @@ def main() -> int:
         durable = asyncio.run(router_latency(base, n, durable=True))
         memory = asyncio.run(router_latency(base, n, durable=False))
         e2e = asyncio.run(round_trip(base, n // 2))
+        e2e_nd = asyncio.run(round_trip(base, n // 2, broker_nodelay=True))
     print(
         f"router, {n} commands, durable store (2 commits): median {durable['median_ms']} ms, "
         f"p95 {durable['p95_ms']} ms; replay answered from the store "
@@ -181,8 +185,20 @@ def main() -> int:
         f"round trip platform -> Mosquitto -> agent -> Modbus TCP device -> read back -> answer, "
         f"{n // 2} commands: median {e2e['median_ms']} ms, p95 {e2e['p95_ms']} ms"
     )
+    print(
+        f"the same with set_tcp_nodelay true in mosquitto.conf:                                 "
+        f"median {e2e_nd['median_ms']} ms, p95 {e2e_nd['p95_ms']} ms"
+    )
     if args.json:
-        emit_json({"durable": durable, "memory": memory, "round_trip": e2e, "n": n})
+        emit_json(
+            {
+                "durable": durable,
+                "memory": memory,
+                "round_trip": e2e,
+                "round_trip_broker_nodelay": e2e_nd,
+                "n": n,
+            }
+        )
     return 0
 
 

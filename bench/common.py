@@ -119,7 +119,7 @@ class Mosquitto:
     Persistence is on so a subscriber's session (and the QoS 1 messages queued for it) survive
     a restart: the outage benchmark counts every reading across the broker restart."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, options: Sequence[str] = ()) -> None:
         self.dir = workdir / "mosquitto"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -132,6 +132,7 @@ class Mosquitto:
             "max_queued_messages 0",
             "max_inflight_messages 0",
             "log_type error",
+            *options,
         ]
         if os.geteuid() == 0:
             conf.insert(0, "user root")

@@ -643,6 +643,7 @@ def _commands(a: Callable[[str], None], s: Step) -> None:
         a("")
         return
     dur, mem, rt = d["durable"], d["memory"], d["round_trip"]
+    nd = d.get("round_trip_broker_nodelay") or {}
     a(
         f"Through the router ({d['n']} commands, a writer that answers at once): with the "
         f"durable store (claim and answer committed, synchronous=FULL, on disk) median "
@@ -650,8 +651,10 @@ def _commands(a: Callable[[str], None], s: Step) -> None:
         f"{mem['median_ms']} ms, p95 {mem['p95_ms']} ms. A replay answered from the store: "
         f"{dur['replay_median_ms']} ms. Round trip platform -> Mosquitto -> agent -> Modbus TCP "
         f"simulator -> read back -> answer: median {rt['median_ms']} ms, p95 {rt['p95_ms']} ms "
-        "(most of it is Nagle's algorithm meeting delayed ACKs on the MQTT hops: paho and "
-        "Mosquitto leave TCP_NODELAY off)."
+        "with Mosquitto's defaults; with `set_tcp_nodelay true` in mosquitto.conf median "
+        f"{_f(nd.get('median_ms'), '{:g}')} ms, p95 {_f(nd.get('p95_ms'), '{:g}')} ms. "
+        "The agent's MQTT socket has TCP_NODELAY; what is left without the broker's is "
+        "Nagle's algorithm meeting delayed ACKs on the broker's sockets (docs/COMMANDS.md)."
     )
     a("")
 

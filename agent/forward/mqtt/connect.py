@@ -7,6 +7,7 @@ stays readable. Secrets are handled as ``SecretStr`` until the last moment and n
 from __future__ import annotations
 
 import random
+import socket
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -88,6 +89,13 @@ def build_tls_context(output: MqttOutput) -> ssl.SSLContext:
     return ctx
 
 
+# Nagle's algorithm holds a small write while an earlier one is unacknowledged, and the peer's
+# delayed ACK holds that acknowledgement up to ~40 ms: a command answer (a PUBLISH right after
+# the PUBACK of the command) waited for it on every round trip. paho leaves Nagle on; MQTT
+# packets are whole messages, so there is nothing for it to coalesce (docs/COMMANDS.md).
+NO_DELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+
+
 def client_options(
     output: MqttOutput,
     gateway_id: str,
@@ -111,6 +119,7 @@ def client_options(
         "keepalive": output.keepalive,
         "timeout": output.connect_timeout,  # the publisher raises it once connected
         "max_inflight_messages": output.window,
+        "socket_options": NO_DELAY,
     }
     # We replay from our own outbox, so a broker-side session only matters for commands
     # queued while offline; paho rejects clean_session with MQTT 5 (clean_start instead).
