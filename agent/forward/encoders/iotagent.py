@@ -11,6 +11,11 @@ Values are given in the provisioned type: 0/1 where the model wants an integer f
 bitfield as its flag names joined by ","; a value outside its model attribute's enum or
 bounds is left out (the Smart Data Model could not hold it; native JSON and NGSI-LD still
 carry it). Bad readings are left out (a measure has no null).
+
+Each device state transition is one measure on the device's topic,
+``{"_deviceState": "offline", "_deviceStateReason": "timeout", "TimeInstant": <its time>}``,
+provisioned as the Device entity's ``deviceState`` and ``deviceStateReason`` (the reason is
+``""`` when the device is online again).
 """
 
 from __future__ import annotations
@@ -24,9 +29,9 @@ from pathlib import Path
 from agent.config.outputs import MqttOutput
 from agent.forward.encoders import sdm
 from agent.forward.encoders.base import BaseEncoder, OutMessage
-from agent.forward.fiware.mapping import Attr, DeviceMap, device_map
+from agent.forward.fiware.mapping import REASON_KEY, STATE_KEY, Attr, DeviceMap, device_map
 from drivers.base import DeviceBinding
-from drivers.core.reading import Quality, Reading, iso_ms
+from drivers.core.reading import Quality, Reading, iso_ms, now_ms
 from drivers.device_state import Transition
 
 log = logging.getLogger("cityedge.iotagent")
@@ -51,6 +56,7 @@ class IotAgentEncoder(BaseEncoder):
         self._attrs: dict[tuple[str, str], Attr] = {
             (m.device_id, a.object_id): a for m in maps for a in m.attributes
         }
+        self._clock = now_ms
         self.left_out = 0  # values a model attribute could not hold
 
     def topic(self, device_id: str) -> str:
@@ -62,9 +68,17 @@ class IotAgentEncoder(BaseEncoder):
     def device_status(
         self, device_id: str, online: bool, transition: Transition | None = None
     ) -> list[OutMessage]:
-        # the IoT Agent has no device-state attribute of its own; provisioned devices carry
-        # their readings only (the platform sees a silent device by its observedAt)
-        return []
+        if transition is None:
+            state, reason, at = "online" if online else "offline", None, self._clock()
+        else:
+            state, reason, at = transition.state.value, transition.reason, transition.at_ms
+        measure = {
+            "TimeInstant": _iso(at),
+            STATE_KEY: state,
+            REASON_KEY: "" if reason is None else reason.value,
+        }
+        payload = json.dumps(measure, separators=(",", ":"), ensure_ascii=False).encode()
+        return [OutMessage(self.topic(device_id), payload, qos=self._qos)]
 
     def encode(self, batch: Sequence[Reading]) -> list[OutMessage]:
         by_device: dict[str, list[tuple[int, Measure]]] = {}

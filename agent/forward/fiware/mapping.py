@@ -7,6 +7,13 @@ is an extension attribute of that entity; any other point is the ``numValue``/``
 a DeviceMeasurement entity of its own (an IoT Agent multi-entity attribute), with its
 ``controlledProperty``, ``refDevice`` and ``unit`` provisioned as static attributes. The
 measure key (``object_id``) is the profile point name.
+
+The device's state (online / degraded / offline, drivers/device_state.py) goes to its Device
+entity, as with the ``ngsild`` encoding: ``deviceState`` and ``deviceStateReason`` (NGSI-LD's
+``reason`` sub-property cannot be a measure). A device whose model is not Device gets that
+entity as a second one (with its ``controlledProperty``), the one its DeviceMeasurements'
+``refDevice`` names. Their measure keys start with ``_``, which no point name can
+(drivers/core/profile.py NAME_RE), so they never collide with a point.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from drivers.core.profile import DataType, Point
 # Number -> JSON number, Integer -> parseInt, Text -> string, Boolean, Array, geo:json ->
 # GeoProperty, Relationship -> Relationship)
 _TYPES = {"number": "Number", "integer": "Integer", "string": "Text", "boolean": "Boolean"}
+STATE_KEY = "_deviceState"  # measure keys of the device state (never a point name)
+REASON_KEY = "_deviceStateReason"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +58,7 @@ class DeviceMap:
     attributes: tuple[Attr, ...]
     statics: tuple[dict[str, object], ...]
     commands: tuple[str, ...]  # writable points
+    state: tuple[Attr, Attr]  # deviceState and deviceStateReason of the Device entity
 
     def attr(self, point: str) -> Attr | None:
         for a in self.attributes:
@@ -102,5 +112,22 @@ def device_map(gateway_id: str, b: DeviceBinding) -> DeviceMap:
             code = sdm.unit_code(p.unit, p.unit_code)
             if code is not None:
                 statics.append(_static("unit", "Text", code, on_dm))
+    if model is sdm.DEVICE:
+        on_device: tuple[str | None, str | None] = (None, None)
+    else:
+        on_device = (device_entity, sdm.DEVICE.type)
+        statics.append(
+            _static(
+                "controlledProperty",
+                "Array",
+                list(b.profile.controlled_properties),
+                {"entity_name": device_entity, "entity_type": sdm.DEVICE.type},
+            )
+        )
+    state = (
+        Attr(STATE_KEY, "deviceState", "Text", *on_device),
+        Attr(REASON_KEY, "deviceStateReason", "Text", *on_device),
+    )
+    attrs += state
     commands = tuple(p.name for p in b.profile.points if p.writable)
-    return DeviceMap(b.id, entity, model.type, tuple(attrs), tuple(statics), commands)
+    return DeviceMap(b.id, entity, model.type, tuple(attrs), tuple(statics), commands, state)

@@ -239,3 +239,55 @@ def test_the_documented_provisioning_is_current(
     assert main([*args, "--service", "hanoi", "--subservice", "/cabinet-0042"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads((EXAMPLE.parent / "fiware-provisioning.json").read_text())
+
+
+async def test_a_device_transition_is_one_device_state_measure(
+    sim: SimulatorServer,  # noqa: F811
+    mosquitto: Any,
+    tmp_path: Path,
+) -> None:
+    """The IoT Agent path sees online / offline too: each transition is one measure of the
+    provisioned Device entity's deviceState (and reason), through the real Mosquitto."""
+    broker = mosquitto()
+    agent, task = await run_agent(tmp_path, sim, broker, encoding="iotagent")
+    states: list[dict[str, Any]] = []
+    readings = 0
+    try:
+        async with aiomqtt.Client("127.0.0.1", broker.port, identifier="iot-agent") as client:
+            await client.subscribe("/gw-cmd/lamp-1/attrs", qos=1)
+
+            async def listen() -> None:
+                nonlocal readings
+                async for m in client.messages:
+                    body = json.loads(m.payload)  # type: ignore[arg-type]
+                    for measure in body if isinstance(body, list) else [body]:
+                        if "_deviceState" in measure:
+                            states.append(measure)
+                        else:
+                            readings += 1
+
+            listener = asyncio.create_task(listen())
+            async with asyncio.timeout(10):
+                while readings < 5:  # the device answers, polled every 0.3 s
+                    await asyncio.sleep(0.02)
+            assert [s["_deviceState"] for s in states] == ["online"]  # once, not per poll
+            assert states[0]["_deviceStateReason"] == "" and "TimeInstant" in states[0]
+            await sim.stop()  # the device's gateway goes away
+            async with asyncio.timeout(10):
+                while len(states) < 2:
+                    await asyncio.sleep(0.02)
+            await asyncio.sleep(1.0)  # offline: no measure per tick (failed probes included)
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+    finally:
+        agent.request_shutdown()
+        await asyncio.wait_for(task, 10)
+    assert [s["_deviceState"] for s in states] == ["online", "offline"]
+    assert states[1]["_deviceStateReason"] in ("reset", "refused")
+    loaded = load_config(tmp_path / "gateway.toml")
+    (out,) = [o for o in loaded.config.outputs if isinstance(o, MqttOutput)]
+    (device,) = provisioning(loaded, out)["devices"]["devices"]
+    provisioned = {a["object_id"]: a for a in device["attributes"]}
+    assert {k for s in states for k in s} - {"TimeInstant"} <= set(provisioned)
+    assert provisioned["_deviceState"]["name"] == "deviceState"
+    assert provisioned["_deviceState"]["entity_type"] == "Device"
