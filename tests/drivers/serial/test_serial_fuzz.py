@@ -56,11 +56,18 @@ def test_generic_ascii_never_crashes(data: bytes) -> None:
 @given(st.binary(max_size=300))
 def test_generic_binary_never_crashes(data: bytes) -> None:
     d = BINARY.deframer()
-    for body in drain(d, data):
+    bodies = drain(d, data)
+    for body in bodies:
         try:
             BINARY.parse(BINARY.spec.reads[0], body)
         except ParseError:
             pass
+    # what is held is at most one incomplete candidate: a longer one, or a length field past
+    # max_length, is rejected, so line noise can never grow the buffer (or hold a reply back)
+    longest = BINARY.spec.framing.max_length
+    assert d.pending() < longest <= d.max_buffer
+    assert all(len(b) <= longest for b in bodies)
+    assert sum(map(len, bodies)) + d.pending() <= len(data)
 
 
 @FUZZ
