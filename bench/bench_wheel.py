@@ -21,6 +21,7 @@ import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -98,7 +99,7 @@ def elf_sections(data: bytes) -> list[str]:
     return names
 
 
-def inspect(wheel: Path, sdist: Path) -> dict[str, object]:
+def inspect(wheel: Path, sdist: Path) -> dict[str, Any]:
     with zipfile.ZipFile(wheel) as z:
         infos = z.infolist()
         names = [i.filename for i in infos]

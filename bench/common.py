@@ -435,6 +435,7 @@ class Counter:
         persistent: bool = False,
     ) -> None:
         import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
 
         self.readings = 0
         self.messages = 0
@@ -446,11 +447,11 @@ class Counter:
         self._lock = threading.Lock()
         self._connected = threading.Event()
         c = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not persistent
+            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not persistent
         )
         c.on_connect = self._on_connect
         c.on_message = self._on_message
-        c.reconnect_delay_set(0.1, 0.5)
+        c.reconnect_delay_set(0.1, 0.5)  # type: ignore[arg-type]  # seconds; paho's hint says int
         c.max_inflight_messages_set(1000)
         self.client = c
         c.connect("127.0.0.1", port, keepalive=30)

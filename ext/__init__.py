@@ -18,7 +18,7 @@ def _load() -> tuple[ModuleType, str]:
     if os.environ.get("CITYEDGE_NO_EXT") == "1":
         return _pyfilters, "python"
     try:
-        from ext import _filters  # type: ignore[attr-defined]
+        from ext import _filters
     except ImportError:
         return _pyfilters, "python"
     return _filters, "cython"

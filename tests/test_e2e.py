@@ -12,6 +12,7 @@ import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -95,7 +96,7 @@ async def _start_agent(tmp_path: Path, port: int) -> asyncio.subprocess.Process:
     )
 
 
-def _lines(path: Path) -> list[dict[str, object]]:
+def _lines(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
@@ -146,7 +147,7 @@ async def test_readings_flow_and_sigterm_loses_nothing(
     assert devices == {"lamp-1", "lamp-2", "meter-11", "cam-21"}
     kinds = {r["device"]: r["kind"] for r in readings}
     assert kinds["lamp-1"] == "streetlight" and kinds["meter-11"] == "water_meter"
-    seqs = [int(r["seq"]) for r in readings]  # type: ignore[call-overload]
+    seqs = [int(r["seq"]) for r in readings]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     for r in readings:
         ts = datetime.strptime(str(r["observedAt"]), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
@@ -154,13 +155,9 @@ async def test_readings_flow_and_sigterm_loses_nothing(
         assert r["quality"] == "good", r
     by = {(r["device"], r["point"]): r for r in readings}
     assert by[("lamp-1", "voltage")]["unit"] == "V"
-    assert 180 < float(by[("lamp-1", "voltage")]["value"]) < 260  # type: ignore[arg-type]
+    assert 180 < float(by[("lamp-1", "voltage")]["value"]) < 260
     # totalizers never go down (energy of the lamps, volume of the meter)
     for dev, point in (("lamp-1", "energy"), ("lamp-2", "energy"), ("meter-11", "volume")):
-        series = [
-            float(r["value"])
-            for r in readings  # type: ignore[arg-type]
-            if r["device"] == dev and r["point"] == point
-        ]
+        series = [float(r["value"]) for r in readings if r["device"] == dev and r["point"] == point]
         assert len(series) >= 3, (dev, point)
         assert all(b >= a for a, b in itertools.pairwise(series)), (dev, series)

@@ -23,6 +23,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 
@@ -176,7 +177,7 @@ class Platform:
 
     def sparkplug_seqs_in_order(self) -> bool:
         """Every edge-node message after the first NBIRTH follows seq + 1 (mod 256)."""
-        seqs = []
+        seqs: list[int] = []
         for _, topic, p in self.msgs:
             kind = topic.split("/")[2] if topic.startswith("spBv1.0/city/") else ""
             if kind in ("NBIRTH", "DBIRTH", "DDATA", "DDEATH", "NDATA"):
@@ -290,7 +291,7 @@ async def test_hostile_modbus_tcp_peer_every_mode(
             platform(broker.host, broker.port) as plat,
             running_agent(tmp_path, broker.url, buses) as agent,
         ):
-            bus = agent.drivers["hostile"]
+            bus: Any = agent.drivers["hostile"]  # the Modbus bus owner, read for its devices
             h1 = bus.stats.devices["h1"]
             g1 = agent.drivers["healthy"].stats.devices["g1"]
             await until(lambda: h1.state == "online" and g1.polls > 2, 5)

@@ -94,7 +94,7 @@ class SlowSink:
 def agent_cfg(cfgdir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     buses: list[ScriptedBus] = []
 
-    def factory(bus, devices, emit, on_state):  # type: ignore[no-untyped-def]
+    def factory(bus, devices, emit, on_state):
         d = ScriptedBus(bus.id, devices, emit, on_state=on_state)
         buses.append(d)
         return d

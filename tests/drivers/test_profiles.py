@@ -4,6 +4,7 @@ simulated kinds) decodes the simulator's registers with the real codec."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -213,7 +214,7 @@ def test_sdm630_matches_the_eastron_register_table() -> None:
 def test_codec_decodes_the_simulator(ref: str) -> None:
     """The profile is the simulator's register map; the real codec must read back its values."""
     kind = SIMULATED[ref]
-    units = {"streetlights": (), "water_meters": (), "cameras": ()}
+    units: dict[str, tuple[int, ...]] = {"streetlights": (), "water_meters": (), "cameras": ()}
     units[
         {"streetlight": "streetlights", "water_meter": "water_meters", "camera": "cameras"}[kind]
     ] = (7,)
@@ -231,7 +232,8 @@ def test_codec_decodes_the_simulator(ref: str) -> None:
         if p.enum:
             assert got == p.enum[int(want)], p.name
         elif p.type is DataType.BITFIELD:
-            assert set(got) == {n for b, n in (p.flags or {}).items() if int(want) >> b & 1}
+            flags = cast(tuple[str, ...], got)
+            assert set(flags) == {n for b, n in (p.flags or {}).items() if int(want) >> b & 1}
         elif isinstance(want, float):
             assert got == pytest.approx(want, abs=abs(p.scale) * 0.51, rel=1e-6), p.name
         else:

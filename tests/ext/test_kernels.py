@@ -59,7 +59,7 @@ def run_bank(bank: object, slots: Sequence[int], samples: Sequence[Sample]) -> l
 
 def run(
     impl: ModuleType,
-    chain: list[tuple[int, tuple[float, ...]]],
+    chain: Sequence[tuple[int, tuple[float, ...]]],
     xs: Sequence[float],
     *,
     ts: Sequence[float] | None = None,
@@ -365,7 +365,7 @@ def test_any_contiguous_buffer_is_accepted(impl: ModuleType) -> None:
     y = array("d", bytes(8 * n))
     qo, rc, em = array("B", bytes(n)), array("B", bytes(n)), array("B", bytes(n))
     ins = (array("i", bytes(4 * n)), array("d", range(n)), array("d", xs), array("B", bytes(n)))
-    bank.process(*map(memoryview, (*ins, y, qo, rc, em)))
+    bank.process(*(memoryview(a) for a in (*ins, y, qo, rc, em)))
     assert list(zip(y, qo, rc, em, strict=True)) == ref
     assert bank.process(*(array(c) for c in "iddBdBBB")) == 0  # empty batch
 

@@ -13,12 +13,13 @@ import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from agent.config import load_config
 from agent.runtime import Agent
+from drivers.sim.models import StreetlightModel
 from drivers.sim.server import SimSpec, SimulatorServer
 from tests.agent.cli.test_tools import cli
 from tests.agent.test_runtime import SlowSink
@@ -50,6 +51,11 @@ path = "readings.jsonl"
 rate_per_minute = {rate}
 local_group = "nogroup"
 """
+
+
+def lamp(sim: SimulatorServer) -> StreetlightModel:
+    """The simulated streetlight at unit 1."""
+    return cast(StreetlightModel, sim.device(1))
 
 
 @pytest.fixture
@@ -109,9 +115,9 @@ async def test_same_answer_and_audit_record_with_and_without_daemon(
         alone.append((rc, answer))
     assert alone[2][1]["value"] == 0.4 and alone[2][1]["requested"] == 0.405
     assert "expects one of off, on" in alone[3][1]["reason"]
-    sim.device(1).set_manual(False)  # type: ignore[attr-defined]
-    sim.device(1).set_dim(100)  # type: ignore[attr-defined]
-    sim.device(1).write("working_mode", 0)  # type: ignore[attr-defined]
+    lamp(sim).set_manual(False)
+    lamp(sim).set_dim(100)
+    sim.device(1).write("working_mode", 0)
 
     agent = Agent(load_config(cfg), sinks=[SlowSink(0)])
     task = asyncio.create_task(agent.run())
@@ -143,7 +149,7 @@ async def test_repeated_id_and_rate_limit_hold_across_cli_runs(
     cfg = configure(tmp_path, sim, rate=2)
     rc, first, err = await write(cfg, "--id", "wo-1", "lamp-1", "dim_level", "0.3")
     assert rc == 0 and sim.registers(1, "holding", 0, 1) == [30], err
-    sim.device(1).set_dim(55)  # type: ignore[attr-defined]
+    lamp(sim).set_dim(55)
     rc, again, _ = await write(cfg, "--id", "wo-1", "lamp-1", "dim_level", "0.3")
     assert rc == 0 and again == {**first, "duplicate": True}
     assert sim.registers(1, "holding", 0, 1) == [55]  # not written again

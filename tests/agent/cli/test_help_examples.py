@@ -40,7 +40,7 @@ BIN = Path(sys.executable).parent
 def help_examples() -> list[str]:
     sub = build_parser()._subparsers._group_actions[0]  # type: ignore[union-attr]
     out = []
-    for parser in sub.choices.values():  # type: ignore[attr-defined]
+    for parser in sub.choices.values():  # type: ignore[union-attr]
         lines = parser.format_help().splitlines()
         if "examples:" not in lines:
             continue

@@ -17,12 +17,12 @@ from tests.drivers.modbus.conftest import modbus_rtu_server, sim_device
 __all__ = ["modbus_rtu_server"]
 
 
-def present(*units: int):  # type: ignore[no-untyped-def]
+def present(*units: int):
     # absent unit ids stay silent, as on a real line (SimDevice answers them with exception 4)
     return lambda chunk: chunk if chunk[:1] in {bytes([u]) for u in units} else None
 
 
-async def test_scan_through_an_echoing_adapter(modbus_rtu_server) -> None:  # type: ignore[no-untyped-def]
+async def test_scan_through_an_echoing_adapter(modbus_rtu_server) -> None:
     rtu = await modbus_rtu_server([sim_device(2, holding={0: 1}), sim_device(5, holding={0: 1})])
     rtu.wire.echo = lambda d: d
     rtu.wire.to_server = present(2, 5)
@@ -41,7 +41,7 @@ async def test_scan_through_an_echoing_adapter(modbus_rtu_server) -> None:  # ty
     assert sorted(f.unit for f in found) == [2, 5]
 
 
-async def test_garbled_replies_are_counted_per_setting(modbus_rtu_server) -> None:  # type: ignore[no-untyped-def]
+async def test_garbled_replies_are_counted_per_setting(modbus_rtu_server) -> None:
     rtu = await modbus_rtu_server([sim_device(3, holding={0: 1})])
     rtu.wire.to_server = present(3)
     rtu.wire.to_client = lambda d: d[:-1] + bytes([d[-1] ^ 0x55])  # CRC broken: line noise
@@ -53,7 +53,7 @@ async def test_garbled_replies_are_counted_per_setting(modbus_rtu_server) -> Non
     assert found == [] and garbled == {url: 1}
 
 
-async def test_rs485_on_a_port_without_it_stops_with_the_reason(modbus_rtu_server) -> None:  # type: ignore[no-untyped-def]
+async def test_rs485_on_a_port_without_it_stops_with_the_reason(modbus_rtu_server) -> None:
     rtu = await modbus_rtu_server([sim_device(1)])
     with pytest.raises(SystemExit) as info:
         await scan(
@@ -69,10 +69,10 @@ async def test_rs485_on_a_port_without_it_stops_with_the_reason(modbus_rtu_serve
     assert "kernel RS-485 mode (rs485.kernel = true) refused by" in str(info.value.code)
 
 
-def test_options_reach_the_scan(monkeypatch: pytest.MonkeyPatch, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_options_reach_the_scan(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     seen = {}
 
-    async def fake_scan(*args, rs485=None, garbled=None):  # type: ignore[no-untyped-def]
+    async def fake_scan(*args, rs485=None, garbled=None):
         seen["rs485"] = rs485
         garbled["rtu:///dev/ttyAMA0?baudrate=9600&parity=E&stopbits=1"] = 3
         return []

@@ -89,7 +89,7 @@ async def test_scan_tcp_finds_every_simulated_unit(sim: SimulatorServer) -> None
     assert sorted(f.unit for f in found) == [1, 2, 3, 11, 12, 21]
 
 
-async def test_scan_serial_finds_units_and_line_settings(modbus_rtu_server) -> None:  # type: ignore[no-untyped-def]
+async def test_scan_serial_finds_units_and_line_settings(modbus_rtu_server) -> None:
     rtu = await modbus_rtu_server([sim_device(3, holding={0: 1}), sim_device(7, holding={5: 2})])
     wire = rtu.wire
     slave = os.open(wire.client_path, os.O_RDWR | os.O_NOCTTY)  # same tty the client opens

@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiomqtt
 import pytest
@@ -24,6 +24,7 @@ from agent.control.signing import signature
 from agent.forward.encoders import sparkplug_b_pb2 as pb
 from agent.forward.encoders.sparkplug_codec import DOUBLE, STRING, set_value
 from agent.runtime import Agent
+from drivers.sim.models import StreetlightModel
 from drivers.sim.server import SimSpec, SimulatorServer
 
 GW = "gw-pol"
@@ -77,11 +78,16 @@ hmac_secret = "cmd_key"
 """
 
 
+def lamp(sim: SimulatorServer) -> StreetlightModel:
+    """The simulated streetlight at unit 1."""
+    return cast(StreetlightModel, sim.device(1))
+
+
 @pytest.fixture
 async def sim() -> AsyncIterator[SimulatorServer]:
     server = SimulatorServer(SimSpec(streetlights=(1,), water_meters=(), cameras=()))
     await server.start()
-    server.device(1).set_manual(True)  # type: ignore[attr-defined]
+    lamp(server).set_manual(True)
     task = asyncio.create_task(server.run())
     yield server
     task.cancel()
@@ -102,7 +108,7 @@ class Platform:
             topic = str(msg.topic)
             if not (topic.endswith("/res") or topic.endswith("/cmdexe")):
                 continue
-            body = json.loads(msg.payload)  # type: ignore[arg-type]
+            body = json.loads(msg.payload)
             if topic.endswith("/cmdexe"):  # {"<command>": result} or {"error": result}
                 (body,) = body.values()
             self.answers.setdefault(body["id"], []).append(body)
@@ -207,7 +213,7 @@ async def test_signature_for_native_broker_for_sparkplug_and_iota(
             ok = await p.send(NATIVE, signed("n2", "dim_level", 0.3, "nonce-2"), "n2")
             assert ok["status"] == "ok" and ok["value"] == 0.3
             assert gw.registers()[0] == 30
-            gw.sim.device(1).set_dim(77)  # changed at the cabinet: a second write would undo it
+            lamp(gw.sim).set_dim(77)  # changed at the cabinet: a second write would undo it
             replay = signed("n2", "dim_level", 0.3, "nonce-2")
             dup = await p.send(NATIVE, replay, "n2", n=2)
             assert dup == {**ok, "duplicate": True}
@@ -251,7 +257,7 @@ async def test_signature_for_native_broker_for_sparkplug_and_iota(
             cid = payload_id("spb", DCMD, payload) + "-0"
             assert (await p.send(DCMD, payload, cid))["status"] == "ok"
             assert gw.registers()[0] == 50
-            gw.sim.device(1).set_dim(66)
+            lamp(gw.sim).set_dim(66)
             again = await p.send(DCMD, payload, cid, n=2)
             assert again["status"] == "ok" and again["duplicate"] is True
             assert gw.registers()[0] == 66
@@ -275,7 +281,7 @@ async def test_signature_for_native_broker_for_sparkplug_and_iota(
             iid = payload_id("iota", IOTA, iota)
             assert (await p.send(IOTA, iota, iid))["status"] == "ok"
             assert gw.registers()[0] == 55
-            gw.sim.device(1).set_dim(44)
+            lamp(gw.sim).set_dim(44)
             assert (await p.send(IOTA, iota, iid, n=2))["duplicate"] is True
             assert gw.registers()[0] == 44
             bad = b'{"lampSwitch": "dazzle"}'

@@ -88,10 +88,10 @@ class Platform:
         async for msg in self.client.messages:
             topic = str(msg.topic)
             if topic.endswith("/res"):
-                body = json.loads(msg.payload)  # type: ignore[arg-type]
+                body = json.loads(msg.payload)
                 self.answers[body["id"]] = body
             elif topic.endswith("/data"):
-                self.readings.extend(json.loads(msg.payload)["readings"])  # type: ignore[arg-type]
+                self.readings.extend(json.loads(msg.payload)["readings"])
 
     async def command(
         self, payload: bytes | dict[str, Any], cid: str, topic: str = "cityedge/gw-cmd/lamp-1/cmd"
@@ -307,7 +307,7 @@ async def test_fiware_iot_agent_command(
             await client.publish("/gw-cmd/lamp-1/cmd", b'{"illuminanceLevel": 0.55}', qos=1)
             async with asyncio.timeout(10):
                 async for msg in client.messages:
-                    result = json.loads(msg.payload)  # type: ignore[arg-type]
+                    result = json.loads(msg.payload)
                     break
             assert result["illuminanceLevel"]["status"] == "ok", result
             assert sim.registers(1, "holding", 0, 1) == [55]

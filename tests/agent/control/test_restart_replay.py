@@ -88,7 +88,7 @@ class Platform:
     async def listen(self) -> None:
         async for msg in self.client.messages:
             topic = str(msg.topic)
-            body = json.loads(msg.payload)  # type: ignore[arg-type]
+            body = json.loads(msg.payload)
             if topic.endswith("/res"):
                 self.answers.setdefault(body["id"], []).append(body)
             elif topic.endswith("/status") and not msg.retain and body["state"] == "online":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -80,7 +81,7 @@ def make(
     binding = DeviceBinding("gw", DeviceConfig(id="lamp-1", bus="b", profile="t/lamp"), PROFILE)
     writer = writer or RecordingWriter()
     clock = clock or Clock()
-    section = CommandsSection(**policy)  # type: ignore[arg-type]
+    section = CommandsSection(**policy)
 
     async def ping(_: Command) -> str | None:
         return None
@@ -88,7 +89,7 @@ def make(
     router = CommandRouter(
         section,
         [binding],
-        writer,  # type: ignore[arg-type]
+        writer,
         AuditLog(tmp_path / "audit.jsonl"),
         gateway_id="gw",
         keys={"k": KEY},
@@ -105,16 +106,16 @@ def make(
     return router, writer, clock
 
 
-def cmd(target: str = "dimLevel", value: Value = 40, cid: str = "c1", **kw: object) -> Command:
+def cmd(target: str = "dimLevel", value: Value = 40, cid: str = "c1", **kw: Any) -> Command:
     return Command(
         cid,
-        kw.pop("source", "native"),  # type: ignore[arg-type]
+        kw.pop("source", "native"),
         kw.pop("device", "lamp-1"),
         target,
-        value,  # type: ignore[arg-type]
+        value,
         issued_at_ms=kw.pop("ts", int(NOW * 1000)),
         **kw,
-    )  # type: ignore[arg-type]
+    )
 
 
 async def test_ok_write_and_audit(tmp_path: Path) -> None:
@@ -182,13 +183,13 @@ async def test_signatures(tmp_path: Path) -> None:
     good = cmd(cid="s1", nonce="n1")
     good = Command(
         **{
-            **{f: getattr(good, f) for f in good.__slots__},  # type: ignore[arg-type]
+            **{f: getattr(good, f) for f in good.__slots__},
             "signature": sign(b"k" * 32, good),
         }
     )
     forged = Command(
         **{
-            **{f: getattr(good, f) for f in good.__slots__},  # type: ignore[arg-type]
+            **{f: getattr(good, f) for f in good.__slots__},
             "id": "s2",
             "nonce": "n2",
             "value": 100,
@@ -198,7 +199,7 @@ async def test_signatures(tmp_path: Path) -> None:
     assert (await router.execute(good)).status is CommandStatus.OK
     replay = Command(
         **{
-            **{f: getattr(good, f) for f in good.__slots__},  # type: ignore[arg-type]
+            **{f: getattr(good, f) for f in good.__slots__},
             "id": "s3",
         }
     )
@@ -312,7 +313,7 @@ async def test_nonces_and_rate_limit_survive_a_restart(tmp_path: Path) -> None:
     signed = cmd(cid="s1", nonce="n1")
     signed = Command(
         **{**{f: getattr(signed, f) for f in signed.__slots__}, "signature": sign(KEY, signed)}
-    )  # type: ignore[arg-type]
+    )
     assert (await router.execute(signed)).status is CommandStatus.OK
     router.store.close()
     router2, _, _ = make(
@@ -326,18 +327,18 @@ async def test_nonces_and_rate_limit_survive_a_restart(tmp_path: Path) -> None:
     reuse = cmd(cid="s2", nonce="n1")
     reuse = Command(
         **{**{f: getattr(reuse, f) for f in reuse.__slots__}, "signature": sign(KEY, reuse)}
-    )  # type: ignore[arg-type]
+    )
     res = await router2.execute(reuse)
     assert res.status is CommandStatus.REJECTED and "nonce already used" in (res.reason or "")
     third = cmd(cid="s3", nonce="n3")
     third = Command(
         **{**{f: getattr(third, f) for f in third.__slots__}, "signature": sign(KEY, third)}
-    )  # type: ignore[arg-type]
+    )
     assert (await router2.execute(third)).status is CommandStatus.OK
     fourth = cmd(cid="s4", nonce="n4")
     fourth = Command(
         **{**{f: getattr(fourth, f) for f in fourth.__slots__}, "signature": sign(KEY, fourth)}
-    )  # type: ignore[arg-type]
+    )
     res = await router2.execute(fourth)
     assert "rate limit" in (res.reason or "")  # 2 per minute, one of them before the restart
     assert len(writer.writes) == 2
@@ -349,7 +350,7 @@ async def test_an_unsigned_copy_does_not_poison_the_signed_command(tmp_path: Pat
     real = cmd(cid="x1", nonce="n")
     real = Command(
         **{**{f: getattr(real, f) for f in real.__slots__}, "signature": sign(KEY, real)}
-    )  # type: ignore[arg-type]
+    )
     res = await router.execute(real)
     assert res.status is CommandStatus.OK and not res.duplicate
     assert writer.writes == [("lamp-1", "dimLevel", 40)]
@@ -462,7 +463,7 @@ async def test_each_channel_under_each_policy(
     router, writer, _ = make(tmp_path, hmac_secret="k", policy={channel: policy})
     c = cmd(cid="p1", nonce="n1" if signed else None, source=channel)
     if signed:
-        c = Command(**{**{f: getattr(c, f) for f in c.__slots__}, "signature": sign(KEY, c)})  # type: ignore[arg-type]
+        c = Command(**{**{f: getattr(c, f) for f in c.__slots__}, "signature": sign(KEY, c)})
     res = await router.execute(c)
     assert (res.status is CommandStatus.OK) is accepted, res
     assert len(writer.writes) == (1 if accepted else 0)

@@ -190,7 +190,7 @@ async def test_command_answers_show_refusals_in_the_context_broker(
 
             async def listen() -> None:
                 async for m in client.messages:
-                    got.append((m.topic.value, json.loads(m.payload)))  # type: ignore[arg-type]
+                    got.append((m.topic.value, json.loads(m.payload)))
 
             listener = asyncio.create_task(listen())
             await asyncio.sleep(0.3)
@@ -259,7 +259,7 @@ async def test_a_device_transition_is_one_device_state_measure(
             async def listen() -> None:
                 nonlocal readings
                 async for m in client.messages:
-                    body = json.loads(m.payload)  # type: ignore[arg-type]
+                    body = json.loads(m.payload)
                     for measure in body if isinstance(body, list) else [body]:
                         if "_deviceState" in measure:
                             states.append(measure)

@@ -621,10 +621,10 @@ async def test_a_reading_the_encoding_refuses_is_skipped_not_retried_forever(
         def encode_rows(self, rows: Any, boundary: int) -> Any:
             if any(row.reading.value == 13.0 for row in rows):
                 raise ValueError("invalid literal for int() with base 10: 'ok'")
-            return real.encode_rows(rows, boundary)  # type: ignore[attr-defined]
+            return real.encode_rows(rows, boundary)
 
     col = Collector(broker)
-    sink = MqttSink("up", out, GW, [], tmp_path, encoder=Refusing())  # type: ignore[arg-type]
+    sink = MqttSink("up", out, GW, [], tmp_path, encoder=Refusing())
     with caplog.at_level(logging.ERROR, logger="cityedge.mqtt"):
         async with started(col, sink):
             await wait_until(lambda: sink.connected)

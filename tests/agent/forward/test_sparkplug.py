@@ -446,7 +446,7 @@ async def test_end_to_end_with_mqtt_sink_and_primary_host(
                 if "/STATE/" in m.topic.value or "/NCMD/" in m.topic.value:
                     continue
                 p = pb.Payload()
-                p.ParseFromString(m.payload)  # type: ignore[arg-type]
+                p.ParseFromString(m.payload)
                 got.append((m.topic.value, p))
 
     def kinds() -> list[str]:

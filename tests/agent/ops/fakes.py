@@ -53,7 +53,7 @@ class FakeAgent:
         """layout: bus id -> {device id: poll interval}."""
         self.drivers = {}
         self.reload_listeners: list[Any] = []
-        self.bindings = []
+        self.bindings: list[Any] = []
         for bus, devs in layout.items():
             st = BusStats(connected=True)
             for dev, iv in devs.items():
@@ -69,6 +69,8 @@ class FakeAgent:
         self.reloads = 0
         self.services: list[Any] = []
         self.router: Any = None  # no command router (commands disabled)
+        self.loaded: Any = None  # set by tests that need a config
+        self.last_reload: Any = None
 
     def dev(self, bus: str, dev: str) -> DeviceStats:
         return self.drivers[bus].stats.devices[dev]

@@ -25,7 +25,7 @@ def readings(n: int, start: int = 0) -> list[Reading]:
     ]
 
 
-async def wait_for(cond, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+async def wait_for(cond, timeout: float = 5.0) -> None:
     for _ in range(int(timeout / 0.02)):
         if cond():
             return

@@ -47,7 +47,7 @@ async def test_unwritable_outbox_fails_health_and_shows_everywhere(tmp_path: Pat
             assert any("cannot write" in r and str(d) in r for r in doc["reasons"])  # type: ignore[attr-defined]
             assert out["in_memory"] > 0 and out["dropped"] > 0 and "fault" in out
             assert any("memory buffer is full" in a for a in out["alarms"])
-            text = render(make_registry(agent)).decode()  # type: ignore[arg-type]
+            text = render(make_registry(agent)).decode()
             assert 'cityedge_outbox_writable{output="up"} 0' in text
             assert 'cityedge_outbox_memory_readings{output="up"}' in text
             assert 'cityedge_outbox_budget_bytes{output="up"}' in text

@@ -8,6 +8,7 @@ import socket
 import struct
 import sys
 from collections.abc import AsyncIterator
+from typing import cast
 
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
@@ -59,7 +60,7 @@ async def test_serves_every_unit_of_every_kind(night: Env) -> None:
         assert isinstance(sim.device(unit), WaterMeterModel)
         words = await read(client, "holding", unit, 0, 18)
         litres = words[0] | words[1] << 16  # CDAB: low word first
-        assert litres == round(sim.device(unit).values()["volume"])
+        assert litres == round(cast(float, sim.device(unit).values()["volume"]))
         serial = struct.pack(">8H", *words[10:18]).rstrip(b"\0").decode()
         assert serial == f"UWM-2026-{unit:06d}"
     assert isinstance(sim.device(21), CameraModel)
@@ -156,7 +157,7 @@ async def test_speed_and_variant_profile() -> None:
     clock.advance(8)  # 8 s real = 8 h simulated: 20:00
     assert sim.registers(5, "input", 0, 1) == [1]
     hi, lo = sim.registers(5, "input", 8, 2)  # ABCD on firmware 3
-    assert hi << 16 | lo == round(sim.device(5).values()["energy"] * 1000)
+    assert hi << 16 | lo == round(cast(float, sim.device(5).values()["energy"]) * 1000)
     assert sim.profile(5).point("energy").order is not None
     assert Table.INPUT in {u.table for u in sim.profile(5).limits.undefined}
 
@@ -209,7 +210,7 @@ async def test_simulate_command_serves_until_sigterm() -> None:
     )  # fmt: skip
     try:
         assert proc.stdout is not None
-        lines = []
+        lines: list[str] = []
         while not lines or "serving until" not in lines[-1]:
             line = await asyncio.wait_for(proc.stdout.readline(), 20)
             assert line, (await proc.stderr.read()).decode() if proc.stderr else ""
