@@ -31,9 +31,10 @@ Storage faults never take the agent down (``agent/forward/outbox_worker.py``): a
 evicts the oldest records; when nothing can be written the newest readings wait in a bounded memory
 buffer (``agent/forward/outbox_memory.py``); a damaged file is set aside and a fresh one started.
 
-Clock sync: rows carry the boot id and ``wall - monotonic`` at submit, so a reading's monotonic
-time is known; ``correct_unsynced`` queues one fix row (boot, ids so far, clock base) written
-with the next commit on the storage thread, and readings are corrected when read.
+Clock sync: rows carry the boot id and ``wall - monotonic`` of when their readings were taken
+(``agent/forward/outbox_clock.py``), so a reading's monotonic time is known;
+``correct_unsynced`` queues one fix row (boot, ids so far, clock base) written with the next
+commit on the storage thread, and readings are corrected when read.
 
 All SQLite work runs on one dedicated thread so an fsync never blocks the event loop.
 """
@@ -51,6 +52,7 @@ from pathlib import Path
 
 from agent.forward import outbox_ranges as rg
 from agent.forward import statedir
+from agent.forward.outbox_clock import BASE_TOLERANCE_MS, ClockBases
 from agent.forward.outbox_codec import reading_from_json, reading_json
 from agent.forward.outbox_memory import Held
 from agent.forward.outbox_types import (
@@ -81,7 +83,6 @@ log = logging.getLogger("cityedge.outbox")
 EXPIRY_PERIOD = 5.0  # seconds between age-bound / free-space checks when nothing else commits
 ACK_DELAY = 1.0  # seconds acks alone wait for readings to share their commit
 TAIL_ROWS = 4_000  # rows of the latest commits kept for the publisher (~2 MB at most)
-BASE_TOLERANCE_MS = 20  # a clock step larger than this between submits starts a new record
 EPISODE_QUIET = 60.0  # seconds without a drop that end a dropping episode
 
 encode_reading = reading_json
@@ -136,6 +137,7 @@ class Outbox:
         self._acked_pending = 0
         self._mem = Held(memory_bytes)  # written nowhere yet (faults), oldest first
         self._fix_base: int | None = None  # a clock fix waiting for a commit
+        self._bases = ClockBases()
         self._fault: str | None = None
         self._retry_at = 0.0
         self._alarms: list[str] = []
@@ -168,18 +170,20 @@ class Outbox:
             raise OutboxError(self.path, "closed")
         if not batch:
             return
-        wall = self._clock()
-        ts = int(wall * 1000)
-        base = int((wall - self._mono()) * 1000)
-        rec = self._pending[-1] if self._pending else None
-        if rec is None or abs(rec.base - base) > BASE_TOLERANCE_MS:
-            rec = Rec(0, 0, ts, base, 0, [])
-            self._pending.append(rec)
-        parts = rec.parts
-        assert parts is not None
-        parts.extend([reading_json(r) for r in batch])
-        rec.n = len(parts)
-        rec.ts = ts
+        wall, mono = self._clock(), self._mono()
+        now, base_now = int(wall * 1000), int((wall - mono) * 1000)
+        for base, readings in self._bases.split(batch, wall, mono):
+            # the commit time on the record's own clock (read before a step: the old one)
+            ts = now if base == base_now else int(mono * 1000) + base
+            rec = self._pending[-1] if self._pending else None
+            if rec is None or abs(rec.base - base) > BASE_TOLERANCE_MS:
+                rec = Rec(0, 0, ts, base, 0, [])
+                self._pending.append(rec)
+            parts = rec.parts
+            assert parts is not None
+            parts.extend([reading_json(r) for r in readings])
+            rec.n = len(parts)
+            rec.ts = ts
         self._pending_n += len(batch)
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
@@ -439,6 +443,7 @@ class Outbox:
         if self._shut:
             return
         base = round((offset.wall_at - offset.mono_at) * 1000)
+        self._bases.synced(base, round(offset.mono_at * 1000))  # readings still on their way
         self._fix_base = base
         self._mem.fix(base)
         self._tail.clear()
