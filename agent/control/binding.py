@@ -95,7 +95,8 @@ class CommandBinding:
             cid = exc.command_id or command_id_of(payload)
             await self._answer(reply, self.router.reject(cid, exc.reason, "native", topic))
             return
-        await self._answer(reply, await self.router.execute(cmd))
+        [res] = await self.router.execute_all([cmd])
+        await self._answer(reply, res)
 
     async def _config(self, topic: str, payload: bytes) -> None:
         """Remote config update: ``{"id", "toml", "ts"?, "nonce"?, "kid"?, "sig"?}``; the
@@ -107,7 +108,8 @@ class CommandBinding:
             cid = exc.command_id or command_id_of(payload)
             await self._answer(reply, self.router.reject(cid, exc.reason, "config", topic))
             return
-        await self._answer(reply, await self.router.execute(cmd))
+        [res] = await self.router.execute_all([cmd])
+        await self._answer(reply, res)
 
     async def _iota(self, topic: str, payload: bytes) -> None:
         from agent.forward.fiware.answers import command_names, iota_answer
@@ -126,7 +128,7 @@ class CommandBinding:
             if not names:  # no command to attach it to: the native response topic
                 await self._answer(f"{self.prefix}/{device}/cmd/res", res)
             return
-        res = await self.router.execute(cmd)
+        [res] = await self.router.execute_all([cmd])
         await self.publish(*iota_answer(self.apikey, device, cmd.target, res, ngsild=ngsild))
 
     async def _sparkplug(self, topic: str, payload: bytes) -> None:
