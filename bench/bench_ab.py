@@ -9,8 +9,8 @@ figure. Each round starts a fresh pair; the order of start alternates between ro
     .venv/bin/python bench/bench_ab.py REV [--rounds 3] [--window 30] [--workload 50x12]
 
 A is REV (checked out into a temporary git worktree), B is the working tree. The compiled
-filter module is shared when ext/ is unchanged between the two, otherwise both run the
-pure-Python filters so that the comparison stays fair.
+filter module is shared when the Cython sources in ext/ are unchanged between the two,
+otherwise both run the pure-Python filters so that the comparison stays fair.
 """
 
 from __future__ import annotations
@@ -62,8 +62,10 @@ def worktree(rev: str, into: Path) -> bool:
         check=True,
         capture_output=True,
     )
+    # the compiled module depends on its Cython sources only (not on ext/__init__.py, say)
+    sources = ["ext/*.pyx", "ext/*.pxd", "setup.py"]
     same = subprocess.run(
-        ["git", "-C", str(ROOT), "diff", "--quiet", rev, "--", "ext"], check=False
+        ["git", "-C", str(ROOT), "diff", "--quiet", rev, "--", *sources], check=False
     ).returncode
     if same == 0:
         for so in (ROOT / "ext").glob("_filters*.so"):
