@@ -118,7 +118,6 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             request.headers.get("X-CSRF-Token", ""), session.csrf
         ):
             return _error(403, "missing or wrong CSRF token: reload the page")
-        request["session"] = session
     try:
         response = await handler(request)
     except web.HTTPException as exc:
@@ -247,7 +246,9 @@ async def _snapshot(request: web.Request) -> web.Response:
 
 async def _write(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
-    session: Session = request["session"]
+    session = current_session(request)
+    if session is None:  # the middleware let it through a moment ago: it just expired
+        return _error(401, "log in first")
     body = await _json(request)
     try:
         device, point = _name(body, "device"), _name(body, "point")

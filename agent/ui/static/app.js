@@ -74,7 +74,8 @@ function bytes(n) {
   if (n === null || n === undefined) return "–";
   if (n < 1024) return `${n} B`;
   if (n < 1048576) return `${(n / 1024).toFixed(1)} KiB`;
-  return `${(n / 1048576).toFixed(1)} MiB`;
+  if (n < 1073741824) return `${(n / 1048576).toFixed(1)} MiB`;
+  return `${(n / 1073741824).toFixed(1)} GiB`;
 }
 function pct(x) {
   return x === null || x === undefined ? "–" : `${(x * 100).toFixed(x < 0.1 ? 1 : 0)} %`;
@@ -149,10 +150,10 @@ function openStream() {
   };
 }
 
-function setLive(kind, text) {
-  const el = $("#live");
-  el.className = `live ${kind}`;
-  el.textContent = text;
+function setLive(kind, text, time) {
+  $("#live").className = `live ${kind}`;
+  $("#live-text").textContent = text;
+  $("#live-time").textContent = time ? ` · ${time}` : "";
 }
 
 setInterval(() => {
@@ -173,8 +174,8 @@ function render() {
     return;
   }
   banner.hidden = true;
-  setLive("on", `live · ${clock(snap.time)}`);
-  $("#gw").textContent = `${snap.gateway} · commissioning`;
+  setLive("on", "live", clock(snap.time));
+  $("#gw").textContent = snap.gateway;
   document.title = `${snap.gateway} · CityEdge`;
   renderSummary();
   renderFilters();

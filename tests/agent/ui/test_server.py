@@ -1,0 +1,198 @@
+"""The commissioning page's HTTP side against the real agent: login, session cookie, CSRF,
+origin and host checks, the login throttle, live events, and a write that reaches the
+simulator and the audit trail under the logged-in user's name."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pwd
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from agent.ui.app import UiSettings
+from agent.ui.serve import Listen, serve
+from tests.agent.ui.stack import PASSWORD, stack
+
+
+async def _json(resp: aiohttp.ClientResponse) -> Any:
+    return json.loads(await resp.text())
+
+
+async def test_login_csrf_and_an_audited_write(tmp_path: Path) -> None:
+    jar = aiohttp.CookieJar(unsafe=True)  # the page is on an address: aiohttp needs to be told
+    async with stack(tmp_path) as st, aiohttp.ClientSession(cookie_jar=jar) as http:
+        url = st.url.rstrip("/")
+        origin = {"Origin": url}
+        r = await http.get(f"{url}/api/session")
+        assert await _json(r) == {"login": True, "user": None, "csrf": None, "interval": 0.5}
+        r = await http.get(f"{url}/api/snapshot")
+        assert r.status == 401  # nothing but the page itself without a session
+        r = await http.get(f"{url}/")
+        assert r.status == 200 and "CityEdge" in await r.text()
+        assert "script-src 'self'" in r.headers["Content-Security-Policy"]
+
+        # another site's page cannot log in, nor reach the page by a rebound DNS name
+        r = await http.post(f"{url}/api/login", json={}, headers={"Origin": "http://evil.example"})
+        assert r.status == 403
+        r = await http.get(f"{url}/api/session", headers={"Host": "evil.example:8088"})
+        assert r.status == 421
+        r = await http.post(f"{url}/api/login", data="user=alice", headers=origin)
+        assert r.status == 415
+
+        # three wrong passwords from one address (the stack's limit), then even the right one
+        # waits: 429 with Retry-After, and the password is not even checked
+        for _ in range(3):
+            r = await http.post(
+                f"{url}/api/login", json={"user": "alice", "password": "guess"}, headers=origin
+            )
+            assert r.status == 401 and (await _json(r))["error"] == "wrong user name or password"
+        r = await http.post(
+            f"{url}/api/login", json={"user": "alice", "password": PASSWORD}, headers=origin
+        )
+        assert r.status == 429 and int(r.headers["Retry-After"]) > 0
+        st.settings.throttle.succeeded("127.0.0.1")  # the window would take 5 minutes
+
+        r = await http.post(
+            f"{url}/api/login", json={"user": "alice", "password": PASSWORD}, headers=origin
+        )
+        assert r.status == 200, await r.text()
+        cookie = r.headers["Set-Cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+        csrf = (await _json(r))["csrf"]
+        r = await http.get(f"{url}/api/session")
+        assert (await _json(r))["user"] == "alice"
+
+        write = {"device": "lamp-1", "point": "dim_level", "value": "0.3"}
+        r = await http.post(f"{url}/api/write", json=write)
+        assert r.status == 403  # no CSRF token
+        r = await http.post(f"{url}/api/write", json=write, headers={"X-CSRF-Token": "x" * 43})
+        assert r.status == 403
+        assert st.street.registers(1, "holding", 0, 1) != [30]
+        r = await http.post(f"{url}/api/write", json=write, headers={"X-CSRF-Token": csrf})
+        assert r.status == 200
+        answer = await _json(r)
+        assert answer["status"] == "ok" and answer["value"] == 0.3, answer
+        assert st.street.registers(1, "holding", 0, 1) == [30]
+        record = json.loads(st.audit[-1])
+        me = pwd.getpwuid(os.getuid()).pw_name
+        assert record["user"] == me and record["onBehalfOf"] == "alice", record
+        assert record["result"] == "ok" and record["id"].startswith("ui-")
+
+        r = await http.post(
+            f"{url}/api/write",
+            json={"device": "lamp-1", "point": "voltage", "value": "1"},
+            headers={"X-CSRF-Token": csrf},
+        )
+        answer = await _json(r)
+        assert answer["status"] == "rejected" and "read-only" in answer["reason"]
+
+        r = await http.post(f"{url}/api/logout", json={}, headers={"X-CSRF-Token": csrf})
+        assert r.status == 200
+        r = await http.get(f"{url}/api/snapshot")
+        assert r.status == 401
+
+
+async def test_events_stream_plan_and_snapshots_without_login(tmp_path: Path) -> None:
+    async with stack(tmp_path, login=False) as st, aiohttp.ClientSession() as http:
+        url = st.url.rstrip("/")
+        session = await _json(await http.get(f"{url}/api/session"))
+        assert session["login"] is False and session["user"] is None and session["csrf"]
+        events: dict[str, dict[str, Any]] = {}
+        async with http.get(f"{url}/api/events") as r:
+            assert r.headers["Content-Type"] == "text/event-stream"
+            name = None
+            async with asyncio.timeout(10):
+                while len(events) < 2 or events["snapshot"]["buses"][0].get("load") is None:
+                    line = (await r.content.readline()).decode().rstrip("\n")
+                    if line.startswith("event: "):
+                        name = line[7:]
+                    elif line.startswith("data: ") and name is not None:
+                        events[name] = json.loads(line[6:])
+        snap, plan = events["snapshot"], events["plan"]
+        assert snap["agent"] == {"reachable": True, "error": None}
+        assert snap["gateway"] == "hn-cabinet-0042"
+        lamp = snap["devices"]["lamp-1"]
+        assert lamp["state"] == "online" and lamp["kind"] == "streetlight"
+        dim = next(p for p in lamp["points"] if p["point"] == "dim_level")
+        assert dim["writable"] and dim["metric"] == "illuminanceLevel" and dim["max"] == 1
+        assert dim["quality"] == "good" and "value" in dim
+        uplink = snap["sinks"][0]
+        assert uplink["name"] == "uplink" and "depth" in uplink["outbox"]
+        street = next(b for b in snap["buses"] if b["id"] == "street")
+        assert street["connected"] and 0 <= street["load"] <= 1
+        lamp_plan = next(d for b in plan["buses"] for d in b["devices"] if d["id"] == "lamp-1")
+        assert lamp_plan["groups"][0]["requests"][0]["fc"] in (1, 2, 3, 4)
+
+        # a write without a login: audited as the page's process user, no onBehalfOf
+        r = await http.post(
+            f"{url}/api/write",
+            json={"device": "lamp-2", "point": "working_mode", "value": "manual"},
+            headers={"X-CSRF-Token": session["csrf"]},
+        )
+        assert (await _json(r))["status"] == "ok"
+        record = json.loads(st.audit[-1])
+        assert "onBehalfOf" not in record and record["value"] == "manual"
+
+
+async def test_agent_not_running_is_a_message_not_an_error(tmp_path: Path) -> None:
+    stop = asyncio.Event()
+    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    settings = UiSettings(tmp_path / "control.sock", None)
+    task = asyncio.create_task(
+        serve(
+            settings,
+            Listen("127.0.0.1", 0),
+            announce=lambda _: None,
+            stop=stop,
+            signals=False,
+            on_ready=ready.set_result,
+        )
+    )
+    try:
+        url = await asyncio.wait_for(ready, 10)
+        async with aiohttp.ClientSession() as http:
+            snap = await _json(await http.get(f"{url}api/snapshot"))
+        assert snap["agent"]["reachable"] is False
+        assert "is the agent running" in snap["agent"]["error"]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_beyond_loopback_without_users_is_refused(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agent",
+        "ui",
+        "--host",
+        "0.0.0.0",
+        "--socket",
+        str(tmp_path / "control.sock"),
+        "--users",
+        str(tmp_path / "absent"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 78 and b"absent: No such file" in err, err
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agent",
+        "ui",
+        "--host",
+        "0.0.0.0",
+        "--socket",
+        str(tmp_path / "control.sock"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "CREDENTIALS_DIRECTORY": str(tmp_path)},
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 78 and b"beyond loopback needs a login" in err, err
