@@ -196,3 +196,39 @@ async def test_beyond_loopback_without_users_is_refused(tmp_path: Path) -> None:
     )
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 78 and b"beyond loopback needs a login" in err, err
+
+
+async def test_socket_activation_serves_the_passed_socket_then_idles_out(tmp_path: Path) -> None:
+    # what cityedge-ui.socket does: systemd listens, hands the socket over as fd 3 with
+    # LISTEN_FDS/LISTEN_PID (sd_listen_fds(3)); the page serves it and leaves when idle
+    import socket as sk
+
+    listener = sk.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    cmd = (  # exec keeps the shell's pid: $$ is the page's own
+        f"exec env LISTEN_PID=$$ LISTEN_FDS=1 {sys.executable} -m agent ui "
+        f"--socket {tmp_path / 'control.sock'} --idle-exit 2 3<&{listener.fileno()}"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        "bash",  # (dash redirects single-digit descriptors only)
+        "-c",
+        cmd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        pass_fds=(listener.fileno(),),
+    )
+    listener.close()
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 30)
+    if not line:
+        assert proc.stderr is not None
+        raise AssertionError((await proc.stderr.read()).decode())
+    assert f"http://127.0.0.1:{port}/" in line.decode(), line
+    async with aiohttp.ClientSession() as http:
+        r = await http.get(f"http://127.0.0.1:{port}/api/session")
+        assert (await _json(r))["login"] is False
+    await asyncio.wait_for(proc.wait(), 30)  # nobody on the page for 2 s: it leaves
+    assert proc.returncode == 0
