@@ -78,7 +78,7 @@ function bytes(n) {
   return `${(n / 1073741824).toFixed(1)} GiB`;
 }
 function pct(x) {
-  return x === null || x === undefined ? "–" : `${(x * 100).toFixed(x < 0.1 ? 1 : 0)} %`;
+  return x === null || x === undefined ? "–" : `${(x * 100).toFixed(x < 0.1 ? 1 : 0)}\u00a0%`;
 }
 function stateOf(d) {
   return d.state || (d.online ? "online" : "unknown");
