@@ -36,7 +36,9 @@ if TYPE_CHECKING:
     from agent.runtime import Agent
 
 log = logging.getLogger("cityedge.ctl")
-MAX_LINE = 64 * 1024
+MAX_LINE = 64 * 1024  # a request
+# an answer: `values` or `status` of a few hundred devices is well over MAX_LINE
+REPLY_LIMIT = 16 * 1024 * 1024
 SOCKET_RETRY = 30.0  # seconds between attempts while the state directory is not writable
 
 
@@ -284,7 +286,7 @@ def _give_to_group(path: Path, group: str) -> None:
 async def request(path: Path, req: dict[str, Any], timeout: float = 15.0) -> dict[str, Any]:
     """Client side; raises ConnectionError / FileNotFoundError when no daemon listens."""
     reader, writer = await asyncio.wait_for(
-        asyncio.open_unix_connection(str(path), limit=MAX_LINE), 2.0
+        asyncio.open_unix_connection(str(path), limit=REPLY_LIMIT), 2.0
     )
     try:
         writer.write(json.dumps(req).encode() + b"\n")

@@ -3,8 +3,8 @@
 - ``GET /`` and ``/static/*``: the page, plain HTML/CSS/JS shipped in the package (no CDN);
 - ``GET /api/session``: whether a login is needed, who is logged in, the CSRF token;
 - ``POST /api/login`` (JSON ``{"user", "password"}``), ``POST /api/logout``: the session cookie;
-- ``GET /api/events``: server-sent events, ``plan`` (the read plan) and ``snapshot``
-  (everything live; agent/ui/hub.py);
+- ``GET /api/events``: server-sent events, ``plan`` (the read plan) and ``devices`` (their
+  description) once per config, ``snapshot`` (everything live) every second (agent/ui/hub.py);
 - ``GET /api/snapshot``: one snapshot (scripts, a page that cannot keep a stream open);
 - ``POST /api/write`` (JSON ``{"device", "point", "value"}``, the value as typed): the control
   socket's ``write`` on the ``local`` channel, ``onBehalfOf`` the logged-in user.

@@ -1,12 +1,14 @@
 """One poller of the running agent, shared by every open page.
 
 While at least one page listens (server-sent events), the hub asks the agent over its control
-socket (one persistent connection) for ``status``, ``values``, ``buses`` and the new
-``warnings`` every ``interval`` seconds, merges them into one snapshot and hands the same
-serialized text to every listener. With nobody listening it asks nothing, so an idle page
-process costs the agent nothing. The read plan is fetched at the first poll and again after
-each reload of the agent's config. The measured bus load is the share of time the bus was busy
-over the last ``LOAD_WINDOW`` seconds (the agent's ``busyS`` counter between two answers).
+socket (one persistent connection) for ``status``, the points' values, ``buses`` and the new
+``warnings`` every ``interval`` seconds, merges them into one ``snapshot`` event and hands the
+same serialized text to every listener. With nobody listening it asks nothing, so an idle page
+process costs the agent nothing. What changes only with the config goes out as events of its
+own, at the first poll and after each reload of the agent's config: ``plan`` (the read plan)
+and ``devices`` (kind, bus, profile, interval and each point's unit, type, bounds, labels).
+The measured bus load is the share of time the bus was busy over the last ``LOAD_WINDOW``
+seconds (the agent's ``busyS`` counter between two answers).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent.control.ctl import MAX_LINE
+from agent.control.ctl import REPLY_LIMIT
 from drivers.core.reading import iso_ms, now_ms
 
 log = logging.getLogger("cityedge.ui")
@@ -59,7 +61,7 @@ class ControlClient:
     async def _call(self, req: dict[str, Any]) -> dict[str, Any]:
         if self._conn is None:
             self._conn = await asyncio.wait_for(
-                asyncio.open_unix_connection(str(self.path), limit=MAX_LINE), self.timeout
+                asyncio.open_unix_connection(str(self.path), limit=REPLY_LIMIT), self.timeout
             )
         reader, writer = self._conn
         writer.write(json.dumps(req).encode() + b"\n")
@@ -147,15 +149,28 @@ class Hub:
         self.last_activity = self.clock()
         try:
             snap = await self.snapshot()
-        except AgentUnreachable as exc:
-            snap = {"time": iso_ms(now_ms()), "agent": {"reachable": False, "error": exc.message}}
+        except (AgentUnreachable, KeyError, TypeError, ValueError) as exc:
+            why = (
+                exc.message
+                if isinstance(exc, AgentUnreachable)
+                else f"unexpected answer from the agent ({exc!r}): is it another version?"
+            )
+            snap = {"time": iso_ms(now_ms()), "agent": {"reachable": False, "error": why}}
             self._plan_reload = None  # the agent may come back with another config
         self._publish("snapshot", snap)
         return snap
 
     async def snapshot(self) -> dict[str, Any]:
         status = await self._ask({"op": "status"})
-        values = await self._ask({"op": "values"})
+        reload_mark = json.dumps(status.get("lastReload"), sort_keys=True)
+        if reload_mark != self._plan_reload:
+            # what changes only with the config: the read plan and the devices' description
+            plan = await self._ask({"op": "plan"})
+            described = await self._ask({"op": "values"})
+            self._plan_reload = reload_mark
+            self._publish("plan", {k: v for k, v in plan.items() if k != "ok"})
+            self._publish("devices", {"devices": _descriptions(described["devices"])})
+        values = await self._ask({"op": "values", "meta": False})
         buses = await self._ask({"op": "buses"})
         news = await self._ask({"op": "warnings", "since": self._warn_seq})
         for w in news["warnings"]:
@@ -168,11 +183,6 @@ class Hub:
         devices = {}
         for dev_id, info in values["devices"].items():
             devices[dev_id] = {**status["devices"].get(dev_id, {}), **info}
-        reload_mark = json.dumps(status.get("lastReload"), sort_keys=True)
-        if reload_mark != self._plan_reload:
-            plan = await self._ask({"op": "plan"})
-            self._plan_reload = reload_mark
-            self._publish("plan", {k: v for k, v in plan.items() if k != "ok"})
         return {
             "time": iso_ms(now_ms()),
             "agent": {"reachable": True, "error": None},
@@ -206,3 +216,19 @@ class Hub:
         (t0, b0), (t1, b1) = hist[0], hist[-1]
         load = (b1 - b0) / (t1 - t0) if t1 > t0 else None
         return {**bus, "load": None if load is None else round(min(max(load, 0.0), 1.0), 4)}
+
+
+_VALUE_FIELDS = frozenset({"value", "quality", "reason", "observedAt", "ageS"})
+
+
+def _descriptions(devices: dict[str, Any]) -> dict[str, Any]:
+    """The ``values`` answer without the values: what a page needs once per config."""
+    return {
+        dev: {
+            **{k: v for k, v in info.items() if k != "points"},
+            "points": [
+                {k: v for k, v in p.items() if k not in _VALUE_FIELDS} for p in info["points"]
+            ],
+        }
+        for dev, info in devices.items()
+    }

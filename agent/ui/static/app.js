@@ -11,6 +11,8 @@ const UNITS = { "1": "", deg: "°", Cel: "°C", "kW.h": "kWh", "W.h": "Wh", m3: 
 let session = null; // {login, user, csrf, interval}
 let snap = null; // the latest snapshot
 let plan = null; // the read plan
+let meta = {}; // per device: kind, bus, profile, interval, points' descriptions (per config)
+let devs = {}; // the snapshot's devices with their descriptions merged in
 let stream = null;
 let lastEvent = 0;
 let filter = "all";
@@ -132,8 +134,13 @@ function openStream() {
   stream = new EventSource("/api/events");
   stream.addEventListener("snapshot", (e) => {
     lastEvent = Date.now();
-    snap = JSON.parse(e.data);
-    render();
+    const doc = JSON.parse(e.data);
+    if (doc.agent && doc.agent.reachable) snap = doc; // else keep showing the last good one
+    render(doc.agent || {});
+  });
+  stream.addEventListener("devices", (e) => {
+    meta = JSON.parse(e.data).devices;
+    if (snap) render({ reachable: true });
   });
   stream.addEventListener("plan", (e) => {
     plan = JSON.parse(e.data);
@@ -164,16 +171,16 @@ setInterval(() => {
 }, 1000);
 
 // ---- rendering -----------------------------------------------------------------------------
-function render() {
-  const agent = snap.agent || {};
+function render(agent) {
   const banner = $("#banner");
   if (!agent.reachable) {
     banner.hidden = false;
-    banner.textContent = `Agent not reachable: ${agent.error}. Retrying every ${session.interval} s; the values below are the last ones seen.`;
+    banner.textContent = `Agent not reachable: ${agent.error}. Retrying every ${session.interval} s${snap ? "; the values below are the last ones seen" : ""}.`;
     setLive("off", "agent unreachable");
     return;
   }
   banner.hidden = true;
+  devs = merged();
   setLive("on", "live", clock(snap.time));
   $("#gw").textContent = snap.gateway;
   document.title = `${snap.gateway} · CityEdge`;
@@ -186,19 +193,31 @@ function render() {
   $("#foot").textContent = `Gateway ${snap.gateway} · up ${duration(snap.uptimeS)} · ${snap.readingsRead.toLocaleString("en-US")} readings read, ${snap.readingsDelivered.toLocaleString("en-US")} delivered`;
 }
 
+function merged() {
+  const out = {};
+  for (const [id, live] of Object.entries(snap.devices)) {
+    const m = meta[id];
+    if (!m) { out[id] = live; continue; }
+    const values = {};
+    for (const p of live.points || []) values[p.point] = p;
+    out[id] = { ...m, ...live, points: m.points.map((p) => ({ ...p, ...(values[p.point] || {}) })) };
+  }
+  return out;
+}
+
 function stat(label, big, sub, tone) {
   return h("div", { class: `stat ${tone || ""}` }, h("div", { class: "label" }, label), h("div", { class: "big" }, big), h("div", { class: "sub" }, sub));
 }
 
 function counts() {
   const n = { online: 0, degraded: 0, offline: 0, unknown: 0 };
-  for (const d of Object.values(snap.devices)) n[stateOf(d)] = (n[stateOf(d)] || 0) + 1;
+  for (const d of Object.values(devs)) n[stateOf(d)] = (n[stateOf(d)] || 0) + 1;
   return n;
 }
 
 function renderSummary() {
   const n = counts();
-  const total = Object.keys(snap.devices).length;
+  const total = Object.keys(devs).length;
   const devTone = n.offline ? "bad" : n.degraded ? "warn" : "ok";
   const mqtt = snap.sinks.filter((s) => s.connected !== undefined);
   const down = mqtt.filter((s) => !s.connected);
@@ -220,7 +239,7 @@ function renderSummary() {
 function renderFilters() {
   const n = counts();
   const mk = (key, label) => h("button", { type: "button", class: filter === key ? "active" : "", "aria-pressed": filter === key ? "true" : "false", onclick: () => { filter = key; renderFilters(); renderDevices(); } }, label);
-  const total = Object.keys(snap.devices).length;
+  const total = Object.keys(devs).length;
   const items = [mk("all", `All ${total}`)];
   if (n.offline) items.push(mk("offline", `Offline ${n.offline}`));
   if (n.degraded) items.push(mk("degraded", `Degraded ${n.degraded}`));
@@ -232,15 +251,15 @@ function isCollapsed(id, state) {
   if (collapsed.has(id)) return true;
   if (expanded.has(id)) return false;
   const many = window.matchMedia("(max-width: 720px)").matches ? 3 : 8;
-  return Object.keys(snap.devices).length > many && state === "online";
+  return Object.keys(devs).length > many && state === "online";
 }
 
 function renderDevices() {
-  const ids = Object.keys(snap.devices).sort((a, b) => {
-    const order = (x) => ({ offline: 0, degraded: 1, unknown: 2, online: 3 })[stateOf(snap.devices[x])];
+  const ids = Object.keys(devs).sort((a, b) => {
+    const order = (x) => ({ offline: 0, degraded: 1, unknown: 2, online: 3 })[stateOf(devs[x])];
     return order(a) - order(b) || a.localeCompare(b, undefined, { numeric: true });
   });
-  const cards = ids.filter((id) => filter === "all" || stateOf(snap.devices[id]) === filter).map((id) => deviceCard(id, snap.devices[id]));
+  const cards = ids.filter((id) => filter === "all" || stateOf(devs[id]) === filter).map((id) => deviceCard(id, devs[id]));
   $("#device-list").replaceChildren(...(cards.length ? cards : [h("p", { class: "empty" }, "No devices.")]));
 }
 
@@ -349,7 +368,7 @@ function renderBuses() {
 
 function planDetails(p) {
   const open = new Set(JSON.parse(sessionStorage.getItem("openPlans") || "[]"));
-  const devs = p.devices.map((d) => {
+  const rows = p.devices.map((d) => {
     if (d.note || d.error) return h("div", { class: "plan-dev" }, h("b", {}, d.id), " ", h("span", { class: d.error ? "error" : "muted" }, d.error || d.note));
     const reqs = d.groups.reduce((a, g) => a + g.requests.length, 0);
     return h(
@@ -363,7 +382,7 @@ function planDetails(p) {
       )),
     );
   });
-  const det = h("details", { class: "plan", open: open.has(p.id) }, h("summary", {}, `Read plan (${p.devices.length} device${p.devices.length === 1 ? "" : "s"})`), ...devs);
+  const det = h("details", { class: "plan", open: open.has(p.id) }, h("summary", {}, `Read plan (${p.devices.length} device${p.devices.length === 1 ? "" : "s"})`), ...rows);
   det.addEventListener("toggle", () => {
     const now = new Set(JSON.parse(sessionStorage.getItem("openPlans") || "[]"));
     if (det.open) now.add(p.id); else now.delete(p.id);

@@ -111,6 +111,11 @@ async def test_values_give_every_point_with_what_a_front_end_needs(running: Any)
     # the meter's port does not exist: its points are described, without a value yet
     assert all("value" not in p for p in reply["devices"]["meter-11"]["points"])
 
+    bare = await ask(agent, {"op": "values", "devices": ["lamp-1"], "meta": False})
+    dim = next(p for p in bare["devices"]["lamp-1"]["points"] if p["point"] == "dim_level")
+    assert set(dim) == {"point", "value", "quality", "ageS"}
+    assert set(bare["devices"]["lamp-1"]) == {"points"}
+
     only = await ask(agent, {"op": "values", "devices": ["meter-11"]})
     assert list(only["devices"]) == ["meter-11"]
     bad = await ask(agent, {"op": "values", "devices": ["lamp-9"]})

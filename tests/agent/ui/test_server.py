@@ -107,20 +107,25 @@ async def test_events_stream_plan_and_snapshots_without_login(tmp_path: Path) ->
             assert r.headers["Content-Type"] == "text/event-stream"
             name = None
             async with asyncio.timeout(10):
-                while len(events) < 2 or events["snapshot"]["buses"][0].get("load") is None:
+                while len(events) < 3 or events["snapshot"]["buses"][0].get("load") is None:
                     line = (await r.content.readline()).decode().rstrip("\n")
                     if line.startswith("event: "):
                         name = line[7:]
                     elif line.startswith("data: ") and name is not None:
                         events[name] = json.loads(line[6:])
-        snap, plan = events["snapshot"], events["plan"]
+        snap, plan, described = events["snapshot"], events["plan"], events["devices"]
         assert snap["agent"] == {"reachable": True, "error": None}
         assert snap["gateway"] == "hn-cabinet-0042"
-        lamp = snap["devices"]["lamp-1"]
-        assert lamp["state"] == "online" and lamp["kind"] == "streetlight"
+        # the description comes once per config, the values every second
+        lamp = described["devices"]["lamp-1"]
+        assert lamp["kind"] == "streetlight" and lamp["interval"] == 1.0
         dim = next(p for p in lamp["points"] if p["point"] == "dim_level")
         assert dim["writable"] and dim["metric"] == "illuminanceLevel" and dim["max"] == 1
-        assert dim["quality"] == "good" and "value" in dim
+        assert "value" not in dim
+        live = snap["devices"]["lamp-1"]
+        assert live["state"] == "online" and "kind" not in live
+        dim = next(p for p in live["points"] if p["point"] == "dim_level")
+        assert dim["quality"] == "good" and "value" in dim and "writable" not in dim
         uplink = snap["sinks"][0]
         assert uplink["name"] == "uplink" and "depth" in uplink["outbox"]
         street = next(b for b in snap["buses"] if b["id"] == "street")
