@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import pwd
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,13 @@ async def test_agent_not_running_is_a_message_not_an_error(tmp_path: Path) -> No
         url = await asyncio.wait_for(ready, 10)
         async with aiohttp.ClientSession() as http:
             snap = await _json(await http.get(f"{url}api/snapshot"))
+            session = await _json(await http.get(f"{url}api/session"))
+            r = await http.post(
+                f"{url}api/write",
+                json={"device": "lamp-1", "point": "dim_level", "value": 0.5},
+                headers={"X-CSRF-Token": session["csrf"]},
+            )
+            assert r.status == 503 and "did not take the write" in (await _json(r))["error"]
         assert snap["agent"]["reachable"] is False
         assert "is the agent running" in snap["agent"]["error"]
     finally:
@@ -237,3 +245,14 @@ async def test_socket_activation_serves_the_passed_socket_then_idles_out(tmp_pat
         assert (await _json(r))["login"] is False
     await asyncio.wait_for(proc.wait(), 30)  # nobody on the page for 2 s: it leaves
     assert proc.returncode == 0
+
+
+def test_the_daemon_never_loads_the_page() -> None:
+    # the page is its own process: neither the web framework nor agent.ui in the daemon
+    code = (
+        "import sys, agent.runtime, agent.control.ctl; "
+        "from agent.cli.main import build_parser; build_parser(); "  # what `cityedge run` loads
+        "print(sorted(m for m in sys.modules if m.startswith(('aiohttp', 'agent.ui'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
