@@ -43,18 +43,25 @@ def register(sub: Any) -> None:
         help="gateway file, for the agent's state directory (default $CITYEDGE_CONFIG, "
         "else /etc/cityedge/gateway.toml)",
     )
-    p.add_argument("--socket", type=Path, help="the agent's control socket (instead of -c)")
+    p.add_argument(
+        "--socket", type=Path, metavar="PATH", help="the agent's control socket (instead of -c)"
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
     p.add_argument("--port", type=int, default=8088, help="TCP port (default 8088)")
     p.add_argument(
         "--users",
         type=Path,
+        metavar="FILE",
         help="users file (name:scrypt-hash lines); default $CREDENTIALS_DIRECTORY/ui_users, "
         "else /etc/cityedge/credentials/ui_users when it exists. With one, the page asks a login",
     )
     p.add_argument("--add-user", metavar="NAME", help="add or change a user in the users file")
-    p.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate (PEM)")
-    p.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
+    p.add_argument(
+        "--tls-cert", type=Path, metavar="FILE", help="serve HTTPS with this certificate (PEM)"
+    )
+    p.add_argument(
+        "--tls-key", type=Path, metavar="FILE", help="the certificate's private key (PEM)"
+    )
     p.add_argument(
         "--allow-host",
         action="append",
@@ -64,7 +71,11 @@ def register(sub: Any) -> None:
         "name always are)",
     )
     p.add_argument(
-        "--interval", type=float, default=1.0, help="seconds between live updates (default 1)"
+        "--interval",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="seconds between live updates (default 1)",
     )
     p.add_argument(
         "--idle-exit",

@@ -256,3 +256,50 @@ def test_the_daemon_never_loads_the_page() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+async def test_https_and_a_secure_cookie(tmp_path: Path, mqtt_certs: Any) -> None:
+    # --tls-cert/--tls-key: the test PKI's server certificate (localhost, 127.0.0.1)
+    import ssl
+
+    from agent.cli.ui import _tls
+    from agent.ui.auth import Users, add_user
+
+    class Args:
+        tls_cert, tls_key = mqtt_certs.server_cert, mqtt_certs.server_key
+
+    add_user(tmp_path / "ui_users", "alice", PASSWORD)
+    stop = asyncio.Event()
+    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    settings = UiSettings(tmp_path / "control.sock", Users.load(tmp_path / "ui_users"), tls=True)
+    task = asyncio.create_task(
+        serve(
+            settings,
+            Listen("127.0.0.1", 0, tls=_tls(Args())),  # duck-typed argparse namespace
+            announce=lambda _: None,
+            stop=stop,
+            signals=False,
+            on_ready=ready.set_result,
+        )
+    )
+    try:
+        url = await asyncio.wait_for(ready, 10)
+        assert url.startswith("https://127.0.0.1:")
+        trust = ssl.create_default_context(cafile=str(mqtt_certs.ca))
+        async with aiohttp.ClientSession() as http:
+            r = await http.post(
+                f"{url}api/login",
+                json={"user": "alice", "password": PASSWORD},
+                headers={"Origin": url.rstrip("/")},
+                ssl=trust,
+            )
+            assert r.status == 200, await r.text()
+            assert "Secure" in r.headers["Set-Cookie"]
+            try:  # plain HTTP on the TLS port gets nowhere
+                await http.get(url.replace("https", "http") + "api/session")
+                raise AssertionError("plain HTTP answered")
+            except aiohttp.ClientError:
+                pass
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
