@@ -110,6 +110,7 @@ class Hub:
         self._warnings: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._warn_seq = 0
         self._plan_reload: object = None  # the agent's lastReload the plan was fetched for
+        self._uptime = 0.0
         self._busy: dict[str, deque[tuple[float, float]]] = {}
 
     # -- listeners ----------------------------------------------------------------------------
@@ -163,6 +164,9 @@ class Hub:
     async def snapshot(self) -> dict[str, Any]:
         status = await self._ask({"op": "status"})
         reload_mark = json.dumps(status.get("lastReload"), sort_keys=True)
+        if status["uptimeS"] < self._uptime:  # restarted between two polls, maybe reconfigured
+            self._plan_reload = None
+        self._uptime = float(status["uptimeS"])
         if reload_mark != self._plan_reload:
             # what changes only with the config: the read plan and the devices' description
             plan = await self._ask({"op": "plan"})
