@@ -26,11 +26,12 @@ venv: $(STAMP)
 ext:
 	CITYEDGE_REQUIRE_EXT=1 $(PY) setup.py -q build_ext --inplace
 
-# Debian packages the tests use as real peers (a real broker, pty pairs). Installed only when
-# missing; needs root (CI runs as root). Fails loudly otherwise.
+# Debian packages the tests use as real peers (a real broker, pty pairs, the browser that
+# tests the commissioning page). Installed only when missing; needs root (CI runs as root).
+# Fails loudly otherwise.
 system-deps:
 	@missing=""; \
-	for b in /usr/sbin/mosquitto /usr/bin/socat /usr/bin/openssl; do test -x $$b || missing="$$missing $$(basename $$b)"; done; \
+	for b in /usr/sbin/mosquitto /usr/bin/socat /usr/bin/openssl /usr/bin/chromium; do test -x $$b || missing="$$missing $$(basename $$b)"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing:$$missing"; \

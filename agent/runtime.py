@@ -27,6 +27,7 @@ from agent.forward.sinks.base import CommandSink, HealthSink, RebirthSink, Sink
 from agent.forward.sinks.jsonl import JsonLinesSink
 from agent.ingest.pipeline import Pipeline
 from agent.ops import memory
+from agent.ops.recent import RecentLog
 from agent.ops.reload import ReloadResult, diff
 from agent.ops.sdnotify import notify
 from drivers.base import BusDriver, DeviceBinding, WriteResult, WriteStatus
@@ -108,6 +109,8 @@ class Agent:
         self.services.append(("control", self.control.run))
         self.router: CommandRouter | None = None
         self._install_commands()
+        # the last warnings, for the commissioning page (control socket `warnings`)
+        self.recent = RecentLog()
         for sink in self.sinks:  # per-device status in the MQTT health message
             if isinstance(sink, HealthSink):
                 sink.set_status_provider(self.device_status)
@@ -200,6 +203,13 @@ class Agent:
         return await driver.write(device_id, point, value, timeout)
 
     async def run(self) -> None:
+        logging.getLogger().addHandler(self.recent)
+        try:
+            await self._run()
+        finally:
+            logging.getLogger().removeHandler(self.recent)
+
+    async def _run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
             sink_tasks = [tg.create_task(s.run(), name=f"sink:{s.name}") for s in self.sinks]

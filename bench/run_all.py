@@ -55,6 +55,7 @@ STEPS = [
     Step("startup", "bench_startup.py", ["--json"], ["--quick", "--json"], 120, 60),
     Step("recovery", "bench_recovery.py", ["--json"], ["--quick", "--json"], 300, 120),
     Step("commands", "bench_commands.py", ["--json"], ["--quick", "--json"], 180, 90),
+    Step("ui", "bench_ui.py", ["--json"], ["--quick", "--json"], 240, 120),
     Step("faults", "bench_faults.py", ["--json"], ["--quick", "--json"], 420, 150),
     Step("storage", "bench_storage.py", ["--json"], ["--quick", "--json"], 420, 180),
     Step("wheel", "bench_wheel.py", ["--json"], ["--json"], 300, 300),
@@ -451,6 +452,7 @@ def render(
     _idle_start(a, st["idle"], st["startup"])
     _recovery(a, st["recovery"], st["outbox"])
     _commands(a, st["commands"])
+    _ui(a, st["ui"])
     _faults(a, st["faults"])
     _storage(a, st["storage"])
     _filters(a, st["filters"])
@@ -655,6 +657,26 @@ def _commands(a: Callable[[str], None], s: Step) -> None:
         f"{_f(nd.get('median_ms'), '{:g}')} ms, p95 {_f(nd.get('p95_ms'), '{:g}')} ms. "
         "The agent's MQTT socket has TCP_NODELAY; what is left without the broker's is "
         "Nagle's algorithm meeting delayed ACKs on the broker's sockets (docs/COMMANDS.md)."
+    )
+    a("")
+
+
+def _ui(a: Callable[[str], None], s: Step) -> None:
+    d = s.data
+    a("## The commissioning page: what an open page costs")
+    a("")
+    if not d:
+        a("bench_ui.py did not report (see the raw output).")
+        a("")
+        return
+    a(
+        f"bench_ui.py: {d['devices']} devices x 12 points polled every second, agent -> "
+        f"Mosquitto; {d['rounds']} rounds of {d['window_s']:g} s without a page, then with "
+        "`cityedge ui` serving one open page (a live snapshot a second over the control "
+        f"socket). Agent CPU: {d['agent_cpu_pct_no_page']} % of one core without a page, "
+        f"{d['agent_cpu_pct_page']} % with one ({d['page_cost_pct']:+} %). The page's own "
+        f"process: {d['ui_cpu_pct']} % of one core, {d['ui_rss_mb']} MB RSS. One snapshot: "
+        f"{d['snapshot_kb']} KiB. With no page open the page process asks the agent nothing."
     )
     a("")
 

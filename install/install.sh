@@ -135,6 +135,13 @@ sed -e "s|/opt/cityedge/venv/bin/cityedge|$PREFIX/venv/bin/cityedge|" \
 chmod 0644 "$UNIT_DIR/cityedge.service.tmp"
 mv -f "$UNIT_DIR/cityedge.service.tmp" "$UNIT_DIR/cityedge.service"
 say "unit installed: /etc/systemd/system/cityedge.service"
+# the commissioning page (off until `systemctl enable --now cityedge-ui.socket`)
+for u in cityedge-ui.service cityedge-ui.socket; do
+  sed -e "s|/opt/cityedge/venv/bin/cityedge|$PREFIX/venv/bin/cityedge|" \
+      -e "s|/opt/cityedge/share/|$PREFIX/share/|" "$SRC/systemd/$u" > "$UNIT_DIR/$u.tmp"
+  chmod 0644 "$UNIT_DIR/$u.tmp"
+  mv -f "$UNIT_DIR/$u.tmp" "$UNIT_DIR/$u"
+done
 
 # --- 4. configuration skeleton (never overwritten) -------------------------------------------
 install -d -m 0755 "$ETC" "$ETC/conf.d" "$ETC/profiles"

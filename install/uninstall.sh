@@ -34,10 +34,14 @@ fi
 
 UNIT=$ROOT/etc/systemd/system/cityedge.service
 if [ "$SYSTEMCTL" = 1 ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+  systemctl disable --now cityedge-ui.socket cityedge-ui.service 2>/dev/null || true
   systemctl disable --now cityedge.service 2>/dev/null || true
 fi
 rm -f "$UNIT"
 rm -rf "$ROOT/etc/systemd/system/cityedge.service.d"
+for u in cityedge-ui.service cityedge-ui.socket; do
+  rm -rf "$ROOT/etc/systemd/system/$u" "$ROOT/etc/systemd/system/$u.d"
+done
 if [ "$SYSTEMCTL" = 1 ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
   systemctl daemon-reload
 fi

@@ -20,9 +20,10 @@ def audit_path(cfg: GatewayConfig) -> Path:
 
 class AuditLog:
     """One JSON line per command outcome: time, id, source (the channel), topic (MQTT) or user
-    (local channel), device, target, value (as requested), written (when the register's
-    resolution changed it), result, reason, duplicate. A trail that cannot be written is
-    logged at error, once per episode; the command itself is not held up by it."""
+    (local channel), onBehalfOf (the person a local front end logged in), device, target,
+    value (as requested), written (when the register's resolution changed it), result, reason,
+    duplicate. A trail that cannot be written is logged at error, once per episode; the
+    command itself is not held up by it."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
@@ -38,6 +39,8 @@ class AuditLog:
         entry: dict[str, object] = {"time": iso_ms(now_ms()), "id": cmd.id, "source": cmd.source}
         if cmd.origin is not None:
             entry["user" if cmd.source == "local" else "topic"] = cmd.origin
+        if cmd.on_behalf_of is not None:
+            entry["onBehalfOf"] = cmd.on_behalf_of
         entry.update(
             {
                 "device": cmd.device,
@@ -60,7 +63,7 @@ class AuditLog:
             "command %s from %s%s: %s/%s = %r -> %s%s",
             cmd.id,
             cmd.source,
-            f" ({cmd.origin})" if cmd.origin else "",
+            _who(cmd),
             cmd.device or "gateway",
             cmd.target,
             cmd.value,
@@ -84,3 +87,9 @@ class AuditLog:
             self._failing = True
             return
         self._failing = False
+
+
+def _who(cmd: Command) -> str:
+    if cmd.origin is None:
+        return ""
+    return f" ({cmd.origin} for {cmd.on_behalf_of})" if cmd.on_behalf_of else f" ({cmd.origin})"

@@ -4,9 +4,11 @@ One JSON object per line each way, on a Unix socket in the state directory (mode
 ``[commands] local_group`` when it exists). Operations: ``status``, ``read`` (last decoded values
 of a device, with their age), ``write`` (through the command router on the ``local`` channel:
 validated, rate-limited, de-duplicated by id, queued ahead of polls, read back, audited with the
-caller's user name). Callers are identified by their Unix peer credentials (SO_PEERCRED); see
-agent/control/peer.py. There is deliberately no operation that runs a shell or makes the
-gateway connect anywhere.
+caller's user name, and ``onBehalfOf`` when a trusted front end names its logged-in user),
+and the read-only views of agent/control/views.py (``values``, ``buses``, ``plan``,
+``warnings``) for live front ends. Callers are identified by their Unix peer credentials
+(SO_PEERCRED); see agent/control/peer.py. There is deliberately no operation that runs a shell
+or makes the gateway connect anywhere.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.control import peer as peers
+from agent.control import views
 from agent.control.model import Command, CommandStatus, PeerCred
 from agent.control.validate import find_point, value_from_text
 from drivers.core.reading import iso_ms, now_ms
@@ -32,7 +35,9 @@ if TYPE_CHECKING:
     from agent.runtime import Agent
 
 log = logging.getLogger("cityedge.ctl")
-MAX_LINE = 64 * 1024
+MAX_LINE = 64 * 1024  # a request
+# an answer: `values` or `status` of a few hundred devices is well over MAX_LINE
+REPLY_LIMIT = 16 * 1024 * 1024
 SOCKET_RETRY = 30.0  # seconds between attempts while the state directory is not writable
 
 
@@ -152,7 +157,25 @@ def local_command(agent_bindings: Any, req: dict[str, Any], caller: PeerCred, ci
         binding = next((b for b in agent_bindings if b.id == device), None)
         point = find_point(binding.profile, name) if binding is not None else None
         value = value_from_text(point, str(req["text"])) if point is not None else req["text"]
-    return Command(cid, "local", device, name, value, origin=caller.user, peer=caller)
+    for_whom = req.get("onBehalfOf")
+    if for_whom is not None:
+        if not peers.may_name_users(caller):
+            raise ControlError(
+                f"refused: user '{caller.user}' may not name another user (onBehalfOf): only "
+                "root and the agent's own user can, for the people their front end logged in"
+            )
+        for_whom = _user_label(str(for_whom))
+    return Command(
+        cid, "local", device, name, value, origin=caller.user, peer=caller, on_behalf_of=for_whom
+    )
+
+
+def _user_label(name: str) -> str:
+    """A front end's user name as the audit trail keeps it: printable, at most 64 characters."""
+    clean = "".join(c for c in name if c.isprintable())[:64].strip()
+    if not clean:
+        raise ControlError("onBehalfOf must name a user")
+    return clean
 
 
 class ControlServer:
@@ -218,8 +241,11 @@ class ControlServer:
         group = self.agent.loaded.config.commands.local_group
         if caller is None:
             caller = peers.of_process()
-        if op in ("status", "read") and (why := peers.refusal(caller, group)) is not None:
+        read_only = op in ("status", "read", *views.OPERATIONS)
+        if read_only and (why := peers.refusal(caller, group)) is not None:
             raise ControlError(f"refused: {why}")
+        if (answer := views.view(self.agent, req)) is not None:
+            return {"ok": True, **answer}
         if op == "status":
             return {"ok": True, **status_of(self.agent)}
         if op == "read":
@@ -233,7 +259,8 @@ class ControlServer:
             assert self.agent.router is not None
             res = await self.agent.router.execute(cmd)
             return {"ok": res.status is CommandStatus.OK, **res.to_dict()}
-        raise ControlError(f"unknown operation {op!r} (status, read, write)")
+        known = ", ".join(("status", "read", "write", *views.OPERATIONS))
+        raise ControlError(f"unknown operation {op!r} ({known})")
 
 
 def new_local_id() -> str:
@@ -258,7 +285,7 @@ def _give_to_group(path: Path, group: str) -> None:
 async def request(path: Path, req: dict[str, Any], timeout: float = 15.0) -> dict[str, Any]:
     """Client side; raises ConnectionError / FileNotFoundError when no daemon listens."""
     reader, writer = await asyncio.wait_for(
-        asyncio.open_unix_connection(str(path), limit=MAX_LINE), 2.0
+        asyncio.open_unix_connection(str(path), limit=REPLY_LIMIT), 2.0
     )
     try:
         writer.write(json.dumps(req).encode() + b"\n")

@@ -58,6 +58,10 @@ class Command:
     kid: str | None = None  # key id of a signed command
     origin: str | None = None  # MQTT topic, or the local user's name (audit trail)
     peer: PeerCred | None = None  # local channel: the caller's credentials
+    # local channel: the person a front end authenticated (the commissioning page's login),
+    # named by a caller trusted to do so (agent/control/peer.py, may_name_users); audited
+    # beside the caller's own user, never instead of it
+    on_behalf_of: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

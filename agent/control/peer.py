@@ -66,3 +66,11 @@ def refusal(peer: PeerCred | None, group: str) -> str | None:
     if gid == peer.gid or gid in peer.groups:
         return None
     return f"user '{peer.user}' is neither root nor in group '{group}'"
+
+
+def may_name_users(peer: PeerCred | None) -> bool:
+    """Whether ``peer`` may name the person a local write is made for (``onBehalfOf``): root
+    and the agent's own user only. The commissioning page runs as one of them (as the agent's
+    user under cityedge-ui.service, or as root by sudo) and names the user it logged in; a
+    member of the local group writes as itself and cannot put another name in the trail."""
+    return peer is not None and peer.uid in (0, os.geteuid())

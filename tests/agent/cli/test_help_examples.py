@@ -124,6 +124,25 @@ HOW: dict[str, How] = {
             ("DIR", "{work}/state/outbox-uplink.sqlite.damaged-20260101T000000Z"),
         ),
     ),
+    "cityedge ui": How(2, SERVE, subs=(("cityedge ui", "cityedge ui --port {port}"),)),
+    "cityedge ui --port 8090 --interval 2": How(2, SERVE, subs=(("8090", "{port}"),)),
+    # the cabinet LAN's address is the test machine's loopback; the users file is the one
+    # the next example writes (phase 1, before the daemon starts)
+    "cityedge ui --host 0.0.0.0 --users /etc/cityedge/credentials/ui_users": How(
+        2,
+        SERVE,
+        subs=(
+            ("--host 0.0.0.0", "--host 127.0.0.1 --port {port}"),
+            ("/etc/cityedge/credentials", "{work}"),
+        ),
+    ),
+    "cityedge ui --add-user alice --users /etc/cityedge/credentials/ui_users": How(
+        1,
+        subs=(
+            ("cityedge ui", "printf 'correct horse battery staple\\n' | cityedge ui"),
+            ("/etc/cityedge/credentials", "{work}"),
+        ),
+    ),
     "cityedge sign lamp-1 dim_level 0.4": How(1),
     "cityedge sign --topic --action ping": How(1),
     "cityedge sign --key-file cmd.key --kid cmd_key --gateway hn-cabinet-0042 lamp-01 "
@@ -275,3 +294,4 @@ hmac_secret = "cmd_key"
     assert sim.registers(21, "holding", 0, 1) == [3]  # the preset example reached the camera
     assert (work / "backlog.jsonl").exists()
     assert (work / "r.jsonl").exists()  # (empty: the broker had taken every reading)
+    assert (work / "ui_users").read_text().startswith("alice:scrypt$")
