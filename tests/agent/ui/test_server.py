@@ -4,6 +4,7 @@ simulator and the audit trail under the logged-in user's name."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -265,9 +266,7 @@ async def test_https_and_a_secure_cookie(tmp_path: Path, mqtt_certs: Any) -> Non
     from agent.cli.ui import _tls
     from agent.ui.auth import Users, add_user
 
-    class Args:
-        tls_cert, tls_key = mqtt_certs.server_cert, mqtt_certs.server_key
-
+    args = argparse.Namespace(tls_cert=mqtt_certs.server_cert, tls_key=mqtt_certs.server_key)
     add_user(tmp_path / "ui_users", "alice", PASSWORD)
     stop = asyncio.Event()
     ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -275,7 +274,7 @@ async def test_https_and_a_secure_cookie(tmp_path: Path, mqtt_certs: Any) -> Non
     task = asyncio.create_task(
         serve(
             settings,
-            Listen("127.0.0.1", 0, tls=_tls(Args())),  # duck-typed argparse namespace
+            Listen("127.0.0.1", 0, tls=_tls(args)),
             announce=lambda _: None,
             stop=stop,
             signals=False,
