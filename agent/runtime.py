@@ -213,7 +213,7 @@ class Agent:
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
             sink_tasks = [tg.create_task(s.run(), name=f"sink:{s.name}") for s in self.sinks]
-            sink_tasks += [tg.create_task(f(), name=n) for n, f in self.pipeline.feeders()]
+            feed_tasks = [tg.create_task(f(), name=n) for n, f in self.pipeline.feeders()]
             for bid in list(self.drivers):
                 self._start_bus(bid)
             ready_task = tg.create_task(self._announce_ready(), name="ready")
@@ -233,6 +233,13 @@ class Agent:
                 await asyncio.wait_for(self.pipeline.drain(), max(0.1, deadline - time.monotonic()))
             except TimeoutError:
                 log.error("sinks did not accept every reading within the grace period")
+            # No batch may reach a sink once it closes (a bus that outlived the grace can
+            # still emit): the feeders stop first, and what they still held is counted.
+            for t in feed_tasks:
+                t.cancel()
+            await asyncio.wait(feed_tasks)
+            if left := self.pipeline.undelivered():
+                log.error("%d reading(s) not handed to a sink before the shutdown", left)
             for s in self.sinks:
                 try:
                     await asyncio.wait_for(s.close(), max(0.1, deadline - time.monotonic()))

@@ -117,6 +117,16 @@ class Pipeline:
         """Return once every queued batch has been accepted by its sink (shutdown)."""
         await asyncio.gather(*(f.queue.join() for f in self._feeds))
 
+    def undelivered(self) -> int:
+        """Readings still queued for a sink (after a shutdown whose grace ran out)."""
+        n = 0
+        for f in self._feeds:
+            while not f.queue.empty():
+                item = f.queue.get_nowait()
+                if not isinstance(item, Transition):
+                    n += len(item)
+        return n
+
 
 class _Feed:
     """Hands batches to one sink without making the bus owner wait for the sink.
