@@ -247,3 +247,43 @@ async def test_sinks_hear_device_transitions_in_order_with_readings(agent_cfg: P
     await asyncio.wait_for(task, agent.grace + 1)
     assert [s for _, s in sink.status] == [t]
     assert sink.status[0][0] >= before  # every reading emitted before it came first
+
+
+class ClosingSink(SlowSink):
+    """Refuses batches once closed, as the outbox does. Its first submit hangs until the
+    close begins (a commit stuck on a slow card), so the shutdown's drain runs out."""
+
+    def __init__(self) -> None:
+        super().__init__(flush_delay=0.5)
+        self.closed = False
+        self._closing = asyncio.Event()
+
+    async def submit(self, batch: Sequence[Reading]) -> None:
+        if self.closed:
+            raise RuntimeError("submit after close")
+        await self._closing.wait()
+        await super().submit(batch)
+
+    async def close(self) -> None:
+        self.closed = True
+        self._closing.set()
+        await super().close()
+
+
+async def test_a_sink_is_never_fed_after_it_closed(agent_cfg: Path) -> None:
+    """A shutdown whose grace runs out while batches are queued: the feeders stop before the
+    sinks close (a late submit used to hit a closed outbox and end the agent with a
+    traceback), and what was still queued is counted in the log."""
+    agent_cfg.write_text(
+        agent_cfg.read_text().replace(
+            'state_dir = "state"', 'state_dir = "state"\nshutdown_grace = 0.3'
+        )
+    )
+    sink = ClosingSink()
+    agent = Agent(load_config(agent_cfg), sinks=[sink])
+    task = asyncio.create_task(agent.run())
+    while agent.pipeline.received < 20:  # batches pile up behind the stuck submit
+        await asyncio.sleep(0.01)
+    agent.request_shutdown()
+    await asyncio.wait_for(task, timeout=5)  # returns, no exception group
+    assert sink.closed
