@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
+from agent.ops.alarms import Alarms
 from drivers.base import BusStats, DeviceStats
 
 
@@ -63,6 +64,7 @@ class FakeAgent:
         self.reloads = 0
         self.services: list[Any] = []
         self.router: Any = None  # no command router (commands disabled)
+        self.alarms = Alarms()
 
     def dev(self, bus: str, dev: str) -> DeviceStats:
         return self.drivers[bus].stats.devices[dev]
