@@ -39,11 +39,13 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    loaded = load_or_report(args.config, args.dropin)
+    loaded = load_or_report(args.config, args.dropin, secrets="verify", check_files=True)
     if loaded is None:
         return 78
     cfg = loaded.config
     print(f"gateway {cfg.gateway.id}: configuration OK ({len(loaded.files)} file(s))")
+    for issue in loaded.warnings:
+        print(f"warning: {issue}")
     print(f"buses: {len(cfg.buses)}")
     for bus in cfg.buses:
         ep = parse_endpoint(bus.endpoint)
@@ -65,6 +67,10 @@ def run(args: argparse.Namespace) -> int:
     for out in cfg.outputs:
         detail = getattr(out, "path", None) or getattr(out, "encoding", "")
         print(f"  {out.id}: {out.type} {detail}")
+    if loaded.secret_sources:
+        print("secrets (values not shown):")
+        for name, where in loaded.secret_sources.items():
+            print(f"  {name}: {where}")
     print("command channels (effective policy, docs/COMMANDS.md):")
     for channel, policy, detail in channel_policies(cfg):
         print(f"  {channel:<10} {policy:<10} {detail}")

@@ -238,6 +238,7 @@ class ControlServer:
         group = self.agent.loaded.config.commands.local_group
         if caller is None:
             caller = peers.of_process()
+        caller = peers.with_claim(caller, req.get("user"))
         if op in ("status", "read") and (why := peers.refusal(caller, group)) is not None:
             raise ControlError(f"refused: {why}")
         if op == "status":
@@ -280,6 +281,8 @@ async def request(path: Path, req: dict[str, Any], timeout: float = 15.0) -> dic
     reader, writer = await asyncio.wait_for(
         asyncio.open_unix_connection(str(path), limit=MAX_LINE), 2.0
     )
+    # who we are, for the audit when the agent's user namespace hides our uid (peer.py)
+    req = {"user": peers.user_name(os.getuid()), **req}
     try:
         writer.write(json.dumps(req).encode() + b"\n")
         await writer.drain()
