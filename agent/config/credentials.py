@@ -249,7 +249,7 @@ def service_lines(files: list[Path]) -> list[tuple[Path, str, str]]:
             line = pending + raw.strip()
             pending = ""
             if line.endswith("\\"):
-                pending = line[:-1] + " "
+                pending = line[:-1].rstrip() + " "
                 continue
             if not line or line[0] in "#;":
                 continue

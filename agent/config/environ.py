@@ -50,7 +50,7 @@ def overlay(environ: Mapping[str, str], sections: Collection[str]) -> Overlay:
             out.issues.append(
                 ConfigIssue(
                     where,
-                    "",
+                    ".".join(path),
                     f"unknown section '{parts[0]}'{hint}; sections: {', '.join(sections)}",
                 )
             )

@@ -122,8 +122,14 @@ class _Issues(list[ConfigIssue]):
         super().__init__()
         self.origins = origins
 
-    def at(self, loc: Loc, message: str) -> ConfigIssue:
-        file, line, shown = self.origins(loc)
+    def at(self, loc: Loc, message: str, *, env: bool = True) -> ConfigIssue:
+        file, line, shown = self.origins(loc, env=env)
+        guess = re.search(r"\(did you mean '(\w+)'\?\)", message)
+        unknown = message.startswith("unknown key")
+        if unknown and guess and file.startswith("$") and file.lower().endswith(f"__{loc[-1]}"):
+            # a variable is corrected as a variable: CITYEDGE_METRICS__PROT -> ..._PORT
+            var = file[1 : -len(str(loc[-1]))] + guess.group(1).upper()
+            message = message.replace(guess.group(0), f"(did you mean {var}?)")
         issue = ConfigIssue(file, shown, message, line)
         self.append(issue)
         return issue
@@ -184,10 +190,12 @@ def load_config(
         found = []
     except ValidationError as exc:
         found = problems(GatewayConfig, exc)
-    skip: list[Loc] = [p.loc for p in found] + list(env_over.origins)
-    found += strict_problems(GatewayConfig, data, skip)
     for p in found:
         issues.at(p.loc, p.message)
+    # a bad value in a file is reported even where a variable overrides it here: the service
+    # does not have this shell's environment
+    for p in strict_problems(GatewayConfig, data, [p.loc for p in found]):
+        issues.at(p.loc, p.message, env=False)
     if issues or cfg is None:
         raise ConfigError(list(issues))
 

@@ -52,12 +52,13 @@ class Origins:
     def shown(self, loc: Loc) -> str:
         return format_path(loc, self.data)
 
-    def __call__(self, loc: Loc) -> tuple[str, int | None, str]:
-        """(file or ``$VARIABLE``, line, path with names) of the value at ``loc``."""
+    def __call__(self, loc: Loc, *, env: bool = True) -> tuple[str, int | None, str]:
+        """(file or ``$VARIABLE``, line, path with names) of the value at ``loc``; with
+        ``env=False`` the file's, even where a variable overrides it."""
         shown = self.shown(loc)
         low = tuple(str(x).lower() for x in loc)
         for n in range(len(low), 0, -1):
-            var = self.env.get(low[:n])
+            var = self.env.get(low[:n]) if env else None
             if var is not None:
                 return f"${var}", None, shown
         if len(loc) >= 2 and loc[0] == "secrets" and str(loc[1]) in self.secrets:

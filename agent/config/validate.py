@@ -31,6 +31,14 @@ UNIT_RANGES: dict[str, tuple[tuple[int, int], ...]] = {
     "mbus": ((0, 250),),  # 251-255: 253 selects by secondary address, 254/255 broadcast
     "serial": ((0, 255),),
 }
+UNIT_VALUES = {
+    "modbus-serial": "1..247",
+    "modbus-tcp": "1..247 for a unit behind a TCP gateway, or 255 for a device that is itself "
+    "on Modbus TCP",
+    "pelco_d": "1..255",
+    "mbus": "0..250 (or address = its secondary address)",
+    "serial": "0..255",
+}
 UNIT_HINTS = {
     "modbus-serial": "0 is the broadcast address (no device answers it) and 248..255 are "
     "reserved: use the device's address, 1..247",
@@ -60,13 +68,13 @@ def _unit_problems(
         and (spec.address_field is not None or any("{addr" in r.request for r in spec.reads))
     )
     if needs and "unit_id" not in d.model_fields_set:
-        what = {"mbus": "primary address (or address = its secondary address)"}.get(
-            kind, "address on the bus"
-        )
-        hint = UNIT_HINTS.get(kind)
-        msg = f"unit_id is missing: device '{d.id}' on a {kind} bus needs its {what}; write "
-        msg += "unit_id = N (there is no default)" + (f": {hint}" if hint else "")
-        return [(("devices", i, "unit_id"), msg)]
+        return [
+            (
+                ("devices", i, "unit_id"),
+                f"missing: device '{d.id}' on a {kind} bus needs its address there; there is no "
+                f"default: write unit_id = {UNIT_VALUES[kind]}",
+            )
+        ]
     ranges = UNIT_RANGES[kind]
     if any(lo <= d.unit_id <= hi for lo, hi in ranges):
         return []

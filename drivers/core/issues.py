@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 import types
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -133,10 +134,12 @@ def problems(model: type[BaseModel], exc: ValidationError) -> list[Problem]:
         if kind == "extra_forbidden":
             hint = did_you_mean(loc[-1], keys_at(model, raw[:-1])) if loc else ""
             msg = f"unknown key{hint or ' (not allowed here; check the spelling)'}"
-        elif kind == "literal_error":
-            msg += did_you_mean(err.get("input"), _choices(model, raw))
+        elif kind in ("literal_error", "enum"):
+            expected = str((err.get("ctx") or {}).get("expected", ""))
+            choices = re.findall(r"'([^']*)'", expected) or _choices(model, raw)
+            msg += did_you_mean(err.get("input"), choices)
         elif kind == "missing":
-            msg = "Field required: this key must be given"
+            msg = "missing: this key is required (Field required)"
         elif kind == "value_error" and msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
         out.append(Problem(loc, msg))

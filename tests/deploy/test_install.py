@@ -136,3 +136,55 @@ def test_empty_wheelhouse_names_the_fix(tmp_path: Path) -> None:
     res = run(INSTALL, "--root", tmp_path / "r", "--wheelhouse", tmp_path)
     assert res.returncode != 0
     assert "pip wheel . -w" in res.stderr
+
+
+def test_installed_gateway_checks_as_the_documented_steps_do(
+    tmp_path: Path, wheelhouse: Path
+) -> None:
+    """docs/DEPLOY.md: install, give the broker's CA and the password, `cityedge check`. The
+    CLI reads the password where the installed unit loads it from (LoadCredential=), with no
+    $CREDENTIALS_DIRECTORY; `plan` never needs it. The staged root stands for /."""
+    root = tmp_path / "root"
+    py = shutil.which("python3") or sys.executable
+    res = run(INSTALL, "--root", root, "--wheelhouse", wheelhouse, "--no-deps", "--python", py)
+    assert res.returncode == 0, res.stdout + res.stderr
+    sysusers = root / "usr/lib/sysusers.d/cityedge.conf"
+    assert sysusers.read_text() == (ROOT / "systemd/cityedge.sysusers").read_text()
+    assert "created at first boot" in res.stdout
+    etc = root / "etc/cityedge"
+    gw = etc / "gateway.toml"
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k != "CREDENTIALS_DIRECTORY" and not k.startswith("CITYEDGE_")
+    }
+
+    def cityedge(*args: str | Path) -> subprocess.CompletedProcess[str]:
+        return run(sys.executable, "-m", "agent", *args, env=env)
+
+    (etc / "tls").mkdir()
+    (etc / "tls/ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")  # the broker's CA
+    line = next(
+        i for i, t in enumerate(gw.read_text().splitlines(), 1) if t.startswith("password_secret")
+    )
+    placeholder = etc / "credentials/mqtt_password"
+    first = cityedge("check", gw)
+    assert first.returncode == 78, first.stdout + first.stderr
+    assert (
+        f"{gw}:{line}: outputs[city-platform].password_secret: secret 'mqtt_password': "
+        f"{placeholder} is empty (LoadCredential= in {root}/etc/systemd/system/cityedge.service)"
+    ) in first.stderr
+    plan = cityedge("plan", gw)
+    assert plan.returncode == 0 and "bus rs485-lamps" in plan.stdout, plan.stderr
+
+    # echo -n 'the-broker-password' | sudo tee /etc/cityedge/credentials/mqtt_password
+    placeholder.write_text("the-broker-password")
+    ok = cityedge("check", gw)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert f"  mqtt_password: {placeholder} (LoadCredential= in " in ok.stdout
+    assert "warning" not in ok.stdout.replace("outbox", ""), ok.stdout
+
+    # a password readable by others is refused with the fix
+    placeholder.chmod(0o644)
+    shared = cityedge("check", gw)
+    assert shared.returncode == 78 and f"chmod 600 {placeholder}" in shared.stderr
