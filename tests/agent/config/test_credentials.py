@@ -7,7 +7,6 @@ LoadCredential= paths are taken under that root.
 
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
 
