@@ -20,8 +20,11 @@ EXAMPLES = """examples:
   cityedge check examples/demo.toml --dropin /etc/cityedge/conf.d
 exit status: 0 valid, 78 invalid (every problem is listed with file, line and field),
              1 the state directory cannot hold the outbox (the message says what to do)
-Also shown: the effective policy of each command channel, and warnings about settings that
-weaken it (tls.insecure_skip_verify, a channel trusting an anonymous broker connection)."""
+Checked besides the config and its profiles: the files it names (TLS CA, certificate and key,
+profile directories) and each secret it names, where the installed unit loads it from (the
+file exists, is not empty, mode 0600; its value is not read). Also shown: the effective
+policy of each command channel, and warnings about settings that weaken it
+(tls.insecure_skip_verify, a channel trusting an anonymous broker connection)."""
 
 
 def register(sub: Any) -> None:

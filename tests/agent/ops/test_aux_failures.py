@@ -199,3 +199,24 @@ async def test_a_service_that_ends_clears_its_alarm() -> None:
     factory: Callable[[], Coroutine[Any, Any, None]] = flaky
     await asyncio.wait_for(supervise("x", factory, alarms, retry_min=0.01), 5)
     assert calls == 2 and not alarms.active()
+
+
+def test_an_alarm_degrades_health_with_its_reason() -> None:
+    from agent.ops.health import HealthReport
+    from tests.agent.ops.fakes import Clock, FakeAgent
+
+    agent = FakeAgent({"rs485": {"a": 5}})
+    agent.alarms.set("control", "control socket /run/cityedge/control.sock: Read-only file system")
+    doc = HealthReport(
+        agent, alarms=agent.alarms, mono=Clock(1010.0), wall=Clock(1.79e9)
+    ).document()
+    assert doc["status"] == "degraded"
+    assert doc["reasons"] == [
+        "control: control socket /run/cityedge/control.sock: Read-only file system"
+    ]
+    assert [a["source"] for a in doc["alarms"]] == ["control"]
+    agent.alarms.clear("control")
+    doc = HealthReport(
+        agent, alarms=agent.alarms, mono=Clock(1010.0), wall=Clock(1.79e9)
+    ).document()
+    assert doc["status"] == "ok" and doc["alarms"] == []
