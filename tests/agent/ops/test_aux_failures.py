@@ -220,3 +220,46 @@ def test_an_alarm_degrades_health_with_its_reason() -> None:
         agent, alarms=agent.alarms, mono=Clock(1010.0), wall=Clock(1.79e9)
     ).document()
     assert doc["status"] == "ok" and doc["alarms"] == []
+
+
+async def test_a_control_socket_that_cannot_be_made_is_an_alarm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runtime directory is unusable (here: a file where the directory should be): the
+    control service says so in status, and the buses keep polling."""
+    from agent.config import load_config
+    from agent.control.ctl import status_of
+    from agent.runtime import Agent
+    from tests.agent.test_runtime import SlowSink
+
+    blocker = tmp_path / "run"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(blocker / "cityedge"))
+    sim = SimulatorServer(SimSpec(streetlights=(1,), water_meters=(), cameras=()))
+    await sim.start()
+    sim_task = asyncio.create_task(sim.run())
+    cfg = tmp_path / "gateway.toml"
+    text = CONFIG.format(state=tmp_path / "state", busy=0, sim=sim.port, broker=1)
+    cfg.write_text(text[: text.index("[[outputs]]")])  # [metrics] port = 0: any free port
+    sink = SlowSink(0)
+    agent = Agent(load_config(cfg), sinks=[sink])
+    task = asyncio.create_task(agent.run())
+    try:
+        async with asyncio.timeout(10):
+            while not agent.alarms.active():
+                await asyncio.sleep(0.02)
+            seen = len(sink.pending)
+            while len(sink.pending) < seen + 3:  # still collecting after the alarm
+                await asyncio.sleep(0.02)
+        [alarm] = status_of(agent)["alarms"]
+        assert alarm["source"] == "control"
+        assert (
+            "Not a directory" in alarm["message"]
+            and "cityedge status/read/write" in alarm["message"]
+        )
+    finally:
+        agent.request_shutdown()
+        await asyncio.wait_for(task, 10)
+        sim_task.cancel()
+        await asyncio.gather(sim_task, return_exceptions=True)
+        await sim.stop()
