@@ -27,6 +27,7 @@ from agent.forward.sinks.base import CommandSink, HealthSink, RebirthSink, Sink
 from agent.forward.sinks.jsonl import JsonLinesSink
 from agent.ingest.pipeline import Pipeline
 from agent.ops import memory
+from agent.ops.alarms import Alarms, supervise
 from agent.ops.recent import RecentLog
 from agent.ops.reload import ReloadResult, diff
 from agent.ops.sdnotify import notify
@@ -98,14 +99,16 @@ class Agent:
         self._bus_tasks: dict[str, asyncio.Task[None]] = {}
         # Long-lived housekeeping services (metrics/health server, watchdog, control socket,
         # time-sync monitor...): (task name, coroutine factory), started in the root TaskGroup
-        # and cancelled after the sinks have flushed.
+        # under supervision (a failure is an alarm, never the end of collection) and
+        # cancelled after the sinks have flushed.
+        self.alarms = Alarms()
         self.services: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
         self.services.append(("seq-persist", self._persist_seq))
         if loaded.config.gateway.watch_config > 0:
             self.services.append(("config-watch", self._watch_config))
-        from agent.control.ctl import ControlServer, socket_path
+        from agent.control.ctl import ControlServer, listen_path
 
-        self.control = ControlServer(self, socket_path(loaded.config.gateway.state_dir))
+        self.control = ControlServer(self, listen_path(loaded.config.gateway.state_dir))
         self.services.append(("control", self.control.run))
         self.router: CommandRouter | None = None
         self._install_commands()
@@ -114,6 +117,10 @@ class Agent:
         for sink in self.sinks:  # per-device status in the MQTT health message
             if isinstance(sink, HealthSink):
                 sink.set_status_provider(self.device_status)
+                sink.set_alarm_provider(self.alarm_texts)
+
+    def alarm_texts(self) -> list[str]:
+        return [str(a) for a in self.alarms.active()]
 
     def device_status(self) -> dict[str, Any]:
         from agent.control.ctl import devices_of
@@ -218,7 +225,10 @@ class Agent:
                 self._start_bus(bid)
             ready_task = tg.create_task(self._announce_ready(), name="ready")
             reload_task = tg.create_task(self._reloader(), name="reloader")
-            svc_tasks = [tg.create_task(factory(), name=name) for name, factory in self.services]
+            svc_tasks = [
+                tg.create_task(supervise(name, factory, self.alarms), name=name)
+                for name, factory in self.services
+            ]
             await self.shutdown.wait()
             notify("STOPPING=1")
             log.info("shutting down (grace %.1f s)", self.grace)
@@ -273,7 +283,10 @@ class Agent:
     async def _reloader(self) -> None:
         while True:
             source, loaded = await self._reload_requests.get()
-            await self.reload(source, loaded)
+            try:
+                await self.reload(source, loaded)
+            except Exception as exc:  # a bug must not stop collection: the old config stays
+                log.error("reload (%s) failed, nothing changed", source, exc_info=exc)
 
     async def reload(self, source: str, loaded: LoadedConfig | None = None) -> ReloadResult:
         """Validate and apply; a refused config changes nothing (the reason is logged and kept
@@ -363,9 +376,16 @@ class Agent:
             *config_warnings(self.loaded.config),
         ):
             log.warning("%s", warning)
-        waits = [d.ready() for d in self.drivers.values()]
+        drivers = list(self.drivers.values())
+
+        async def opened() -> None:
+            # one by one, not gather(): a gather future cancelled with the agent would be
+            # logged as "exception was never retrieved"
+            for d in drivers:
+                await d.ready()
+
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*waits), timeout=10.0)
+            await asyncio.wait_for(opened(), timeout=10.0)
         self.ready_at = time.monotonic()
         memory.settle()
         notify("READY=1")

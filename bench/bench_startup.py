@@ -60,7 +60,7 @@ def rss():
 steps = [("interpreter", rss())]
 for label, mods in (
     ("stdlib (asyncio, ssl, sqlite3, json)", "asyncio ssl sqlite3 json"),
-    ("pydantic + pydantic-settings", "pydantic pydantic_settings"),
+    ("pydantic (models and validation)", "pydantic pydantic.main pydantic_core"),
     ("pymodbus", "pymodbus.client pymodbus.server"),
     ("aiomqtt + paho-mqtt", "aiomqtt"),
     ("prometheus-client", "prometheus_client"),

@@ -14,7 +14,10 @@
 #      changes belong in `systemctl edit cityedge` drop-ins);
 #   4. /etc/cityedge/gateway.toml from examples/gateway.toml, ONLY if there is none yet, plus
 #      conf.d/, profiles/ and credentials/ (0700, root) with an empty mqtt_password placeholder;
-#   5. with systemd running (and no --root): daemon-reload, enable, and restart if it was running.
+#   5. the system account and group `cityedge` (sysusers.d; with --root only the file, applied
+#      at the image's first boot): the unit runs as it, and members of the group reach the
+#      control socket in /run/cityedge without sudo;
+#   6. with systemd running (and no --root): daemon-reload, enable, and restart if it was running.
 set -euo pipefail
 
 PREFIX=/opt/cityedge
@@ -159,7 +162,25 @@ if [ ! -e "$ETC/credentials/mqtt_password" ]; then
   say "put the MQTT password in /etc/cityedge/credentials/mqtt_password (mode 0600)"
 fi
 
-# --- 5. systemd --------------------------------------------------------------------------------
+# --- 5. system account ------------------------------------------------------------------------
+SYSUSERS=$ROOT/usr/lib/sysusers.d
+mkdir -p "$SYSUSERS"
+install -m 0644 "$SRC/systemd/cityedge.sysusers" "$SYSUSERS/cityedge.conf"
+if [ -n "$ROOT" ]; then
+  say "account: $SYSUSERS/cityedge.conf (created at first boot by systemd-sysusers)"
+elif getent passwd cityedge >/dev/null; then
+  say "account: cityedge exists"
+elif command -v systemd-sysusers >/dev/null; then
+  systemd-sysusers "$SYSUSERS/cityedge.conf"
+  say "account: cityedge created (systemd-sysusers)"
+else
+  useradd --system --user-group --no-create-home --home-dir / --shell /usr/sbin/nologin \
+    --comment "CityEdge gateway agent" cityedge
+  say "account: cityedge created (useradd)"
+fi
+say "technicians in group cityedge use status/read/write without sudo: usermod -aG cityedge NAME"
+
+# --- 6. systemd --------------------------------------------------------------------------------
 if [ "$ENABLE" = 1 ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
   systemctl daemon-reload
   systemctl enable cityedge.service >/dev/null

@@ -58,6 +58,8 @@ rm -rf "$ROOT/var/cache/cityedge" "$ROOT/var/cache/private/cityedge"
 if [ "$PURGE" = 1 ]; then
   # DynamicUser= keeps the state in /var/lib/private/cityedge behind a /var/lib symlink.
   rm -rf "$ROOT/etc/cityedge" "$ROOT/var/lib/cityedge" "$ROOT/var/lib/private/cityedge"
+  # the account stays (files elsewhere may still belong to it), its sysusers.d entry goes
+  rm -f "$ROOT/usr/lib/sysusers.d/cityedge.conf"
   say "purged /etc/cityedge and /var/lib/cityedge (config, credentials, outbox)"
 else
   say "kept /etc/cityedge and /var/lib/cityedge (use --purge to remove them)"

@@ -20,8 +20,11 @@ EXAMPLES = """examples:
   cityedge check examples/demo.toml --dropin /etc/cityedge/conf.d
 exit status: 0 valid, 78 invalid (every problem is listed with file, line and field),
              1 the state directory cannot hold the outbox (the message says what to do)
-Also shown: the effective policy of each command channel, and warnings about settings that
-weaken it (tls.insecure_skip_verify, a channel trusting an anonymous broker connection)."""
+Checked besides the config and its profiles: the files it names (TLS CA, certificate and key,
+profile directories) and each secret it names, where the installed unit loads it from (the
+file exists, is not empty, mode 0600; its value is not read). Also shown: the effective
+policy of each command channel, and warnings about settings that weaken it
+(tls.insecure_skip_verify, a channel trusting an anonymous broker connection)."""
 
 
 def register(sub: Any) -> None:
@@ -39,11 +42,13 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    loaded = load_or_report(args.config, args.dropin)
+    loaded = load_or_report(args.config, args.dropin, secrets="verify", check_files=True)
     if loaded is None:
         return 78
     cfg = loaded.config
     print(f"gateway {cfg.gateway.id}: configuration OK ({len(loaded.files)} file(s))")
+    for issue in loaded.warnings:
+        print(f"warning: {issue}")
     print(f"buses: {len(cfg.buses)}")
     for bus in cfg.buses:
         ep = parse_endpoint(bus.endpoint)
@@ -65,6 +70,10 @@ def run(args: argparse.Namespace) -> int:
     for out in cfg.outputs:
         detail = getattr(out, "path", None) or getattr(out, "encoding", "")
         print(f"  {out.id}: {out.type} {detail}")
+    if loaded.secret_sources:
+        print("secrets (values not shown):")
+        for name, where in loaded.secret_sources.items():
+            print(f"  {name}: {where}")
     print("command channels (effective policy, docs/COMMANDS.md):")
     for channel, policy, detail in channel_policies(cfg):
         print(f"  {channel:<10} {policy:<10} {detail}")

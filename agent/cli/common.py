@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from agent.config import ConfigError, LoadedConfig, load_config
+from agent.config.loader import SecretMode
 
 DEFAULT_CONFIG = "/etc/cityedge/gateway.toml"
 
@@ -27,10 +28,19 @@ class CommandError(Exception):
         super().__init__(message)
 
 
-def load_or_report(path: str, dropin: str | None = None) -> LoadedConfig | None:
-    """Load the config; on errors print every issue to stderr and return None."""
+def load_or_report(
+    path: str,
+    dropin: str | None = None,
+    *,
+    secrets: SecretMode = "optional",
+    check_files: bool = False,
+) -> LoadedConfig | None:
+    """Load the config; on errors print every issue to stderr and return None.
+
+    Secrets are ``optional`` by default: only the daemon (``run``) needs them all, and a
+    command that does not connect must work for a technician who cannot read them."""
     try:
-        return load_config(Path(path), dropin)
+        return load_config(Path(path), dropin, secrets=secrets, check_files=check_files)
     except ConfigError as exc:
         print(f"cityedge: configuration refused ({len(exc.issues)} error(s)):", file=sys.stderr)
         for issue in exc.issues:

@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "agent.cli.simulate",
     "agent.cli.demo",
     "agent.cli.plan",
+    "agent.cli.profiles",
     "agent.cli.tools",
     "agent.cli.scan",
     "agent.cli.outbox",

@@ -70,7 +70,7 @@ def _check_state_dir(loaded: LoadedConfig) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    loaded = load_or_report(args.config, args.dropin)
+    loaded = load_or_report(args.config, args.dropin, secrets="require")
     if loaded is None:
         return EXIT_CONFIG
     setup_logging(loaded.config.gateway.log_level)

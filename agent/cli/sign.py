@@ -95,8 +95,11 @@ def run(args: argparse.Namespace) -> int:
         if key is None:
             name = kid or cfg.commands.hmac_secret
             if name is None or name not in cfg.secrets:
+                why = loaded.secret_notes.get(name or "")
                 print(
-                    "cityedge: no key: set [commands] hmac_secret and its secret, or pass "
+                    f"cityedge: no key: {why}"
+                    if why
+                    else "cityedge: no key: set [commands] hmac_secret and its secret, or pass "
                     "--key-file",
                     file=sys.stderr,
                 )

@@ -361,6 +361,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"gateway {reply['gateway']}: up {reply['uptimeS']:.0f} s, "
         f"{reply['readingsRead']} readings read, {reply['readingsDelivered']} delivered"
     )
+    for alarm in reply.get("alarms") or []:  # auxiliary services down (agent/ops/alarms.py)
+        print(f"  ALARM {alarm['source']}: {alarm['message']} (since {alarm['since']})")
     for dev, st in sorted(reply["devices"].items()):
         state = str(st.get("state") or ("online" if st["online"] else "offline"))
         shown = state if state in ("online", "unknown") else state.upper()

@@ -1,34 +1,49 @@
 """Load, merge and validate the gateway config and its profiles, reporting every error at once.
 
 Order of precedence (last wins): gateway file, drop-ins (``conf.d/*.toml``, lexical order;
-tables merge, arrays of tables append), secrets from ``$CREDENTIALS_DIRECTORY`` (file name =
-secret name), then ``CITYEDGE_…`` environment variables with ``__`` for nesting
-(``CITYEDGE_GATEWAY__LOG_LEVEL=debug``; ``CITYEDGE_SECRETS__MQTT_PASSWORD=…``).
+tables merge, arrays of tables append), secrets from their credential files
+(agent/config/credentials.py: ``$CREDENTIALS_DIRECTORY`` under systemd, else the sources the
+installed unit names), then ``CITYEDGE_…`` environment variables with ``__`` for nesting
+(``CITYEDGE_GATEWAY__LOG_LEVEL=debug``; ``CITYEDGE_SECRETS__MQTT_PASSWORD=…``; see
+agent/config/environ.py). Every error names where its value came from: the file and line (a
+drop-in's own), or the variable (agent/config/origins.py). Values written in a file must have
+their TOML type (``port = "9108"`` is refused; drivers/core/issues.py).
+
+``secrets`` says what a command needs: ``require`` (the daemon: every secret the config names
+must have a value), ``optional`` (commands that do not connect: values are read where this
+user can, nothing is required) or ``verify`` (``cityedge check``: no value is read, each named
+secret's source must exist, be non-empty and private). ``check_files`` also checks the files
+the config names: profile directories and TLS files (agent/config/files.py).
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from agent.config import credentials
+from agent.config.environ import merge, overlay
+from agent.config.files import profile_dir_problems, tls_problems
 from agent.config.gateway import GatewayConfig
-from agent.config.validate import cross_check, profile_problems
+from agent.config.origins import Loc, Origins
+from agent.config.validate import cross_check, profile_problems, secret_refs
 from drivers.core.config import DeviceConfig
 from drivers.core.errors import ConfigError, ConfigIssue
+from drivers.core.issues import problems, strict_problems
 from drivers.core.library import ProfileLibrary
-from drivers.core.locate import format_path, locate
 from drivers.core.profile import Profile
 
 BUILTIN_PROFILES = Path(__file__).resolve().parent.parent.parent / "drivers" / "profiles"
 _TOML_POS = re.compile(r"\(at line (\d+), column (\d+)\)")
+SecretMode = Literal["require", "optional", "verify"]
 
 
 @dataclass(frozen=True)
@@ -38,50 +53,15 @@ class LoadedConfig:
     files: tuple[str, ...]  # every file that contributed, for reload change detection
     profile_files: Mapping[str, str] = field(default_factory=dict)
     dropin_dir: str | None = None
+    warnings: tuple[ConfigIssue, ...] = ()  # what check says but does not refuse
+    secret_sources: Mapping[str, str] = field(default_factory=dict)  # name -> where from
+    secret_notes: Mapping[str, str] = field(default_factory=dict)  # name -> why not read
 
     def device_profile(self, device: DeviceConfig) -> Profile:
         return self.profiles[device.profile]
 
     def devices_on(self, bus_id: str) -> list[DeviceConfig]:
         return [d for d in self.config.devices if d.bus == bus_id and d.enabled]
-
-
-class _CredentialsSource(PydanticBaseSettingsSource):
-    """systemd ``LoadCredential=NAME:path`` -> ``secrets.NAME``."""
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-        if not cred_dir or not Path(cred_dir).is_dir():
-            return {}
-        secrets = {}
-        for f in sorted(Path(cred_dir).iterdir()):
-            if f.is_file():
-                secrets[f.name] = f.read_text(encoding="utf-8").rstrip("\r\n")
-        return {"secrets": secrets} if secrets else {}
-
-
-class _Settings(GatewayConfig, BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="CITYEDGE_",
-        env_nested_delimiter="__",
-        extra="forbid",
-        frozen=True,
-        case_sensitive=False,
-    )
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return env_settings, _CredentialsSource(settings_cls), init_settings
 
 
 def _read_toml(path: Path, issues: list[ConfigIssue]) -> dict[str, Any] | None:
@@ -111,63 +91,66 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> None:
             base[k] = v
 
 
-def _validation_issues(
-    exc: ValidationError, origin: Any, prefix: tuple[str | int, ...] = ()
-) -> list[ConfigIssue]:
-    out = []
-    for err in exc.errors(include_url=False):
-        loc = (*prefix, *err["loc"])
-        file, line, rel = origin(loc)
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (not allowed here; check the spelling)"
-        out.append(ConfigIssue(file, format_path(rel), msg, line if line else None))
-    return out
+def _absolute(data: dict[str, Any], base: Path, staged: Path | None) -> None:
+    """Paths relative to the file's directory, not to wherever the daemon was started; in a
+    staged install (credentials.staged_root), absolute ones under the staging directory."""
+
+    def fix(table: Any, key: str) -> None:
+        v = table.get(key) if isinstance(table, dict) else None
+        if isinstance(v, str) and v:
+            path = Path(v)
+            if staged is not None and path.is_absolute():
+                path = staged / v.lstrip("/")
+            table[key] = str((base / path).absolute())
+
+    gw = data.get("gateway")
+    fix(gw, "state_dir")
+    if staged is not None and isinstance(gw, dict) and isinstance(gw.get("profile_dirs"), list):
+        gw["profile_dirs"] = [
+            str(staged / d.lstrip("/")) if isinstance(d, str) and d.startswith("/") else d
+            for d in gw["profile_dirs"]
+        ]
+    fix(data.get("commands"), "audit_file")
+    for out in data.get("outputs") or []:
+        tls = out.get("tls") if isinstance(out, dict) else None
+        for key in ("ca_file", "cert_file", "key_file"):
+            fix(tls, key)
 
 
-class _Origins:
-    """Remember which file each array entry came from, to name it (and its line) in errors."""
+class _Issues(list[ConfigIssue]):
+    def __init__(self, origins: Origins) -> None:
+        super().__init__()
+        self.origins = origins
 
-    def __init__(self, main: Path) -> None:
-        self.main = main
-        self.texts: dict[Path, str] = {}
-        self.items: dict[str, list[tuple[Path, int]]] = {}
-
-    def add(self, path: Path, data: Mapping[str, Any]) -> None:
-        try:
-            self.texts[path] = path.read_text(encoding="utf-8")
-        except OSError:
-            self.texts[path] = ""
-        for k, v in data.items():
-            if isinstance(v, list) and v and isinstance(v[0], dict):
-                self.items.setdefault(k, []).extend((path, i) for i in range(len(v)))
-
-    def __call__(self, loc: tuple[Any, ...]) -> tuple[str, int | None, tuple[Any, ...]]:
-        if len(loc) >= 2 and isinstance(loc[0], str) and isinstance(loc[1], int):
-            entries = self.items.get(loc[0], [])
-            if loc[1] < len(entries):
-                path, idx = entries[loc[1]]
-                rel = (loc[0], idx, *loc[2:])
-                return str(path), locate(self.texts.get(path, ""), rel), rel
-        if loc and loc[0] == "secrets":
-            return "$CREDENTIALS_DIRECTORY / CITYEDGE_SECRETS__*", None, loc
-        for path, text in self.texts.items():
-            line = locate(text, loc)
-            if line is not None:
-                return str(path), line, loc
-        return str(self.main), None, loc
+    def at(self, loc: Loc, message: str, *, env: bool = True) -> ConfigIssue:
+        file, line, shown = self.origins(loc, env=env)
+        guess = re.search(r"\(did you mean '(\w+)'\?\)", message)
+        unknown = message.startswith("unknown key")
+        if unknown and guess and file.startswith("$") and file.lower().endswith(f"__{loc[-1]}"):
+            # a variable is corrected as a variable: CITYEDGE_METRICS__PROT -> ..._PORT
+            var = file[1 : -len(str(loc[-1]))] + guess.group(1).upper()
+            message = message.replace(guess.group(0), f"(did you mean {var}?)")
+        issue = ConfigIssue(file, shown, message, line)
+        self.append(issue)
+        return issue
 
 
 def load_config(
-    path: str | Path, dropin_dir: str | Path | None = None, env: Mapping[str, str] | None = None
+    path: str | Path,
+    dropin_dir: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    secrets: SecretMode = "require",
+    check_files: bool = False,
 ) -> LoadedConfig:
-    """Load and validate everything; raise ConfigError listing every problem found."""
-    del env  # the environment is read by pydantic-settings from os.environ
+    """Load and validate everything; raise ConfigError listing every problem found.
+    ``env`` defaults to ``os.environ``."""
+    environ = os.environ if env is None else env
     main = Path(path)
-    issues: list[ConfigIssue] = []
     if not main.is_file():
         raise ConfigError([ConfigIssue(str(main), "", "config file not found")])
-    origins = _Origins(main)
+    origins = Origins(main)
+    issues = _Issues(origins)
     data = _read_toml(main, issues) or {}
     origins.add(main, data)
     ddir = Path(dropin_dir) if dropin_dir else main.parent / "conf.d"
@@ -180,56 +163,125 @@ def load_config(
                 origins.add(f, extra)
                 _merge(data, extra)
     if issues:
-        raise ConfigError(issues)
-    gw = data.get("gateway")
-    if isinstance(gw, dict) and isinstance(gw.get("state_dir"), str):
-        # relative to the config file, not to wherever the daemon was started from
-        gw["state_dir"] = str((main.parent / gw["state_dir"]).absolute())
+        raise ConfigError(list(issues))
+    if "secrets" in data:
+        issues.at(
+            ("secrets",),
+            "secrets never go in a config file: put each in a credential file "
+            "(docs/DEPLOY.md, 'Credentials') and name it (password_secret = \"NAME\")",
+        )
+        del data["secrets"]
+    _absolute(data, main.parent, credentials.staged_root(main))
+
+    creds = credentials.find(main, environ)
+    values, notes = creds.read() if secrets != "verify" else ({}, {})
+    origins.secrets = {n: str(s.path or s.origin) for n, s in creds.sources.items()}
+    env_over = overlay(environ, list(GatewayConfig.model_fields))
+    issues.extend(env_over.issues)
+    origins.env = env_over.origins
+    merged = copy.deepcopy(data)
+    if values:
+        merged["secrets"] = dict(values)
+    merge(merged, env_over.data)
+    origins.data = merged
+    cfg: GatewayConfig | None = None
     try:
-        cfg: GatewayConfig = GatewayConfig.model_validate(_Settings(**data).model_dump())
+        cfg = GatewayConfig.model_validate(merged)
+        found = []
     except ValidationError as exc:
-        issues.extend(_validation_issues(exc, origins))
-        raise ConfigError(issues) from None
+        found = problems(GatewayConfig, exc)
+    for p in found:
+        issues.at(p.loc, p.message)
+    # a bad value in a file is reported even where a variable overrides it here: the service
+    # does not have this shell's environment
+    for p in strict_problems(GatewayConfig, data, [p.loc for p in found]):
+        issues.at(p.loc, p.message, env=False)
+    if issues or cfg is None:
+        raise ConfigError(list(issues))
+
+    if check_files:
+        for loc, msg in profile_dir_problems(cfg, main.parent):
+            issues.at(loc, msg)
     lib = ProfileLibrary(
         [Path(p) if Path(p).is_absolute() else main.parent / p for p in cfg.gateway.profile_dirs]
         + [BUILTIN_PROFILES]
     )
-    profiles: dict[str, Profile] = {}
-    failed: set[str] = set()
-    for i, dev in enumerate(cfg.devices):
-        if dev.profile in profiles or dev.profile in failed:
-            continue
-        failed.add(dev.profile)
-        try:
-            profiles[dev.profile] = lib.load(dev.profile)
-            failed.discard(dev.profile)
-        except ConfigError as exc:
-            file, line, _ = origins(("devices", i, "profile"))
-            for iss in exc.issues:
-                issues.append(iss)
-            if not exc.issues:
-                issues.append(ConfigIssue(file, f"devices[{i}].profile", "profile error", line))
-        except KeyError:
-            file, line, rel = origins(("devices", i, "profile"))
-            issues.append(
-                ConfigIssue(
-                    file,
-                    format_path(rel),
-                    f"profile '{dev.profile}' not found in {', '.join(str(d) for d in lib.dirs)}",
-                    line,
-                )
-            )
+    profiles = _load_profiles(cfg, lib, issues)
     for ref, prof in profiles.items():
-        pfile = lib.ref_files[ref]
-        ptext = Path(pfile).read_text(encoding="utf-8")
-        for loc, msg in profile_problems(prof):
-            issues.append(ConfigIssue(pfile, format_path(loc), msg, locate(ptext, loc)))
+        names = {"points": [{"name": p.name} for p in prof.points]}
+        issues.extend(lib.issue(ref, loc, msg, names) for loc, msg in profile_problems(prof))
     for loc, msg in cross_check(cfg, profiles):
-        file, line, rel = origins(loc)
-        issues.append(ConfigIssue(file, format_path(rel), msg, line))
+        issues.at(loc, msg)
+    warnings = _Issues(origins)
+    _secrets(cfg, creds, secrets, notes, environ, issues, warnings)
+    if check_files:
+        for loc, msg in tls_problems(cfg):
+            issues.at(loc, msg)
     if issues:
-        raise ConfigError(issues)
+        raise ConfigError(list(issues))
     files.extend(sorted(set(lib.used_files)))
     return LoadedConfig(
-        cfg, profiles, tuple(files), dict(lib.ref_files), str(dropin_dir) if dropin_dir else None
+        cfg,
+        profiles,
+        tuple(files),
+        dict(lib.ref_files),
+        str(dropin_dir) if dropin_dir else None,
+        tuple(warnings),
+        {n: creds.describe(n) for _, n in secret_refs(cfg)},
+        notes,
     )
+
+
+def _load_profiles(cfg: GatewayConfig, lib: ProfileLibrary, issues: _Issues) -> dict[str, Profile]:
+    profiles: dict[str, Profile] = {}
+    tried: set[str] = set()
+    for i, dev in enumerate(cfg.devices):
+        if dev.profile in tried:
+            continue
+        tried.add(dev.profile)
+        try:
+            profiles[dev.profile] = lib.load(dev.profile)
+        except ConfigError as exc:
+            issues.extend(exc.issues)
+            if not exc.issues:
+                issues.at(("devices", i, "profile"), "profile error")
+        except KeyError:
+            issues.at(
+                ("devices", i, "profile"),
+                f"profile '{dev.profile}' not found{lib.suggest(dev.profile)} in "
+                f"{', '.join(str(d) for d in lib.dirs)} (cityedge profiles lists them)",
+            )
+    return profiles
+
+
+def _secrets(
+    cfg: GatewayConfig,
+    creds: credentials.Credentials,
+    mode: SecretMode,
+    notes: Mapping[str, str],
+    environ: Mapping[str, str],
+    issues: _Issues,
+    warnings: _Issues,
+) -> None:
+    if mode == "optional":
+        return
+    for loc, name in secret_refs(cfg):
+        if name in cfg.secrets and mode == "require":
+            continue
+        env = f"CITYEDGE_SECRETS__{name.upper()}"
+        if mode == "verify" and any(k.upper() == env for k in environ):
+            if creds.unit is not None:
+                warnings.at(
+                    loc,
+                    f"secret '{name}' comes from ${env} here; the service does not see this "
+                    f"shell's environment: {creds.missing(name)}",
+                )
+            continue
+        if mode == "require":
+            issues.at(loc, f"secret '{name}' not found: {notes.get(name) or creds.missing(name)}")
+            continue
+        error, warning = creds.verify(name)
+        if error is not None:
+            issues.at(loc, error)
+        if warning is not None:
+            warnings.at(loc, warning)

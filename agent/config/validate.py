@@ -9,21 +9,84 @@ from urllib.parse import urlsplit
 from agent.config.gateway import GatewayConfig
 from agent.config.locations import location_problems, ngsi_problems
 from agent.config.outputs import MqttOutput
+from drivers.core.config import BusConfig, DeviceConfig
 from drivers.core.endpoint import parse_endpoint
+from drivers.core.issues import did_you_mean
 from drivers.core.profile import DataType, Point, Profile
+from drivers.core.sdm_terms import KINDS
 from drivers.serial.mbus import SecondaryAddress
 
 Loc = tuple[str | int, ...]
 
-# Unit-id ranges per protocol (Modbus: 0 broadcast, 248-255 reserved on serial lines;
-# on TCP the unit id is often ignored and 255/0 are common, so allow 0..255 there).
-UNIT_RANGES = {
-    "modbus-serial": (1, 247),
-    "modbus-tcp": (0, 255),
-    "pelco_d": (1, 255),
-    "mbus": (0, 250),
-    "serial": (0, 255),
+# Unit ids per transport (docs/DEPLOY.md, "Unit ids"). On a serial line (rtu://, ascii://,
+# and rtu+tcp:// to a serial server) 0 is the broadcast address, which no device answers,
+# and 248-255 are reserved: 1..247. Modbus TCP addresses the device by IP; its unit id picks
+# a unit behind a TCP-to-RTU gateway (1..247, the same rules, since the gateway forwards it:
+# 0 becomes a broadcast) or, for a device that is itself on TCP, 255 as the TCP spec asks
+# (Messaging on TCP/IP Implementation Guide 1.0b, 4.4.2): 248..254 and 0 are refused.
+UNIT_RANGES: dict[str, tuple[tuple[int, int], ...]] = {
+    "modbus-serial": ((1, 247),),
+    "modbus-tcp": ((1, 247), (255, 255)),
+    "pelco_d": ((1, 255),),
+    "mbus": ((0, 250),),  # 251-255: 253 selects by secondary address, 254/255 broadcast
+    "serial": ((0, 255),),
 }
+UNIT_VALUES = {
+    "modbus-serial": "1..247",
+    "modbus-tcp": "1..247 for a unit behind a TCP gateway, or 255 for a device that is itself "
+    "on Modbus TCP",
+    "pelco_d": "1..255",
+    "mbus": "0..250 (or address = its secondary address)",
+    "serial": "0..255",
+}
+UNIT_HINTS = {
+    "modbus-serial": "0 is the broadcast address (no device answers it) and 248..255 are "
+    "reserved: use the device's address, 1..247",
+    "modbus-tcp": "use the id of the unit behind a TCP-to-RTU gateway (1..247; 0 would be "
+    "forwarded as a broadcast), or 255 for a device that is itself on Modbus TCP",
+    "mbus": "primary addresses are 0..250 (253: set address = the secondary address instead)",
+}
+
+
+def _transport(bus: BusConfig) -> str:
+    if bus.protocol != "modbus":
+        return bus.protocol
+    return "modbus-tcp" if parse_endpoint(bus.endpoint).scheme == "tcp" else "modbus-serial"
+
+
+def _unit_problems(
+    i: int, d: DeviceConfig, bus: BusConfig, prof: Profile | None
+) -> list[tuple[Loc, str]]:
+    """A unit id must be given where it selects the device, and fit the transport."""
+    kind = _transport(bus)
+    secondary = bus.protocol == "mbus" and d.address is not None
+    if secondary:
+        return []
+    spec = prof.serial if prof is not None else None
+    needs = kind != "serial" or (
+        spec is not None
+        and (spec.address_field is not None or any("{addr" in r.request for r in spec.reads))
+    )
+    if needs and "unit_id" not in d.model_fields_set:
+        return [
+            (
+                ("devices", i, "unit_id"),
+                f"missing: device '{d.id}' on a {kind} bus needs its address there; there is no "
+                f"default: write unit_id = {UNIT_VALUES[kind]}",
+            )
+        ]
+    ranges = UNIT_RANGES[kind]
+    if any(lo <= d.unit_id <= hi for lo, hi in ranges):
+        return []
+    shown = " or ".join(f"{lo}..{hi}" if lo != hi else str(lo) for lo, hi in ranges)
+    hint = UNIT_HINTS.get(kind)
+    return [
+        (
+            ("devices", i, "unit_id"),
+            f"unit id {d.unit_id} out of range {shown} for a {kind} bus"
+            + (f": {hint}" if hint else ""),
+        )
+    ]
 
 
 def _rs485_problems(i: int, echo: bool, kernel: bool, scheme: str) -> list[tuple[Loc, str]]:
@@ -54,7 +117,7 @@ def cross_check(cfg: GatewayConfig, profiles: Mapping[str, Profile]) -> list[tup
             out.append(
                 (
                     ("buses", i, "endpoint"),
-                    f"same physical bus as buses[{phys[ep.key]}]"
+                    f"same physical bus as bus '{cfg.buses[phys[ep.key]].id}'"
                     " (one owner per bus: put both devices on one bus)",
                 )
             )
@@ -80,7 +143,8 @@ def cross_check(cfg: GatewayConfig, profiles: Mapping[str, Profile]) -> list[tup
             out.append(
                 (
                     ("devices", i, "bus"),
-                    f"unknown bus '{d.bus}' (defined: {', '.join(buses) or 'none'})",
+                    f"unknown bus '{d.bus}'{did_you_mean(d.bus, buses)} "
+                    f"(defined: {', '.join(buses) or 'none'})",
                 )
             )
             continue
@@ -95,26 +159,13 @@ def cross_check(cfg: GatewayConfig, profiles: Mapping[str, Profile]) -> list[tup
                 (
                     ("devices", i, "unit_id"),
                     f"unit id {d.unit_id} is already used on "
-                    f"bus '{d.bus}' by devices[{seen_units[key]}]",
+                    f"bus '{d.bus}' by device '{cfg.devices[seen_units[key]].id}'",
                 )
             )
         if not secondary:
             seen_units.setdefault(key, i)
-        ep = parse_endpoint(bus.endpoint)
-        kind = (
-            bus.protocol
-            if bus.protocol != "modbus"
-            else ("modbus-tcp" if ep.scheme == "tcp" else "modbus-serial")
-        )
-        lo, hi = UNIT_RANGES[kind]
-        if not lo <= d.unit_id <= hi and not secondary:
-            out.append(
-                (
-                    ("devices", i, "unit_id"),
-                    f"unit id {d.unit_id} out of range {lo}..{hi} for a {kind} bus",
-                )
-            )
         prof = profiles.get(d.profile)
+        out.extend(_unit_problems(i, d, bus, prof))
         if prof is None:
             continue
         if prof.protocol != bus.protocol:
@@ -125,13 +176,13 @@ def cross_check(cfg: GatewayConfig, profiles: Mapping[str, Profile]) -> list[tup
                     f"{prof.protocol} but bus '{d.bus}' is {bus.protocol}",
                 )
             )
-        names = {p.name for p in prof.points}
+        names = [p.name for p in prof.points]
         for pname in d.filters:
             if pname not in names:
                 out.append(
                     (
                         ("devices", i, "filters", pname),
-                        f"profile '{d.profile}' has no point of that name",
+                        f"profile '{d.profile}' has no point '{pname}'{did_you_mean(pname, names)}",
                     )
                 )
     out.extend(_command_checks(cfg))
@@ -155,9 +206,7 @@ def _address_problems(
         return [(loc, str(exc))]
     first = seen.setdefault((bus, norm), i)
     if first != i:
-        return [
-            (loc, f"secondary address {norm} is already used on bus '{bus}' by devices[{first}]")
-        ]
+        return [(loc, f"secondary address {norm} is already used on bus '{bus}' by another device")]
     return []
 
 
@@ -172,8 +221,17 @@ def _unique(out: list[tuple[Loc, str]], section: str, ids: list[str]) -> None:
 
 
 def profile_problems(prof: Profile) -> list[tuple[Loc, str]]:
-    """Problems inside one (resolved) Modbus profile: overlaps, undefined ranges, tables."""
+    """Problems inside one (resolved) profile: an unknown kind; in a Modbus profile overlaps,
+    undefined ranges, tables."""
     out: list[tuple[Loc, str]] = []
+    if prof.kind not in KINDS:
+        out.append(
+            (
+                ("kind",),
+                f"unknown kind '{prof.kind}'{did_you_mean(prof.kind, KINDS)}: one of "
+                f"{', '.join(KINDS)} ('device' for any other kind of field device)",
+            )
+        )
     if prof.protocol != "modbus":
         return out
     spans: list[tuple[str, int, int, int, Point]] = []
@@ -189,7 +247,7 @@ def profile_problems(prof: Profile) -> list[tuple[Loc, str]]:
                         f"'{p.name}' lies in the undefined range {u.start}..{u.end}",
                     )
                 )
-        for t, a, b, j, q in spans:
+        for t, a, b, _, q in spans:
             if t == p.table.value and lo <= b and a <= hi:
                 shared_bit = lo == a and hi == b and lo == hi and DataType.BIT in (p.type, q.type)
                 if not shared_bit:
@@ -197,7 +255,7 @@ def profile_problems(prof: Profile) -> list[tuple[Loc, str]]:
                         (
                             ("points", i, "address"),
                             f"'{p.name}' ({p.table.value} {lo}..{hi})"
-                            f" overlaps '{q.name}' ({a}..{b}) of points[{j}]",
+                            f" overlaps '{q.name}' ({a}..{b})",
                         )
                     )
         spans.append((p.table.value, lo, hi, i, p))
@@ -226,16 +284,31 @@ def _mqtt_checks(i: int, o: MqttOutput, cfg: GatewayConfig) -> list[tuple[Loc, s
                     "broker: use mqtts:// with [tls], or set allow_insecure = true",
                 )
             )
-    if o.password_secret is not None and o.password_secret not in cfg.secrets:
+    if o.tls is not None and o.tls.key_file is not None and o.tls.cert_file is None:
         out.append(
             (
-                ("outputs", i, "password_secret"),
-                f"secret '{o.password_secret}' not found "
-                "(put it in $CREDENTIALS_DIRECTORY or CITYEDGE_SECRETS__"
-                f"{o.password_secret.upper()})",
+                ("outputs", i, "tls", "key_file"),
+                "key_file without cert_file: the key belongs to a client certificate; set "
+                "cert_file (or drop key_file)",
             )
         )
     return out
+
+
+def secret_refs(cfg: GatewayConfig) -> list[tuple[Loc, str]]:
+    """Every secret the config names, with the field naming it."""
+    refs: list[tuple[Loc, str]] = [
+        (("outputs", i, "password_secret"), o.password_secret)
+        for i, o in enumerate(cfg.outputs)
+        if isinstance(o, MqttOutput) and o.password_secret is not None
+    ]
+    cmd = cfg.commands
+    if cmd.hmac_secret:
+        refs.append((("commands", "hmac_secret"), cmd.hmac_secret))
+    refs += [
+        (("commands", "hmac_extra_secrets", i), n) for i, n in enumerate(cmd.hmac_extra_secrets)
+    ]
+    return refs
 
 
 def _loopback(host: str) -> bool:
@@ -269,17 +342,4 @@ def _command_checks(cfg: GatewayConfig) -> list[tuple[Loc, str]]:
                 "(the name of a secret holding the key)",
             )
         )
-    names = ([("hmac_secret", cmd.hmac_secret)] if cmd.hmac_secret else []) + [
-        (("hmac_extra_secrets", i), n) for i, n in enumerate(cmd.hmac_extra_secrets)
-    ]
-    for field, name in names:
-        if name not in cfg.secrets:
-            loc: Loc = ("commands", *field) if isinstance(field, tuple) else ("commands", field)
-            out.append(
-                (
-                    loc,
-                    f"secret '{name}' not found (put it "
-                    f"in $CREDENTIALS_DIRECTORY or CITYEDGE_SECRETS__{name.upper()})",
-                )
-            )
     return out

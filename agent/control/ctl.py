@@ -1,14 +1,18 @@
 """Local control socket: the technician CLI talks to a running daemon through it.
 
-One JSON object per line each way, on a Unix socket in the state directory (mode 0660, group
-``[commands] local_group`` when it exists). Operations: ``status``, ``read`` (last decoded values
-of a device, with their age), ``write`` (through the command router on the ``local`` channel:
-validated, rate-limited, de-duplicated by id, queued ahead of polls, read back, audited with the
-caller's user name, and ``onBehalfOf`` when a trusted front end names its logged-in user),
-and the read-only views of agent/control/views.py (``values``, ``buses``, ``plan``,
-``warnings``) for live front ends. Callers are identified by their Unix peer credentials
-(SO_PEERCRED); see agent/control/peer.py. There is deliberately no operation that runs a shell
-or makes the gateway connect anywhere.
+One JSON object per line each way, on a Unix socket (mode 0660, group ``[commands]
+local_group`` when it exists) in ``$RUNTIME_DIRECTORY`` when systemd gives the agent one (the
+unit's ``RuntimeDirectory=cityedge``: ``/run/cityedge``, mode 0750, group ``cityedge``, so
+members of that group reach it without sudo), else in the state directory (a manual run). The
+CLI looks in the state directory first, then in the runtime directory. Operations:
+``status``, ``read`` (last decoded values of a device, with their age), ``write`` (through
+the command router on the ``local`` channel: validated, rate-limited, de-duplicated by id,
+queued ahead of polls, read back, audited with the caller's user name, and ``onBehalfOf`` when
+a trusted front end names its logged-in user), and the read-only views of
+agent/control/views.py (``values``, ``buses``, ``plan``, ``warnings``) for live front ends.
+Callers are identified by their Unix peer credentials (SO_PEERCRED); see
+agent/control/peer.py. There is deliberately no operation that runs a shell or makes the
+gateway connect anywhere.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from agent.control import peer as peers
 from agent.control import views
 from agent.control.model import Command, CommandStatus, PeerCred
 from agent.control.validate import find_point, value_from_text
+from agent.ops.alarms import ServiceUnavailable
 from drivers.core.reading import iso_ms, now_ms
 
 if TYPE_CHECKING:
@@ -38,11 +43,28 @@ log = logging.getLogger("cityedge.ctl")
 MAX_LINE = 64 * 1024  # a request
 # an answer: `values` or `status` of a few hundred devices is well over MAX_LINE
 REPLY_LIMIT = 16 * 1024 * 1024
-SOCKET_RETRY = 30.0  # seconds between attempts while the state directory is not writable
+SOCKET_NAME = "control.sock"
+RUNTIME_DIR = Path("/run/cityedge")  # RuntimeDirectory=cityedge in systemd/cityedge.service
+
+
+def listen_path(state_dir: str | Path) -> Path:
+    """Where the daemon creates its socket: systemd's runtime directory when it has one."""
+    runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    return Path(runtime or state_dir) / SOCKET_NAME
 
 
 def socket_path(state_dir: str | Path) -> Path:
-    return Path(state_dir) / "control.sock"
+    """Where the CLI finds the daemon of a config: the first socket that exists, looking in
+    the state directory (a manual run), then the runtime directory of the installed unit.
+    Without one, where the daemon would create it (for messages)."""
+    candidates = [Path(state_dir) / SOCKET_NAME, listen_path(state_dir), RUNTIME_DIR / SOCKET_NAME]
+    for path in candidates:
+        try:
+            if path.exists():
+                return path
+        except OSError:  # a state directory this user may not look into (0700)
+            continue
+    return listen_path(state_dir)
 
 
 class ControlError(Exception):
@@ -114,6 +136,7 @@ def status_of(agent: Agent) -> dict[str, Any]:
         "sinks": sinks,
         "lastReload": agent.last_reload.to_dict() if agent.last_reload else None,
         "commands": None if agent.router is None else commands_of(agent.router),
+        "alarms": [a.to_dict() for a in agent.alarms.active()],
     }
 
 
@@ -184,30 +207,27 @@ class ControlServer:
         self.path = path
 
     async def run(self) -> None:
-        server = None
-        failed = False
-        while server is None:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                with contextlib.suppress(FileNotFoundError):
-                    self.path.unlink()
-                server = await asyncio.start_unix_server(
-                    self._client, path=str(self.path), limit=MAX_LINE
-                )
-                os.chmod(self.path, 0o660)
-                _give_to_group(self.path, self.agent.loaded.config.commands.local_group)
-            except OSError as exc:  # a read-only or full state directory: try again later
-                if server is None:
-                    (log.debug if failed else log.error)(
-                        "control socket %s: %s; cityedge status/read/write cannot reach the "
-                        "agent until the state directory is writable (retrying every %.0f s)",
-                        self.path,
-                        exc.strerror or exc,
-                        SOCKET_RETRY,
-                    )
-                    failed = True
-                    await asyncio.sleep(SOCKET_RETRY)
+        """Serve until cancelled. Runs supervised (agent/ops/alarms.py): a socket that cannot
+        be created (a read-only or full directory) is an alarm, retried with backoff."""
+        state_sock = Path(self.agent.loaded.config.gateway.state_dir) / SOCKET_NAME
+        if state_sock != self.path:  # left by a run outside systemd: the CLI would try it first
+            with contextlib.suppress(OSError):
+                state_sock.unlink()
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            server = await asyncio.start_unix_server(
+                self._client, path=str(self.path), limit=MAX_LINE
+            )
+        except OSError as exc:
+            raise ServiceUnavailable(
+                f"control socket {self.path}: {exc.strerror or exc}; cityedge status/read/write "
+                "cannot reach the agent until the directory is writable"
+            ) from None
+        try:
+            os.chmod(self.path, 0o660)
+            _give_to_group(self.path, self.agent.loaded.config.commands.local_group)
             async with server:
                 await server.serve_forever()
         finally:
@@ -241,6 +261,7 @@ class ControlServer:
         group = self.agent.loaded.config.commands.local_group
         if caller is None:
             caller = peers.of_process()
+        caller = peers.with_claim(caller, req.get("user"))
         read_only = op in ("status", "read", *views.OPERATIONS)
         if read_only and (why := peers.refusal(caller, group)) is not None:
             raise ControlError(f"refused: {why}")
@@ -287,6 +308,8 @@ async def request(path: Path, req: dict[str, Any], timeout: float = 15.0) -> dic
     reader, writer = await asyncio.wait_for(
         asyncio.open_unix_connection(str(path), limit=REPLY_LIMIT), 2.0
     )
+    # who we are, for the audit when the agent's user namespace hides our uid (peer.py)
+    req = {"user": peers.user_name(os.getuid()), **req}
     try:
         writer.write(json.dumps(req).encode() + b"\n")
         await writer.drain()

@@ -5,12 +5,16 @@ members of ``[commands] local_group`` (default ``cityedge``).
 
 SO_PEERGROUPS rather than /proc/<pid>/status: the unit's ``ProtectProc=invisible`` hides other
 processes from the agent, and in its user namespace (``PrivateUsers=yes``) the kernel maps the
-peer's groups for us: the unit's own group stays visible, every other group reads as nobody.
+peer's groups for us: the unit's own group (the static ``cityedge`` group install.sh creates)
+stays visible, every other group reads as nobody. So does the uid of any user but root and the
+agent's own: a technician admitted by the group would be audited as "nobody", so the CLI sends
+its user name, and the audit records it marked as claimed (``with_claim``).
 """
 
 from __future__ import annotations
 
 import array
+import dataclasses
 import grp
 import os
 import pwd
@@ -20,6 +24,7 @@ import struct
 from agent.control.model import PeerCred
 
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # asm-generic value (x86, arm, arm64)
+OVERFLOW_UID = 65534  # a uid outside the agent's user namespace (kernel.overflowuid)
 _UCRED = struct.Struct("3i")
 
 
@@ -43,6 +48,14 @@ def of_socket(sock: socket.socket) -> PeerCred:
     except OSError:
         pass  # a kernel before 4.13: the primary group still counts
     return PeerCred(pid, uid, gid, groups, user_name(uid))
+
+
+def with_claim(peer: PeerCred, claimed: object) -> PeerCred:
+    """``peer`` named by the user name its CLI sent, when the user namespace hides its uid;
+    the name is marked as claimed (the kernel vouches for the group, not for the name)."""
+    if peer.uid != OVERFLOW_UID or not isinstance(claimed, str) or not claimed.isprintable():
+        return peer
+    return dataclasses.replace(peer, user=f"{claimed[:32]} (claimed; uid hidden from the agent)")
 
 
 def of_process() -> PeerCred:

@@ -9,7 +9,9 @@ on:
 - ``degraded`` — working, with a problem: some devices offline (each with its reason) or
   degraded (points the device rejects or that do not decode); a bus disconnected; an output
   disconnected (readings are buffered); the last config reload was refused; the wall clock is
-  not synchronised; an outbox is dropping its oldest readings, or set a damaged file aside.
+  not synchronised; an outbox is dropping its oldest readings, or set a damaged file aside;
+  an auxiliary service is down (an alarm: e.g. the metrics port is held by another process,
+  agent/ops/alarms.py).
 
 Each device shows its state as drivers/device_state.py decided it (``unknown`` before its
 first poll, ``online``, ``degraded``, ``offline``), the reason and since when, the next probe
@@ -31,6 +33,7 @@ from agent.ops.observe import AgentView, SinkStats, bus_of
 from drivers.core.reading import iso_ms
 
 if TYPE_CHECKING:
+    from agent.ops.alarms import Alarms
     from agent.ops.timesync import TimeKeeper
     from agent.ops.watchdog import ProgressWatchdog
     from drivers.base import DeviceStats
@@ -60,10 +63,12 @@ class HealthReport:
         gateway_id: str | None = None,
         timekeeper: TimeKeeper | None = None,
         watchdog: ProgressWatchdog | None = None,
+        alarms: Alarms | None = None,
         mono: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.agent = agent
+        self.alarms = alarms
         self.gateway_id = gateway_id
         self.timekeeper = timekeeper
         self.watchdog = watchdog
@@ -150,6 +155,8 @@ class HealthReport:
             verdicts.append((FAILING, f"watchdog: {self.watchdog.last_reason}"))
         if self.last_reload is not None and not self.last_reload.ok:
             verdicts.append((DEGRADED, f"last config reload refused: {self.last_reload.message}"))
+        alarms = self.alarms.active() if self.alarms is not None else ()
+        verdicts += [(DEGRADED, str(a)) for a in alarms]
         clock: dict[str, object] = {}
         if self.timekeeper is not None:
             clock = self.timekeeper.snapshot()
@@ -180,6 +187,7 @@ class HealthReport:
                 "last": self.last_reload.to_dict() if self.last_reload else None,
             },
             "clock": clock,
+            "alarms": [a.to_dict() for a in alarms],
         }
 
 

@@ -9,11 +9,13 @@ cannot hold a connection open.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from agent.ops.alarms import ServiceUnavailable
 from agent.ops.health import FAILING, HealthReport
 from agent.ops.metrics import CONTENT_TYPE, make_registry, render
 from agent.ops.observe import AgentView
@@ -39,7 +41,10 @@ class HttpEndpoint:
         self.requests = 0
 
     async def serve(self) -> None:
-        server = await asyncio.start_server(self._handle, self.host, self.port, backlog=16)
+        try:
+            server = await asyncio.start_server(self._handle, self.host, self.port, backlog=16)
+        except OSError as exc:  # run supervised (agent/ops/alarms.py): an alarm, not a crash
+            raise ServiceUnavailable(bind_problem(self.host, self.port, exc)) from None
         self.port = server.sockets[0].getsockname()[1]
         log.info("metrics/health endpoint on http://%s:%d/", self.host, self.port)
         self.listening.set()
@@ -88,6 +93,21 @@ class HttpEndpoint:
             log.exception("GET %s failed", target)
             return 500, "text/plain", b"internal error (see the agent log)\n", False
         return status, ctype, body, method == "HEAD"
+
+
+def bind_problem(host: str, port: int, exc: OSError) -> str:
+    """Why the endpoint cannot listen, and what to do about it, in one line."""
+    where = f"metrics/health endpoint cannot listen on {host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"{where}: the port is in use by another process (see which: ss -ltnp "
+            f"'sport = :{port}'; or choose another with [metrics] port)"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{where}: {host} is not an address of this gateway (set [metrics] host)"
+    if exc.errno == errno.EACCES:
+        return f"{where}: permission denied (ports below 1024 need privileges)"
+    return f"{where}: {exc.strerror or exc}"
 
 
 def routes_for(agent: AgentView, health: HealthReport) -> dict[str, Route]:

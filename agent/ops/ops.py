@@ -61,7 +61,13 @@ def attach_operations(
     keeper = timekeeper if timekeeper is not None else TimeKeeper()
     wd_pair = watchdog_service(agent, watchdog_interval, notify=notify)
     wd = wd_pair[0] if wd_pair is not None else None
-    health = HealthReport(agent, gateway_id=cfg.gateway.id, timekeeper=keeper, watchdog=wd)
+    health = HealthReport(
+        agent,
+        gateway_id=cfg.gateway.id,
+        timekeeper=keeper,
+        watchdog=wd,
+        alarms=getattr(agent, "alarms", None),
+    )
     agent.services.append(("timesync", timesync_service(keeper)))
     if wd_pair is not None:
         agent.services.append(("watchdog", wd_pair[1]))

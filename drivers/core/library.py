@@ -15,7 +15,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from drivers.core.errors import ConfigError, ConfigIssue
-from drivers.core.locate import format_path, locate
+from drivers.core.issues import did_you_mean, problems, strict_problems
+from drivers.core.locate import format_path, locate, locate_named
 from drivers.core.profile import Profile
 
 MAX_DEPTH = 8
@@ -26,6 +27,7 @@ class ProfileLibrary:
         self.dirs = dirs
         self.used_files: list[str] = []
         self.ref_files: dict[str, str] = {}
+        self.chains: dict[str, list[Path]] = {}  # ref -> its file, then its ancestors' files
 
     def find(self, ref: str) -> Path:
         if ".." in Path(ref).parts or ref.startswith("/"):
@@ -43,9 +45,14 @@ class ProfileLibrary:
                 refs.update(str(p.relative_to(d).with_suffix("")) for p in d.rglob("*.toml"))
         return sorted(refs)
 
+    def suggest(self, ref: str) -> str:
+        """`` (did you mean 'x/y'?)`` for an unknown reference, else ``""``."""
+        return did_you_mean(ref, self.available())
+
     def _raw(self, ref: str, chain: tuple[str, ...]) -> tuple[dict[str, Any], Path]:
         path = self.find(ref)
         self.used_files.append(str(path))
+        self.chains.setdefault(chain[0] if chain else ref, []).append(path)
         text = path.read_text(encoding="utf-8")
         try:
             data = tomllib.loads(text)
@@ -84,7 +91,7 @@ class ProfileLibrary:
                     ConfigIssue(
                         str(path),
                         "extends",
-                        f"extends unknown profile '{parent_ref}'",
+                        f"extends unknown profile '{parent_ref}'{self.suggest(parent_ref)}",
                         locate(text, ("extends",)),
                     )
                 ]
@@ -92,23 +99,58 @@ class ProfileLibrary:
         return _inherit(parent, data), path
 
     def load(self, ref: str) -> Profile:
+        self.chains.pop(ref, None)
         data, path = self._raw(ref, ())
         self.ref_files[ref] = str(path)
         data.setdefault("id", ref)
-        text = path.read_text(encoding="utf-8")
+        found = []
         try:
-            return Profile.model_validate(data)
+            prof = Profile.model_validate(data)
         except ValidationError as exc:
-            issues = []
-            for err in exc.errors(include_url=False):
-                loc = tuple(err["loc"])
-                msg = (
-                    "unknown key (not allowed here; check the spelling)"
-                    if err["type"] == "extra_forbidden"
-                    else err["msg"]
-                )
-                issues.append(ConfigIssue(str(path), format_path(loc), msg, locate(text, loc)))
-            raise ConfigError(issues) from None
+            prof = None
+            found = problems(Profile, exc)
+        found += strict_problems(Profile, data, [p.loc for p in found])
+        if found:
+            raise ConfigError([self.issue(ref, p.loc, p.message, data) for p in found])
+        assert prof is not None
+        return prof
+
+    def issue(
+        self, ref: str, loc: tuple[str | int, ...], message: str, data: Any = None
+    ) -> ConfigIssue:
+        """An issue of profile ``ref`` at ``loc``, in the file of its chain that sets it: a
+        point is found by its name, so an inherited one is shown where it is written."""
+        files = self.chains.get(ref) or [self.find(ref)]
+        texts = [(f, f.read_text(encoding="utf-8")) for f in files]
+        shown = format_path(loc, data)
+        point = _point_name(data, loc)
+        best: tuple[Path, int | None] | None = None
+        for f, text in texts:
+            if point is not None:
+                hit = locate_named(text, "points", "name", point)
+                if hit is None:
+                    continue
+                own = ("points", hit[0], *loc[2:])
+                line = locate(text, own)
+                header = locate(text, ("points", hit[0]))
+                if len(loc) == 2 or line != header:
+                    return ConfigIssue(str(f), shown, message, line)
+                best = best or (f, line)
+            else:
+                line = locate(text, loc)
+                if line is not None:
+                    return ConfigIssue(str(f), shown, message, line)
+        f, line = best or (files[0], None)
+        return ConfigIssue(str(f), shown, message, line)
+
+
+def _point_name(data: Any, loc: tuple[str | int, ...]) -> str | None:
+    if len(loc) >= 2 and loc[0] == "points" and isinstance(loc[1], int) and isinstance(data, dict):
+        pts = data.get("points")
+        if isinstance(pts, list) and loc[1] < len(pts) and isinstance(pts[loc[1]], dict):
+            name = pts[loc[1]].get("name")
+            return name if isinstance(name, str) else None
+    return None
 
 
 def _inherit(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:

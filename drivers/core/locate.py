@@ -38,9 +38,14 @@ def locate(text: str, path: tuple[str | int, ...]) -> int | None:
                 i += 1
                 continue
             line = _key_line(lines, part, start, end)
-            return line if line is not None else (found[0] if found else None)
+            if line is not None:
+                return line
+            if found is not None:
+                return found[0] + 1
+            # a key that is not there (a missing one, or a default): its table's header
+            return start + 1 if table else None
         i += 1
-    return start + 1 if start else None
+    return start + 1 if start or table else None
 
 
 def _nth_header(
@@ -74,11 +79,48 @@ def _key_line(lines: list[str], key: str, start: int, end: int) -> int | None:
     return None
 
 
-def format_path(loc: tuple[Any, ...]) -> str:
+def format_path(loc: tuple[Any, ...], data: Any = None) -> str:
+    """``devices[1].unit_id``; with the document ``data``, array entries that have an ``id``
+    or a ``name`` are named by it instead: ``devices[lamp-2].unit_id``, ``points[power].type``."""
     s = ""
+    node = data
     for part in loc:
         if isinstance(part, int):
-            s += f"[{part}]"
+            item = node[part] if isinstance(node, list) and 0 <= part < len(node) else None
+            name = _name_of(item)
+            if name is not None and sum(_name_of(x) == name for x in node) > 1:
+                name = None  # a duplicate id: only the index tells them apart
+            s += f"[{name if name is not None else part}]"
+            node = item
         else:
             s += ("." if s else "") + str(part)
+            node = node.get(part) if isinstance(node, dict) else None
     return s
+
+
+def _name_of(item: Any) -> str | None:
+    if isinstance(item, dict):
+        for key in ("id", "name"):
+            v = item.get(key)
+            if isinstance(v, str) and v and all(c not in v for c in "[]. "):
+                return v
+    return None
+
+
+def locate_named(text: str, table: str, key: str, value: str) -> tuple[int, int] | None:
+    """The index of the ``[[table]]`` block whose ``key = "value"``, and the line of that key
+    (1-based); None if no block of ``text`` has it."""
+    lines = text.splitlines()
+    n = -1
+    pat = re.compile(rf"^\s*{re.escape(key)}\s*=\s*[\"']{re.escape(value)}[\"']")
+    inside = False
+    for idx, line in enumerate(lines):
+        m = _HEADER.match(line)
+        if m:
+            inside = line.strip().startswith("[[") and m.group(1).replace('"', "") == table
+            if inside:
+                n += 1
+            continue
+        if inside and pat.match(line):
+            return n, idx + 1
+    return None

@@ -73,3 +73,8 @@ KIND_CONTROLLED_PROPERTIES: dict[str, tuple[str, ...]] = {
     "traffic_counter": ("trafficFlow",),
     "traffic_controller": ("trafficFlow",),
 }
+
+# The kinds a profile may declare: the ones above, whose readings map onto a Smart Data Models
+# entity (or a Device with these defaults), and "device" for any other field device (a Device
+# with DeviceMeasurements; its profile names its controlled_property).
+KINDS: tuple[str, ...] = (*KIND_CONTROLLED_PROPERTIES, "device")

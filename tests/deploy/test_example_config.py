@@ -36,8 +36,7 @@ def test_example_passes_check_with_systemd_credentials(
         "cityedge/water_meter",
         "cityedge/camera",
     }
-    assert main(["check", str(EXAMPLE)]) == 0
-    assert "configuration OK" in capsys.readouterr().out
+    # `check` of the installed copy (profiles/ beside it, the CA in place): test_install.py
 
 
 def test_example_without_the_password_is_refused(

@@ -136,3 +136,59 @@ def test_empty_wheelhouse_names_the_fix(tmp_path: Path) -> None:
     res = run(INSTALL, "--root", tmp_path / "r", "--wheelhouse", tmp_path)
     assert res.returncode != 0
     assert "pip wheel . -w" in res.stderr
+
+
+def test_installed_gateway_checks_as_the_documented_steps_do(
+    tmp_path: Path,
+    wheelhouse: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """docs/DEPLOY.md: install, give the broker's CA and the password, `cityedge check`. The
+    CLI reads the password where the installed unit loads it from (LoadCredential=), with no
+    $CREDENTIALS_DIRECTORY; `plan` never needs it. The staged root stands for /."""
+    from agent.cli.main import main
+
+    root = tmp_path / "root"
+    py = shutil.which("python3") or sys.executable
+    res = run(INSTALL, "--root", root, "--wheelhouse", wheelhouse, "--no-deps", "--python", py)
+    assert res.returncode == 0, res.stdout + res.stderr
+    sysusers = root / "usr/lib/sysusers.d/cityedge.conf"
+    assert sysusers.read_text() == (ROOT / "systemd/cityedge.sysusers").read_text()
+    assert "created at first boot" in res.stdout
+    etc = root / "etc/cityedge"
+    gw = etc / "gateway.toml"
+    for k in os.environ:  # a technician's shell: no systemd credentials, no overrides
+        if k == "CREDENTIALS_DIRECTORY" or k.startswith("CITYEDGE_"):
+            monkeypatch.delenv(k)
+
+    def cityedge(*args: str | Path) -> tuple[int, str, str]:
+        rc = main([str(a) for a in args])
+        out = capsys.readouterr()
+        return rc, out.out, out.err
+
+    (etc / "tls").mkdir()
+    (etc / "tls/ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")  # the broker's CA
+    lines = gw.read_text().splitlines()
+    line = next(i for i, t in enumerate(lines, 1) if t.startswith("password_secret"))
+    placeholder = etc / "credentials/mqtt_password"
+    rc, out, err = cityedge("check", gw)
+    assert rc == 78, out + err
+    assert (
+        f"{gw}:{line}: outputs[city-platform].password_secret: secret 'mqtt_password': "
+        f"{placeholder} is empty (LoadCredential= in {root}/etc/systemd/system/cityedge.service)"
+    ) in err
+    rc, out, err = cityedge("plan", gw)
+    assert rc == 0 and "bus rs485-lamps" in out, err
+
+    # echo -n 'the-broker-password' | sudo tee /etc/cityedge/credentials/mqtt_password
+    placeholder.write_text("the-broker-password")
+    rc, out, err = cityedge("check", gw)
+    assert rc == 0, out + err
+    assert f"  mqtt_password: {placeholder} (LoadCredential= in " in out
+    assert "warning" not in out, out
+
+    # a password readable by others is refused with the fix
+    placeholder.chmod(0o644)
+    rc, out, err = cityedge("check", gw)
+    assert rc == 78 and f"chmod 600 {placeholder}" in err

@@ -73,16 +73,31 @@ def parse_brokers(output: MqttOutput) -> list[BrokerAddress]:
     return out
 
 
+class TlsFileError(Exception):
+    """A TLS file of an output cannot be used; says which (ssl's own errors do not)."""
+
+    def __init__(self, key: str, path: str | None, exc: Exception) -> None:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        super().__init__(f"tls.{key} {path}: {why} (cityedge check tests these files)")
+
+
 def build_tls_context(output: MqttOutput) -> ssl.SSLContext:
     """Verify the broker against ``ca_file`` (system store when unset) with hostname check;
     present a client certificate when configured. Blocking (reads files)."""
     t = output.tls
-    ctx = ssl.create_default_context(
-        ssl.Purpose.SERVER_AUTH, cafile=t.ca_file if t is not None else None
-    )
+    try:
+        ctx = ssl.create_default_context(
+            ssl.Purpose.SERVER_AUTH, cafile=t.ca_file if t is not None else None
+        )
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsFileError("ca_file", t.ca_file if t is not None else None, exc) from None
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if t is not None and t.cert_file is not None:
-        ctx.load_cert_chain(t.cert_file, t.key_file)
+        try:
+            ctx.load_cert_chain(t.cert_file, t.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            files = f"{t.cert_file}{f', {t.key_file}' if t.key_file else ''}"
+            raise TlsFileError("cert_file/key_file", files, exc) from None
     if t is not None and t.insecure_skip_verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from agent.forward.outbox import OutboxStats
@@ -65,6 +65,7 @@ def health_payload(
     stats: MqttSinkStats,
     devices: Mapping[str, object] | None,
     now: int,
+    alarms: Sequence[str] = (),
 ) -> bytes:
     """The native-v1 ``health`` message (schema: agent/schemas/native-v1.json)."""
     ln, ob = stats.link, stats.outbox
@@ -88,4 +89,6 @@ def health_payload(
         "published": {"messages": ln.published_messages, "readings": ln.published_readings},
         "devices": dict(devices) if devices is not None else {},
     }
+    if alarms:  # auxiliary services down (e.g. the metrics port held by another process)
+        body["alarms"] = list(alarms)
     return json.dumps(body, separators=(",", ":"), default=str).encode()

@@ -97,3 +97,6 @@ class RebirthSink(Protocol):
 class HealthSink(Protocol):
     def set_status_provider(self, provider: StatusProvider) -> None:
         """Where the health message gets every device's status from."""
+
+    def set_alarm_provider(self, provider: Callable[[], Sequence[str]]) -> None:
+        """Where the health message gets the agent's active alarms from."""

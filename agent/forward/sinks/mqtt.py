@@ -122,6 +122,8 @@ class MqttSink(StatusSink, CommandSink, RebirthSink, HealthSink, ClockFixSink):
         self.submit = self.outbox.submit  # accepted = committed
         self.health_topic = output.health_topic or f"{output.topic_prefix}/{gateway_id}/health"
         self.status_provider = device_status
+        # the agent's alarms (auxiliary services down: agent/ops/alarms.py), for the health message
+        self.alarm_provider: Callable[[], Sequence[str]] | None = None
         self.close_timeout = close_timeout
         self._backoff = Backoff(output.reconnect_min, output.reconnect_max, rand)
         self._handlers: list[tuple[str, Handler]] = []
@@ -215,6 +217,9 @@ class MqttSink(StatusSink, CommandSink, RebirthSink, HealthSink, ClockFixSink):
 
     def set_status_provider(self, provider: StatusProvider) -> None:
         self.status_provider = provider
+
+    def set_alarm_provider(self, provider: Callable[[], Sequence[str]]) -> None:
+        self.alarm_provider = provider
 
     def rebirth(self) -> None:
         """Re-send what a (re)connect sends: births (Sparkplug) / online status (native)."""
@@ -381,7 +386,8 @@ class MqttSink(StatusSink, CommandSink, RebirthSink, HealthSink, ClockFixSink):
                     devices = self.status_provider()
                 except Exception:
                     log.exception("output %s: device status provider failed", self.name)
-            body = health_payload(self.gateway_id, self.stats(), devices, now_ms())
+            alarms = self.alarm_provider() if self.alarm_provider is not None else ()
+            body = health_payload(self.gateway_id, self.stats(), devices, now_ms(), alarms)
             wire.put([OutMessage(self.health_topic, body, qos=1)])
             await asyncio.sleep(self.output.health_interval)
 

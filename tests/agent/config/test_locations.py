@@ -42,7 +42,7 @@ def test_streetlights_need_a_location_for_ngsi_ld(
     (cfgdir / "gateway.toml").write_text((cfgdir / "gateway.toml").read_text() + NGSI)
     issues = refused(cfgdir)
     assert len(issues) == 2, issues
-    assert "devices[0].location" in issues[0] and "Streetlight" in issues[0]
+    assert "devices[lamp1].location" in issues[0] and "Streetlight" in issues[0]
     assert main(["check", str(cfgdir / "gateway.toml")]) == 78
     assert "requires a location" in capsys.readouterr().err
     # a gateway-level location is inherited by every device
@@ -56,7 +56,7 @@ def test_streetlights_need_a_location_for_ngsi_ld(
 def test_coordinates_out_of_range_and_swapped(cfgdir: Path) -> None:
     edit(cfgdir, "unit_id = 1\n", "unit_id = 1\nlocation = [105.85, 21.03]\n")
     (issue,) = refused(cfgdir)
-    assert "devices[0].location" in issue and "write [21.03, 105.85]" in issue
+    assert "devices[lamp1].location" in issue and "write [21.03, 105.85]" in issue
     edit(cfgdir, "location = [105.85, 21.03]", "location = [21.03, 205.0]")
     (issue,) = refused(cfgdir)
     assert "not a WGS84 point" in issue
@@ -67,7 +67,7 @@ def test_swap_in_range_is_caught_against_the_gateway(cfgdir: Path) -> None:
     edit(cfgdir, 'id = "gw-test"', 'id = "gw-test"\nlocation = [48.8566, 2.3522]')
     edit(cfgdir, "unit_id = 2\n", "unit_id = 2\nlocation = [2.3530, 48.8570]\n")
     (issue,) = refused(cfgdir)
-    assert "devices[1].location" in issue and "look swapped" in issue
+    assert "devices[lamp2].location" in issue and "look swapped" in issue
     edit(cfgdir, "location = [2.3530, 48.8570]", "location = [48.8570, 2.3530]")
     load_config(cfgdir / "gateway.toml")
     assert distance_km((21.0285, 105.8542), (10.7769, 106.7009)) == pytest.approx(1140, abs=10)

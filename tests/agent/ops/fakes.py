@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
+from agent.ops.alarms import Alarms
 from agent.ops.observe import SinkStats
 from drivers.base import BusStats, DeviceStats
 
@@ -71,6 +72,7 @@ class FakeAgent:
         self.router: Any = None  # no command router (commands disabled)
         self.loaded: Any = None  # set by tests that need a config
         self.last_reload: Any = None
+        self.alarms = Alarms()
 
     def dev(self, bus: str, dev: str) -> DeviceStats:
         return self.drivers[bus].stats.devices[dev]

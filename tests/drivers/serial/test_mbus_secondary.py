@@ -249,19 +249,19 @@ def test_config_accepts_secondary_addresses(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("old", "new", "path", "msg"),
     [
-        ('address = "12345601"', 'address = "1234501"', "devices[0].address", "not an M-Bus"),
-        ('"12345602.CTY.*.07"', '"12345602-CTY"', "devices[1].address", "e.g. '12345678'"),
+        ('address = "12345601"', 'address = "1234501"', "devices[meter-a].address", "not an M-Bus"),
+        ('"12345602.CTY.*.07"', '"12345602-CTY"', "devices[meter-b].address", "e.g. '12345678'"),
         (
             "unit_id = 1\n",
             'unit_id = 1\naddress = "12345678"\n',
-            "devices[4].address",
+            "devices[meter-tcp].address",
             "address is only used by M-Bus devices",
         ),
-        ('"FFFFFF03"', '"12345601"', "devices[2].address", "already used on bus 'mbus1'"),
+        ('"FFFFFF03"', '"12345601"', "devices[meter-c].address", "already used on bus 'mbus1'"),
         (
             'unit_id = 253\naddress = "FFFFFF03"\n',
             "unit_id = 253\n",
-            "devices[2].unit_id",
+            "devices[meter-c].unit_id",
             "0..250",
         ),
     ],
