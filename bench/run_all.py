@@ -376,7 +376,7 @@ def targets(st: dict[str, Step]) -> list[Target]:
         Target(
             "Wheel download (this machine's architecture; ARM below)",
             None if wheel_kib is None else wheel_kib / 1024,
-            512,
+            640,
             "KiB",
             True,
             "wheel",

@@ -22,8 +22,10 @@ def test_wheel_is_lean_and_the_sdist_has_the_sources(tmp_path: Path) -> None:
     assert len(r["ext_modules"]) == 1, r
     assert r["sources_in_wheel"] == [], r
     assert r["so_debug_sections"] == [] and r["so_has_symtab"] is False, r
-    # 1.0 MB before (1.5 MB of generated C and a 1.4 MB module with debug info in it)
-    assert r["wheel_bytes"] < 512 * KIB, r
+    # 1.0 MB before (1.5 MB of generated C and a 1.4 MB module with debug info in it); the
+    # kernels are 215 KiB stripped on x86_64, and the rest is our own Python and package data
+    assert r["so_bytes"] < 320 * KIB, r
+    assert r["wheel_bytes"] < 640 * KIB, r
     assert {"ext/_filters.pyx", "ext/_kernels.pxd"} <= set(r["sdist_sources"]), r
     assert not any(n.endswith(".c") for n in r["sdist_sources"]), r
 
