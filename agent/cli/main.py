@@ -26,6 +26,17 @@ COMMAND_MODULES = (
 )
 
 
+# The module of each subcommand, so `cityedge run` imports only the daemon's command and not
+# every tool's module (about 1 MB of the daemon's memory); any other first word (--help, a
+# typo) builds the whole parser.
+COMMAND_OF = {
+    "read": "agent.cli.tools",
+    "write": "agent.cli.tools",
+    "status": "agent.cli.tools",
+    **{m.rsplit(".", 1)[1]: m for m in COMMAND_MODULES if not m.endswith(".tools")},
+}
+
+
 def filter_impl() -> str:
     try:
         from ext import IMPLEMENTATION
@@ -35,7 +46,8 @@ def filter_impl() -> str:
         return "unavailable"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole CLI, or only ``command``'s subcommand when it names a known one."""
     parser = argparse.ArgumentParser(
         prog="cityedge",
         description="Edge gateway agent: polls field controllers over Modbus and serial "
@@ -47,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--version", action="version", version=f"cityedge {__version__} (filters: {filter_impl()})"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    modules = [COMMAND_OF[command]] if command in COMMAND_OF else COMMAND_MODULES
+    for name in modules:
         try:
             mod = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -59,8 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(words[0] if words else None)
+    args = parser.parse_args(words)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
