@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "agent.cli.demo",
     "agent.cli.plan",
     "agent.cli.tools",
+    "agent.cli.watch",
     "agent.cli.scan",
     "agent.cli.outbox",
     "agent.cli.fiware",

@@ -20,6 +20,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from agent.cli.common import describe
 from drivers.core.config import Rs485Config
 from drivers.core.endpoint import EndpointError, parse_endpoint
 from drivers.core.profile import Table
@@ -59,7 +60,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "scan",
         help="find Modbus unit ids and line settings on a bus",
-        description=__doc__,
+        description=describe(__doc__),
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

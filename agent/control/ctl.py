@@ -2,11 +2,12 @@
 
 One JSON object per line each way, on a Unix socket in the state directory (mode 0660, group
 ``[commands] local_group`` when it exists). Operations: ``status``, ``read`` (last decoded values
-of a device, with their age), ``write`` (through the command router on the ``local`` channel:
-validated, rate-limited, de-duplicated by id, queued ahead of polls, read back, audited with the
-caller's user name). Callers are identified by their Unix peer credentials (SO_PEERCRED); see
-agent/control/peer.py. There is deliberately no operation that runs a shell or makes the
-gateway connect anywhere.
+of a device, with their age), ``snapshot`` (buses, devices and every last value at once, for
+live views: agent/control/snapshot.py), ``write`` (through the command router on the ``local``
+channel: validated, rate-limited, de-duplicated by id, queued ahead of polls, read back,
+audited with the caller's user name). Callers are identified by their Unix peer credentials
+(SO_PEERCRED); see agent/control/peer.py. There is deliberately no operation that runs a
+shell or makes the gateway connect anywhere.
 """
 
 from __future__ import annotations
@@ -84,9 +85,16 @@ def devices_of(agent: Agent) -> dict[str, Any]:
 def status_of(agent: Agent) -> dict[str, Any]:
     devices = devices_of(agent)
     sinks = []
+    outputs = {o.id: o for o in agent.loaded.config.outputs}
     for s in agent.sinks:
         snap = sink_snapshot(s, now_ms())
-        entry: dict[str, Any] = {"name": snap.name, "type": snap.kind}
+        out = outputs.get(snap.name)
+        # the output's configured type ("mqtt", "jsonl"), not the class that implements it
+        entry: dict[str, Any] = {"name": snap.name, "type": out.type if out else snap.kind}
+        if out is not None and out.type == "mqtt":
+            entry["encoding"] = out.encoding
+        if snap.broker is not None:
+            entry["broker"] = snap.broker
         if snap.connected is not None:
             entry["connected"] = snap.connected
         if snap.has_outbox:
@@ -219,7 +227,8 @@ class ControlServer:
         group = self.agent.loaded.config.commands.local_group
         if caller is None:
             caller = peers.of_process()
-        if op in ("status", "read") and (why := peers.refusal(caller, group)) is not None:
+        reads = ("status", "read", "snapshot")
+        if op in reads and (why := peers.refusal(caller, group)) is not None:
             raise ControlError(f"refused: {why}")
         if op == "status":
             return {"ok": True, **status_of(self.agent)}
@@ -228,13 +237,25 @@ class ControlServer:
                 "ok": True,
                 **read_of(self.agent, str(req["device"]), [str(p) for p in req.get("points", [])]),
             }
+        if op == "snapshot":
+            from agent.control.snapshot import snapshot_of
+
+            only = req.get("devices")
+            return {
+                "ok": True,
+                **snapshot_of(
+                    self.agent,
+                    None if only is None else {str(d) for d in only},
+                    bool(req.get("values", True)),
+                ),
+            }
         if op == "write":
             cid = str(req.get("id") or new_local_id())
             cmd = local_command(self.agent.bindings, req, caller, cid)
             assert self.agent.router is not None
             res = await self.agent.router.execute(cmd)
             return {"ok": res.status is CommandStatus.OK, **res.to_dict()}
-        raise ControlError(f"unknown operation {op!r} (status, read, write)")
+        raise ControlError(f"unknown operation {op!r} (status, read, snapshot, write)")
 
 
 def new_local_id() -> str:
