@@ -221,6 +221,11 @@ class SimulatorServer:
     # --- register image ---
     def _refresh(self, u: _Unit) -> None:
         values = u.model.values()
+        ident = u.profile.identify
+        if ident is not None:  # a unit answers the identification of the profile it serves
+            answer = ident.example(values[ident.point])
+            if isinstance(answer, float | int | str):
+                values[ident.point] = answer
         for p in u.profile.points:
             img = u.image[p.table]
             v = values[p.name]
