@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "agent.cli.outbox",
     "agent.cli.fiware",
     "agent.cli.sign",
+    "agent.cli.completion",
 )
 
 
