@@ -23,27 +23,28 @@ EXAMPLES = """examples:
 in the current bash only: source <(cityedge completion bash)"""
 
 DEVICES = {"bash": "_cityedge_devices", "zsh": "_cityedge_devices_zsh"}
+# the id keys of the [[devices]] tables of a TOML file (awk: on every gateway, unlike a
+# Python start-up per TAB)
+AWK = r"""/^[ \t]*\[\[devices\]\]/ {d = 1; next}
+/^[ \t]*\[/ {d = 0}
+d && /^[ \t]*id[ \t]*=/ {sub(/^[^=]*=[ \t]*"/, ""); sub(/".*/, ""); print}"""
 PREAMBLE = {
     "bash": r"""
-# device ids of the gateway file and its conf.d (the [[devices]] tables' id keys)
+# device ids of the gateway file and its conf.d
 _cityedge_device_ids() {
   local cfg="${CITYEDGE_CONFIG:-/etc/cityedge/gateway.toml}"
-  awk '/^[[:space:]]*\[\[devices\]\]/ {d = 1; next} /^[[:space:]]*\[/ {d = 0}
-       d && /^[[:space:]]*id[[:space:]]*=/ {sub(/^[^=]*=[[:space:]]*"/, ""); sub(/".*/, ""); print}' \
-    "$cfg" "$(dirname "$cfg")"/conf.d/*.toml 2>/dev/null
+  awk '@AWK@' "$cfg" "$(dirname "$cfg")"/conf.d/*.toml 2>/dev/null
 }
 _cityedge_devices() { compgen -W "$(_cityedge_device_ids)" -- "$1"; }
-""",
+""".replace("@AWK@", AWK),
     "zsh": r"""
 _cityedge_devices_zsh() {
   local cfg="${CITYEDGE_CONFIG:-/etc/cityedge/gateway.toml}"
   local -a ids
-  ids=(${(f)"$(awk '/^[[:space:]]*\[\[devices\]\]/ {d = 1; next} /^[[:space:]]*\[/ {d = 0}
-       d && /^[[:space:]]*id[[:space:]]*=/ {sub(/^[^=]*=[[:space:]]*"/, ""); sub(/".*/, ""); print}' \
-    "$cfg" "${cfg:h}"/conf.d/*.toml 2>/dev/null)"})
+  ids=(${(f)"$(awk '@AWK@' "$cfg" "${cfg:h}"/conf.d/*.toml 2>/dev/null)"})
   compadd -a ids
 }
-""",
+""".replace("@AWK@", AWK),
 }
 DEVICE_ARGS = {"read": "device", "write": "device", "watch": "devices", "plan": "device"}
 

@@ -57,7 +57,8 @@ def test_stats_export_purge(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert main(["outbox", "-c", str(cfg)]) == 0
     out = capsys.readouterr().out  # a table for people: output, waiting, oldest, newest...
     head, row = out.splitlines()[:2]
-    assert head.split()[:3] == ["output", "waiting", "oldest"] and row.split()[:2] == ["uplink", "7"]
+    assert head.split()[:3] == ["output", "waiting", "oldest"]
+    assert row.split()[:2] == ["uplink", "7"]
     assert "{" not in out  # not a Python/JSON dict
     assert main(["outbox", "-c", str(cfg), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["uplink"]["depth"] == 7
