@@ -46,7 +46,7 @@ EXAMPLES = """examples:
   cityedge scan tcp://192.168.10.20:502 --units 1-10
   cityedge scan rtu+tcp://10.1.1.5:4001 --units 1-16 --timeout 0.3 --json
   cityedge scan rtu:///dev/ttyAMA0 --rs485 --echo --units 1-8   # a Pi RS-485 HAT (DEPLOY.md)
-  cityedge scan tcp://192.168.10.20:502 --units 1-30 --emit-config > conf.d/cabinet.toml
+  cityedge scan tcp://192.168.10.20:502 --units 1-30 --emit-config > cabinet.toml
 without --units every unit id 1-247 is tried: minutes per line setting on a quiet bus.
 stop the daemon first (systemctl stop cityedge): a serial port has one owner."""
 
