@@ -71,9 +71,9 @@ def script(shell: str) -> str:
         for name, sub in getattr(action, "choices", {}).items():
             for a in sub._actions:
                 if a.dest == DEVICE_ARGS.get(name):
-                    a.complete = {shell: DEVICES[shell]}  # type: ignore[attr-defined]
+                    a.complete = {shell: DEVICES[shell]}
                 elif a.dest in ("config", "file", "key_file", "config_out"):
-                    a.complete = shtab.FILE  # type: ignore[attr-defined]
+                    a.complete = shtab.FILE
     text: str = shtab.complete(parser, shell=shell, preamble=PREAMBLE[shell])
     return text
 

@@ -31,13 +31,33 @@ a ``reason``.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
-from typing import TYPE_CHECKING, Any
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, Protocol
 
+from agent.config.loader import LoadedConfig
+from drivers.base import BusDriver, DeviceBinding
 from drivers.core.reading import Reading, iso_ms, now_ms
 
-if TYPE_CHECKING:
-    from agent.runtime import Agent
+
+class _Pipeline(Protocol):
+    @property
+    def last_values(self) -> Mapping[tuple[str, str], Reading]: ...
+
+
+class SnapshotSource(Protocol):
+    """What the snapshot reads of the running agent (agent.runtime.Agent has it; typed
+    structurally so that control does not import the runtime above it)."""
+
+    @property
+    def loaded(self) -> LoadedConfig: ...
+    @property
+    def bindings(self) -> Sequence[DeviceBinding]: ...
+    @property
+    def drivers(self) -> Mapping[str, BusDriver]: ...
+    @property
+    def pipeline(self) -> _Pipeline: ...
+    @property
+    def started_at(self) -> float: ...
 
 
 def value_row(r: Reading, now: int) -> dict[str, Any]:
@@ -57,7 +77,7 @@ def value_row(r: Reading, now: int) -> dict[str, Any]:
 
 
 def snapshot_of(
-    agent: Agent, devices: Collection[str] | None = None, values: bool = True
+    agent: SnapshotSource, devices: Collection[str] | None = None, values: bool = True
 ) -> dict[str, Any]:
     now = now_ms()
     cfg = agent.loaded.config

@@ -83,8 +83,8 @@ async def test_a_set_aside_file_degrades_health_with_the_salvage_command(tmp_pat
         [reason] = [r for r in doc["reasons"] if "set aside" in r]  # type: ignore[attr-defined]
         assert "cityedge outbox salvage" in reason and str(path) in reason
         agent.loaded = SimpleNamespace(
-                config=SimpleNamespace(gateway=SimpleNamespace(id="gw"), outputs=())
-            )
+            config=SimpleNamespace(gateway=SimpleNamespace(id="gw"), outputs=())
+        )
         agent.started_at, agent.last_reload = 0.0, None
         status = status_of(agent)  # type: ignore[arg-type]  # what `cityedge status` prints
         assert status["sinks"][0]["outbox"]["alarms"] == [reason.removeprefix("output up: ")]
