@@ -49,7 +49,11 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    setup_logging("info")
+    from agent.cli.poll_lines import output_mode
+
+    args.output = output_mode(args.output, default_human=True)
+    # the readable lines already say when a device comes and goes: the log keeps to problems
+    setup_logging("warning" if args.output == "human" else "info")
     from agent.cli.simulate import quiet_simulators, wire_log
 
     if args.verbose:
@@ -91,13 +95,13 @@ async def _demo(args: argparse.Namespace) -> None:
                 "(Ctrl-C to stop)",
                 file=sys.stderr,
             )
-            from agent.cli.poll_lines import output_mode, readable_sinks
+            from agent.cli.poll_lines import readable_sinks
             from agent.ops.ops import attach_operations
             from agent.ops.timesync import TimeKeeper
             from agent.runtime import bindings_for, build_sinks
 
             sinks = None
-            if output_mode(args.output, default_human=True) == "human":
+            if args.output == "human":
                 sinks = readable_sinks(loaded, build_sinks(loaded, bindings_for(loaded)))
             agent = Agent(loaded, sinks=sinks)
             # the demo runs anywhere (containers report an unsynchronised kernel clock)
