@@ -78,6 +78,9 @@ async def test_run_output_human_follows_a_device_going_offline(tmp_path: Path) -
 id = "gw"
 state_dir = "state"
 
+[metrics]
+port = 0  # any free port: a parallel run's agent may hold the default
+
 [[buses]]
 id = "sim"
 endpoint = "tcp://127.0.0.1:{sim.port}"
@@ -103,6 +106,7 @@ id = "stdout"
         )  # fmt: skip
     try:
         text = await _output_until(proc, out_path, " V  ")
+        assert proc.returncode is None, err_path.read_text()
         assert "lamp-1        ▲ online  (was unknown, bus sim)" in text, text
         poll = next(line for line in text.splitlines() if "voltage" in line)
         assert "dim_level 1.0" in poll and "energy " in poll and " kWh" in poll
