@@ -48,7 +48,7 @@ interval = 0.3
 [[outputs]]
 type = "jsonl"
 id = "file"
-path = "readings.jsonl"
+path = "{out}"
 """
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -68,7 +68,7 @@ async def test_watch_draws_updates_and_exits_cleanly_on_ctrl_c(
     sim: SimulatorServer, tmp_path: Path
 ) -> None:
     cfg = tmp_path / "gateway.toml"
-    cfg.write_text(CONFIG.format(port=sim.port))
+    cfg.write_text(CONFIG.format(port=sim.port, out=tmp_path / "readings.jsonl"))
     loaded = load_config(cfg)
     agent = Agent(loaded)
     task = asyncio.create_task(agent.run())
