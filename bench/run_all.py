@@ -59,6 +59,7 @@ STEPS = [
     Step("faults", "bench_faults.py", ["--json"], ["--quick", "--json"], 420, 150),
     Step("storage", "bench_storage.py", ["--json"], ["--quick", "--json"], 420, 180),
     Step("wheel", "bench_wheel.py", ["--json"], ["--json"], 300, 300),
+    Step("cli", "bench_cli.py", ["--json"], ["--quick", "--json"], 120, 60),
 ]
 
 # Sections written by hand (figures no script on this machine can produce, e.g. from the ARM
@@ -371,6 +372,16 @@ def targets(st: dict[str, Step]) -> list[Target]:
             "filters",
         )
     )
+    t.append(
+        Target(
+            "Control socket snapshot for `cityedge watch`, 50 devices (built + serialised)",
+            st["cli"].data.get("snapshot_ms"),
+            10,
+            "ms",
+            True,
+            "cli",
+        )
+    )
     wheel_kib = st["wheel"].data.get("wheel_bytes")
     t.append(
         Target(
@@ -457,6 +468,7 @@ def render(
     _storage(a, st["storage"])
     _filters(a, st["filters"])
     _wheel(a, st["wheel"])
+    _cli(a, st["cli"])
     for section in kept:
         a(section)
         a("")
@@ -518,6 +530,24 @@ def _e2e(a: Callable[[str], None], s: Step) -> None:
         "(`CITYEDGE_EVENT_LOOP=uvloop`, opt-in) instead of the standard asyncio loop. The "
         "simulated lamps are pinned to 21:00 local time (lamps on), so the pass ratio does not "
         "depend on the hour of the run. See [PROFILE.md](PROFILE.md) for where the CPU goes."
+    )
+    a("")
+
+
+def _cli(a: Callable[[str], None], s: Step) -> None:
+    a("## Technician views (control socket snapshot, rich)")
+    a("")
+    a(
+        f"- `snapshot` operation of the control socket (what `cityedge watch` asks for every "
+        f"second), 50 devices with {_f(s.data.get('values'))} last values, built and "
+        f"serialised in the daemon: median {_f(s.data.get('snapshot_ms'), '{:.2f}')} ms "
+        f"(p90 {_f(s.data.get('snapshot_ms_p90'), '{:.2f}')} ms), "
+        f"{_f(s.data.get('snapshot_kib'), '{:.0f}')} KiB of JSON."
+    )
+    a(
+        f"- Importing rich and the table views, in the commands that print only (never in "
+        f"`cityedge run`): {_f(s.data.get('rich_import_ms'), '{:.0f}')} ms and "
+        f"+{_f(s.data.get('rich_import_mb'), '{:.1f}')} MB of RSS (median of fresh interpreters)."
     )
     a("")
 

@@ -9,7 +9,8 @@
 #   1. a virtualenv in PREFIX/venv (default /opt/cityedge/venv) with the agent installed;
 #      the Cython filter module is compiled when a C compiler and Python headers are present,
 #      otherwise the pure-Python twin is used (same results, slower) and a warning is printed;
-#   2. /usr/local/bin/cityedge -> PREFIX/venv/bin/cityedge for technicians;
+#   2. /usr/local/bin/cityedge -> PREFIX/venv/bin/cityedge for technicians, and its bash
+#      completion in /usr/share/bash-completion/completions/cityedge;
 #   3. the systemd unit in /etc/systemd/system/cityedge.service (replaced on upgrade: local
 #      changes belong in `systemctl edit cityedge` drop-ins);
 #   4. /etc/cityedge/gateway.toml from examples/gateway.toml, ONLY if there is none yet, plus
@@ -129,6 +130,16 @@ ln -sfn "$PREFIX/venv/bin/cityedge" "$ROOT/usr/local/bin/cityedge"
 mkdir -p "$ROOT$PREFIX/share"
 [ -f "$SRC/docs/DEPLOY.md" ] && install -m 0644 "$SRC/docs/DEPLOY.md" "$ROOT$PREFIX/share/DEPLOY.md"
 install -m 0644 "$SRC/examples/gateway.toml" "$ROOT$PREFIX/share/gateway.toml.example"
+# bash completion of commands, options and device ids (bash-completion loads it on demand)
+COMPLETIONS=$ROOT/usr/share/bash-completion/completions
+mkdir -p "$COMPLETIONS"
+if "$VENV/bin/cityedge" completion bash > "$COMPLETIONS/cityedge.tmp" 2>/dev/null; then
+  mv -f "$COMPLETIONS/cityedge.tmp" "$COMPLETIONS/cityedge"
+  say "bash completion: /usr/share/bash-completion/completions/cityedge"
+else
+  rm -f "$COMPLETIONS/cityedge.tmp"
+  warn "no bash completion installed: 'cityedge completion bash' failed (dependencies missing?)"
+fi
 
 # --- 3. systemd unit -------------------------------------------------------------------------
 mkdir -p "$UNIT_DIR"

@@ -49,6 +49,7 @@ say "unit removed"
 
 link=$ROOT/usr/local/bin/cityedge
 if [ -L "$link" ]; then rm -f "$link"; fi
+rm -f "$ROOT/usr/share/bash-completion/completions/cityedge"
 rm -rf "$ROOT$PREFIX/venv" "$ROOT$PREFIX/share"
 rmdir "$ROOT$PREFIX" 2>/dev/null || true
 say "virtualenv removed: $PREFIX/venv"

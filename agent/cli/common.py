@@ -46,3 +46,14 @@ def load_or_report(
         for issue in exc.issues:
             print(f"  {issue}", file=sys.stderr)
         return None
+
+
+def describe(doc: str | None) -> str:
+    """A module docstring as a ``--help`` description: without its ``cityedge x``: title
+    and without reStructuredText literals (double backticks), which argparse prints raw."""
+    text = (doc or "").strip()
+    first, _, rest = text.partition("\n")
+    if first.startswith("``cityedge") and "``: " in first:
+        first = first.split("``: ", 1)[1]
+        first = first[:1].upper() + first[1:]
+    return f"{first}\n{rest}".strip().replace("``", "")

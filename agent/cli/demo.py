@@ -18,7 +18,9 @@ from agent.runtime import EXIT_CONFIG, EXIT_OK, Agent
 EXAMPLES = """examples:
   cityedge demo                 # runs until Ctrl-C
   cityedge demo --duration 5    # stops by itself
-  cityedge demo --speed 720     # one simulated day per two minutes (lamps switch at dusk)"""
+  cityedge demo --speed 720     # one simulated day per two minutes (lamps switch at dusk)
+  cityedge demo --output json --duration 5 > readings.jsonl   # what the platform receives
+  cityedge demo --verbose --duration 5   # and the simulators' Modbus wire log"""
 
 
 def register(sub: Any) -> None:
@@ -27,18 +29,37 @@ def register(sub: Any) -> None:
         help="run simulated devices and the agent together",
         description="Start simulated streetlights, water meters and a camera "
         "controller on loopback and poll them with the built-in demo config; "
-        "readings are printed as JSON lines.",
+        "readings are printed one line per device poll on a terminal, as JSON lines "
+        "otherwise (or as --output says).",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--duration", type=float, default=0.0, help="seconds to run (0 = forever)")
     p.add_argument("--speed", type=float, default=1.0, help="simulated-time speed-up")
     p.add_argument("--config-out", help="also write the generated config to this file")
+    p.add_argument(
+        "--output",
+        choices=("human", "json"),
+        help="readings as readable lines (default on a terminal) or JSON lines (default otherwise)",
+    )
+    p.add_argument(
+        "--verbose", action="store_true", help="log the simulators' Modbus traffic (hex)"
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    setup_logging("info")
+    from agent.cli.poll_lines import output_mode
+
+    args.output = output_mode(args.output, default_human=True)
+    # the readable lines already say when a device comes and goes: the log keeps to problems
+    setup_logging("warning" if args.output == "human" else "info")
+    from agent.cli.simulate import quiet_simulators, wire_log
+
+    if args.verbose:
+        wire_log()
+    else:
+        quiet_simulators()
     try:
         eventloop.run(_demo(args))
     except KeyboardInterrupt:
@@ -74,10 +95,15 @@ async def _demo(args: argparse.Namespace) -> None:
                 "(Ctrl-C to stop)",
                 file=sys.stderr,
             )
+            from agent.cli.poll_lines import readable_sinks
             from agent.ops.ops import attach_operations
             from agent.ops.timesync import TimeKeeper
+            from agent.runtime import bindings_for, build_sinks
 
-            agent = Agent(loaded)
+            sinks = None
+            if args.output == "human":
+                sinks = readable_sinks(loaded, build_sinks(loaded, bindings_for(loaded)))
+            agent = Agent(loaded, sinks=sinks)
             # the demo runs anywhere (containers report an unsynchronised kernel clock)
             attach_operations(agent, timekeeper=TimeKeeper(kernel_probe=lambda: None))
             agent.install_signal_handlers()

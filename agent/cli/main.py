@@ -18,11 +18,13 @@ COMMAND_MODULES = (
     "agent.cli.plan",
     "agent.cli.profiles",
     "agent.cli.tools",
+    "agent.cli.watch",
     "agent.cli.scan",
     "agent.cli.outbox",
     "agent.cli.fiware",
     "agent.cli.sign",
     "agent.cli.ui",
+    "agent.cli.completion",
 )
 
 

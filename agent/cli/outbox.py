@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from agent.cli.common import default_config, load_or_report
+from agent.cli.common import default_config, describe, load_or_report
 from agent.config.loader import LoadedConfig
 from agent.config.outputs import MqttOutput
 from agent.control.ctl import request, socket_path
@@ -27,6 +27,7 @@ from agent.forward.outbox_types import StoreFault
 
 EXAMPLES = """examples:
   cityedge outbox                         # depth, oldest reading, drops per MQTT output
+  cityedge outbox --json                  # the same as one JSON object
   cityedge outbox export > backlog.jsonl  # every queued reading, oldest first
   cityedge outbox export --limit 100 --output uplink
   systemctl stop cityedge && cityedge outbox purge --older-than 86400 --yes
@@ -42,7 +43,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "outbox",
         help="inspect, export, purge or salvage the store-and-forward queue",
-        description=__doc__,
+        description=describe(__doc__),
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -58,6 +59,9 @@ def register(sub: Any) -> None:
     p.add_argument("--yes", action="store_true", help="purge: really delete")
     p.add_argument(
         "--into", action="store_true", help="salvage: into the live outbox (agent stopped)"
+    )
+    p.add_argument(
+        "--json", action="store_true", help="stats: one JSON object, by output (docs/CLI.md)"
     )
     p.set_defaults(func=run)
 
@@ -181,8 +185,14 @@ def run(args: argparse.Namespace) -> int:
     files = [(o, p) for o, p in files if p.exists()]
     try:
         if args.action == "stats":
-            for out, path in files:
-                print(f"{out}: {json.dumps(stats(path))}")
+            got = {out: stats(path) for out, path in files}
+            if args.json:
+                print(json.dumps(got, indent=2))
+            else:
+                from agent.cli.render import console
+                from agent.cli.views import print_outbox
+
+                print_outbox(console(), got)
             return 0
         if args.action == "export":
             n = 0

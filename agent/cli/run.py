@@ -20,6 +20,7 @@ log = logging.getLogger("cityedge")
 EXAMPLES = """examples:
   cityedge run /etc/cityedge/gateway.toml
   CITYEDGE_GATEWAY__LOG_LEVEL=debug cityedge run examples/demo.toml
+  cityedge run examples/demo.toml --output human   # one readable line per device poll
 signals: SIGTERM/SIGINT stop gracefully (in-flight readings are flushed), SIGHUP reloads.
 exit status: 0 stopped cleanly, 1 runtime failure (systemd restarts), 78 bad configuration"""
 
@@ -34,10 +35,17 @@ def register(sub: Any) -> None:
     )
     p.add_argument("config", help="gateway TOML file")
     p.add_argument("--dropin", help="drop-in directory (default: conf.d beside the file)")
+    p.add_argument(
+        "--output",
+        choices=("human", "json"),
+        default="json",
+        help="what JSON-lines outputs to stdout print: JSON lines (default), or one readable "
+        "line per device poll with units and highlighted state changes",
+    )
     p.set_defaults(func=run)
 
 
-async def serve(loaded: LoadedConfig) -> None:
+async def serve(loaded: LoadedConfig, output: str = "json") -> None:
     from agent.ops.ops import attach_operations
 
     log.info(
@@ -49,7 +57,13 @@ async def serve(loaded: LoadedConfig) -> None:
         " -" + "O" * sys.flags.optimize if sys.flags.optimize else "",
     )
     _check_state_dir(loaded)
-    agent = Agent(loaded)
+    sinks = None
+    if output == "human":
+        from agent.cli.poll_lines import readable_sinks
+        from agent.runtime import bindings_for, build_sinks
+
+        sinks = readable_sinks(loaded, build_sinks(loaded, bindings_for(loaded)))
+    agent = Agent(loaded, sinks=sinks)
     attach_operations(agent)
     agent.install_signal_handlers()
     await agent.run()
@@ -75,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     setup_logging(loaded.config.gateway.log_level)
     try:
-        eventloop.run(serve(loaded))
+        eventloop.run(serve(loaded, getattr(args, "output", "json")))
     except Exception as exc:
         leaves = exc.exceptions if isinstance(exc, ExceptionGroup) else (exc,)
         for leaf in leaves:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.cli.common import default_config, load_or_report
+from agent.cli.common import default_config, describe, load_or_report
 from drivers.core.reading import Value
 
 EXAMPLES = """examples:
@@ -33,7 +33,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "sign",
         help="produce a signed command (HMAC-SHA256, docs/COMMANDS.md)",
-        description=__doc__,
+        description=describe(__doc__),
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import signal
 import sys
 from typing import Any
@@ -13,6 +14,7 @@ EXAMPLES = """examples:
   cityedge simulate                                  # 3 lamps, 2 meters, 1 camera on :5020
   cityedge simulate --port 1502 --streetlights 10
   cityedge simulate --speed 3600 --leak 12           # a day per 24 s; meter 12 leaks
+  cityedge simulate --verbose                        # and every Modbus frame, in hex
 
 unit ids: streetlights from 1, water meters from 11, cameras from 21 (each kind continues
 after the previous one if it has 10 or more units). Any other unit id answers exception 0x0B.
@@ -57,7 +59,29 @@ def register(sub: Any) -> None:
         metavar="UNIT",
         help="raise the leak alarm on this water-meter unit (repeatable)",
     )
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="log the Modbus traffic (pymodbus' wire log, hex) and the simulators' warnings",
+    )
     p.set_defaults(func=run)
+
+
+def quiet_simulators() -> None:
+    """pymodbus logs a frame it cannot serve (a client gone mid-request, a unit it does not
+    know) as an error followed by hex dumps of its last 20 frames: noise in the window of a
+    simulator that is working as it should. Off unless ``--verbose``."""
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL + 1)
+
+
+def wire_log() -> None:
+    """pymodbus' debug log: every frame sent and received, in hex (``--verbose``)."""
+    log = logging.getLogger("pymodbus")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+    log.addHandler(handler)
+    log.propagate = False
+    log.setLevel(logging.DEBUG)
 
 
 def allocate(counts: dict[str, int]) -> dict[str, list[int]]:
@@ -81,6 +105,11 @@ def _ranges(ids: list[int]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from drivers.sim.models import WaterMeterModel
+
+    if args.verbose:
+        wire_log()
+    else:
+        quiet_simulators()
     from drivers.sim.server import SimSpec, SimulatorServer
 
     counts = {

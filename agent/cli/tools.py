@@ -158,24 +158,6 @@ class DeviceOffline(Exception):
         super().__init__(f"offline{why}{f' ({t.detail})' if t.detail else ''}")
 
 
-def _table(rows: list[dict[str, Any]]) -> str:
-    cols = ["point", "value", "unit", "quality", "observedAt"]
-    data = [
-        [
-            ("" if r.get(c) is None else str(r.get(c)))
-            + (f" ({r['reason']})" if c == "quality" and r.get("reason") else "")
-            for c in cols
-        ]
-        for r in rows
-    ]
-    widths = [
-        max(len(c), *(len(d[i]) for d in data)) if data else len(c) for i, c in enumerate(cols)
-    ]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(d, widths, strict=True)) for d in data]
-    return "\n".join(lines)
-
-
 def _points(binding: DeviceBinding, names: Sequence[str]) -> list[Point] | None:
     """Points by name or Smart Data Models name; None (after saying why) if one is unknown."""
     found = {n: find_point(binding.profile, n) for n in names}
@@ -221,10 +203,14 @@ def cmd_read(args: argparse.Namespace) -> int:
             print(f"cityedge: '{args.device}' is {exc}", file=sys.stderr)
             return 1
         rows = [r.to_dict() for r in readings if not names or r.point in names]
+    order = {p.name: i for i, p in enumerate(binding.profile.points)}
+    rows.sort(key=lambda r: order.get(str(r.get("point")), len(order)))  # the profile's order
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        print(_table(rows))
+        from agent.cli.render import console, values_table
+
+        console().print(values_table(rows))
     bad = [r for r in rows if r.get("quality") != "good"]
     return 1 if bad and len(bad) == len(rows) else 0
 
@@ -354,63 +340,16 @@ def cmd_status(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 3
+    snap = asyncio.run(_daemon(loaded, {"op": "snapshot"}, args.timeout))
+    if snap is not None and snap.get("ok"):  # an older agent has no snapshot: no values then
+        values = {d["id"]: d.get("values", []) for d in snap["devices"]}
+        for dev, st in reply["devices"].items():
+            st["values"] = values.get(dev, [])
     if args.json:
         print(json.dumps(reply, indent=2))
         return 0
-    print(
-        f"gateway {reply['gateway']}: up {reply['uptimeS']:.0f} s, "
-        f"{reply['readingsRead']} readings read, {reply['readingsDelivered']} delivered"
-    )
-    for alarm in reply.get("alarms") or []:  # auxiliary services down (agent/ops/alarms.py)
-        print(f"  ALARM {alarm['source']}: {alarm['message']} (since {alarm['since']})")
-    for dev, st in sorted(reply["devices"].items()):
-        state = str(st.get("state") or ("online" if st["online"] else "offline"))
-        shown = state if state in ("online", "unknown") else state.upper()
-        age = st["lastSuccessAgeS"]
-        why = f" ({st['reason']}{': ' + st['detail'] if st.get('detail') else ''})"
-        print(
-            f"  {dev:<16} {shown:<8} bus {st['bus']:<10} polls {st['polls']:<6} timeouts "
-            f"{st['timeouts']:<4} last ok {'-' if age is None else f'{age:.0f} s ago'}"
-            f"{why if st.get('reason') else ''}"
-        )
-        for x in st.get("excluded", []):
-            print(
-                f"      excluded: {x['what']}, {x['reason']}, since {x['since']}, "
-                f"probed again in {x['retryInS']:.0f} s"
-            )
-    for s in reply["sinks"]:
-        extra = ""
-        ob = s.get("outbox")
-        if ob:
-            extra = f", {_outbox_line(ob)}"
-        if s.get("connected") is not None:
-            extra += f", broker {'connected' if s['connected'] else 'DISCONNECTED'}"
-        print(f"  output {s['name']} ({s['type']}){extra}")
-        if ob and ob.get("fault"):
-            print(f"    FAILING: {ob['fault']}")
-        for alarm in (ob or {}).get("alarms") or []:
-            print(f"    {alarm}")
-    if reply.get("lastReload"):
-        print(f"  last reload: {reply['lastReload']}")
-    cmds = reply.get("commands")
-    if cmds:
-        counts = ", ".join(f"{cmds[k]} {k}" for k in ("ok", "rejected", "failed", "timeout"))
-        print(f"  commands: {counts}")
-        if cmds.get("storeDegraded"):
-            print(f"  COMMAND STORE NOT DURABLE: {cmds['storeDegraded']}")
+    from agent.cli.render import console
+    from agent.cli.views import print_status
+
+    print_status(console(), reply)
     return 0
-
-
-def _outbox_line(ob: dict[str, Any]) -> str:
-    from agent.forward.statedir import mib
-
-    age = ob.get("oldestAgeS")
-    line = f"outbox {ob.get('depth')} waiting"
-    if age:
-        line += f" (oldest {age:.0f} s)"
-    if ob.get("bytes") is not None and ob.get("budgetBytes"):
-        line += f", {mib(ob['bytes'])} of a {mib(ob['budgetBytes'])} budget"
-    line += f", {ob.get('drops') or 0} dropped"
-    if ob.get("inMemory"):
-        line += f", {ob['inMemory']} in memory"
-    return line

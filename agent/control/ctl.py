@@ -8,7 +8,8 @@ CLI looks in the state directory first, then in the runtime directory. Operation
 ``status``, ``read`` (last decoded values of a device, with their age), ``write`` (through
 the command router on the ``local`` channel: validated, rate-limited, de-duplicated by id,
 queued ahead of polls, read back, audited with the caller's user name, and ``onBehalfOf`` when
-a trusted front end names its logged-in user), and the read-only views of
+a trusted front end names its logged-in user), ``snapshot`` (buses, devices and every last
+value at once, for `cityedge watch`: agent/control/snapshot.py) and the read-only views of
 agent/control/views.py (``values``, ``buses``, ``plan``, ``warnings``) for live front ends.
 Callers are identified by their Unix peer credentials (SO_PEERCRED); see
 agent/control/peer.py. There is deliberately no operation that runs a shell or makes the
@@ -110,9 +111,16 @@ def devices_of(agent: Agent) -> dict[str, Any]:
 def status_of(agent: Agent) -> dict[str, Any]:
     devices = devices_of(agent)
     sinks = []
+    outputs = {o.id: o for o in agent.loaded.config.outputs}
     for s in agent.sinks:
         snap = s.stats()
-        entry: dict[str, Any] = {"name": snap.name, "type": snap.kind}
+        out = outputs.get(snap.name)
+        # the output's configured type ("mqtt", "jsonl"), not the class that implements it
+        entry: dict[str, Any] = {"name": snap.name, "type": out.type if out else snap.kind}
+        if out is not None and out.type == "mqtt":
+            entry["encoding"] = out.encoding
+        if snap.broker is not None:
+            entry["broker"] = snap.broker
         if snap.connected is not None:
             entry["connected"] = snap.connected
         if snap.has_outbox:
@@ -262,7 +270,7 @@ class ControlServer:
         if caller is None:
             caller = peers.of_process()
         caller = peers.with_claim(caller, req.get("user"))
-        read_only = op in ("status", "read", *views.OPERATIONS)
+        read_only = op in ("status", "read", "snapshot", *views.OPERATIONS)
         if read_only and (why := peers.refusal(caller, group)) is not None:
             raise ControlError(f"refused: {why}")
         if (answer := views.view(self.agent, req)) is not None:
@@ -274,13 +282,25 @@ class ControlServer:
                 "ok": True,
                 **read_of(self.agent, str(req["device"]), [str(p) for p in req.get("points", [])]),
             }
+        if op == "snapshot":
+            from agent.control.snapshot import snapshot_of
+
+            only = req.get("devices")
+            return {
+                "ok": True,
+                **snapshot_of(
+                    self.agent,
+                    None if only is None else {str(d) for d in only},
+                    bool(req.get("values", True)),
+                ),
+            }
         if op == "write":
             cid = str(req.get("id") or new_local_id())
             cmd = local_command(self.agent.bindings, req, caller, cid)
             assert self.agent.router is not None
             res = await self.agent.router.execute(cmd)
             return {"ok": res.status is CommandStatus.OK, **res.to_dict()}
-        known = ", ".join(("status", "read", "write", *views.OPERATIONS))
+        known = ", ".join(("status", "read", "snapshot", "write", *views.OPERATIONS))
         raise ControlError(f"unknown operation {op!r} ({known})")
 
 

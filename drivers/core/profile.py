@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from drivers.core.filters import FilterSpec, check_chain
+from drivers.core.identify import Identify
 from drivers.core.sdm_terms import CONTROLLED_PROPERTIES, KIND_CONTROLLED_PROPERTIES
 from drivers.serial.spec import SerialSpec
 
@@ -246,6 +247,8 @@ class Profile(_M):
     controlled_property: tuple[str, ...] | None = None
     # protocol section of the profile-defined serial driver (schema: drivers/serial/spec.py)
     serial: SerialSpec | None = None
+    # the point that tells this model apart, for `cityedge scan` (drivers/core/identify.py)
+    identify: Identify | None = None
 
     @model_validator(mode="after")
     def _points(self) -> Profile:
@@ -256,6 +259,8 @@ class Profile(_M):
             seen.add(p.name)
         if not self.points:
             raise ValueError("profile defines no points")
+        if self.identify is not None and self.identify.point not in seen:
+            raise ValueError(f"identify: no point '{self.identify.point}' in this profile")
         if self.controlled_property is not None:
             bad = [c for c in self.controlled_property if c not in CONTROLLED_PROPERTIES]
             if bad or not self.controlled_property:

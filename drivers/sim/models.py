@@ -45,6 +45,9 @@ class _Model:
         self.clock = clock or now_clock
         self.step = Stepper(self.clock, seed=unit_id * 7919 + len(self.kind))
         self._now: dict[str, SimValue] = {}
+        # values the unit states whatever its physics (the identification of the profile it
+        # serves: drivers/core/identify.py), set by the server
+        self.overrides: dict[str, SimValue] = {}
 
     def update(self) -> None:
         t = self.step.last
@@ -55,7 +58,7 @@ class _Model:
 
     def values(self) -> dict[str, SimValue]:
         self.update()
-        return dict(self._now)
+        return {**self._now, **self.overrides}
 
     def write(self, point: str, value: float) -> None:
         raise WriteRejected(point, "not writable")

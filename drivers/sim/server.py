@@ -134,6 +134,11 @@ class SimulatorServer:
                 if not 1 <= uid <= 247 or uid in self._units:
                     raise ValueError(f"unit id {uid} is out of 1..247 or used twice")
                 model = cls(uid, clock=self.sim_time)
+                ident = profile.identify
+                if ident is not None:  # the unit states the identification of its profile
+                    answer = ident.example(model.values()[ident.point])
+                    if isinstance(answer, float | int | str):
+                        model.overrides[ident.point] = answer
                 image = {t: [0] * _table_size(profile, t) for t in Table}
                 self._units[uid] = _Unit(model, profile, image)
                 self._refresh(self._units[uid])

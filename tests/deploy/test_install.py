@@ -61,6 +61,9 @@ def test_install_twice_then_uninstall(tmp_path: Path, wheelhouse: Path) -> None:
     assert first.returncode == 0, first.stdout + first.stderr
     assert "systemd not touched" in first.stdout
     assert "Cython module was not built" in first.stderr  # the fallback says so
+    # --no-deps leaves the venv without its dependencies: the completion step says it skipped
+    # (tests/agent/cli/test_completion.py runs the generated script in bash)
+    assert "no bash completion installed" in first.stderr
 
     venv = root / "opt/cityedge/venv"
     unit = root / "etc/systemd/system/cityedge.service"
@@ -106,7 +109,11 @@ def test_install_twice_then_uninstall(tmp_path: Path, wheelhouse: Path) -> None:
     (state / "outbox.db").write_bytes(b"x")
     pyc.parent.mkdir(parents=True)
     pyc.write_bytes(b"new")
+    completion = root / "usr/share/bash-completion/completions/cityedge"
+    completion.parent.mkdir(parents=True, exist_ok=True)
+    completion.write_text("complete -F _shtab_cityedge cityedge\n")
     un = run(UNINSTALL, "--root", root)
+    assert not completion.exists()
     assert un.returncode == 0, un.stderr
     assert not unit.exists() and not venv.exists()
     assert not (root / "var/cache/private/cityedge").exists()  # a cache of the removed venv

@@ -19,6 +19,7 @@ import shlex
 import shutil
 import signal
 import sys
+import tomllib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,8 @@ HOW: dict[str, How] = {
     "CITYEDGE_GATEWAY__LOG_LEVEL=debug cityedge run examples/demo.toml": How(
         1, "ready:", signal.SIGTERM
     ),
+    # the same demo file as the example above: after it (one agent per state directory)
+    "cityedge run examples/demo.toml --output human": How(3, "ready:", signal.SIGTERM),
     "cityedge check /etc/cityedge/gateway.toml": How(1, subs=(CFG,)),
     "cityedge check examples/demo.toml --dropin /etc/cityedge/conf.d": How(
         1, subs=(("/etc/cityedge/conf.d", "{work}/conf.d"),)
@@ -76,7 +79,10 @@ HOW: dict[str, How] = {
     "cityedge simulate --speed 3600 --leak 12": How(
         1, SERVE, subs=(("simulate", "simulate --port {port}"),)
     ),
-    "cityedge demo": How(1, '"device"'),
+    "cityedge simulate --verbose": How(1, SERVE, subs=(("simulate", "simulate --port {port}"),)),
+    "cityedge demo": How(1, '"device"'),  # stdout is a file here: JSON lines
+    "cityedge demo --output json --duration 5 > readings.jsonl": How(1),
+    "cityedge demo --verbose --duration 5": How(1),
     "cityedge demo --duration 5": How(1),
     "cityedge demo --speed 720": How(1, '"device"'),
     "cityedge plan /etc/cityedge/gateway.toml": How(1, subs=(CFG,)),
@@ -92,6 +98,10 @@ HOW: dict[str, How] = {
     "cityedge write lamp-1 working_mode manual": How(2),
     "cityedge write lamp-1 lamp_switch on": How(2),
     "cityedge write --id wo-2291 cam-21 preset 3": How(2),
+    # not a terminal here: a frame per interval, one after the other
+    "cityedge watch": How(2, "meter-12"),
+    "cityedge watch lamp-1 meter-11 --interval 2": How(2, "meter-11"),
+    "cityedge watch --once > cabinet.txt": How(2),
     "cityedge status": How(2),
     "cityedge status --json": How(2),
     "cityedge scan rtu:///dev/ttyUSB0 --units 1-8": How(1, subs=(("/dev/ttyUSB0", "{pty}"),)),
@@ -112,7 +122,11 @@ HOW: dict[str, How] = {
     "cityedge scan rtu+tcp://10.1.1.5:4001 --units 1-16 --timeout 0.3 --json": How(
         1, subs=(("10.1.1.5:4001", "127.0.0.1:{rtutcp}"),)
     ),
+    "cityedge scan tcp://192.168.10.20:502 --units 1-30 --emit-config > cabinet.toml": How(
+        1, subs=(("192.168.10.20:502", "127.0.0.1:{sim}"),)
+    ),
     "cityedge outbox": How(3),
+    "cityedge outbox --json": How(3),
     "cityedge outbox export > backlog.jsonl": How(3),
     "cityedge outbox export --limit 100 --output uplink": How(3),
     "systemctl stop cityedge && cityedge outbox purge --older-than 86400 --yes": How(
@@ -146,6 +160,8 @@ HOW: dict[str, How] = {
             ("/etc/cityedge/credentials", "{work}"),
         ),
     ),
+    "cityedge completion bash > cityedge.bash": How(1),
+    "cityedge completion zsh > _cityedge": How(1),
     "cityedge sign lamp-1 dim_level 0.4": How(1),
     "cityedge sign --topic --action ping": How(1),
     "cityedge sign --key-file cmd.key --kid cmd_key --gateway hn-cabinet-0042 lamp-01 "
@@ -298,3 +314,8 @@ hmac_secret = "cmd_key"
     assert (work / "backlog.jsonl").exists()
     assert (work / "r.jsonl").exists()  # (empty: the broker had taken every reading)
     assert (work / "ui_users").read_text().startswith("alice:scrypt$")
+    assert "lamp-1" in (work / "cabinet.txt").read_text()  # the watch frame
+    assert "_shtab_cityedge" in (work / "cityedge.bash").read_text()
+    assert '"device":' in (work / "readings.jsonl").read_text()
+    scanned = tomllib.loads((work / "cabinet.toml").read_text())
+    assert {d.get("profile") for d in scanned["devices"]} >= {"cityedge/streetlight"}

@@ -55,8 +55,13 @@ def test_stats_export_purge(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     _fill(tmp_path / "state" / "outbox-uplink.sqlite", 7)
 
     assert main(["outbox", "-c", str(cfg)]) == 0
-    out = capsys.readouterr().out
-    assert json.loads(out.split(": ", 1)[1])["depth"] == 7
+    out = capsys.readouterr().out  # a table for people: output, waiting, oldest, newest...
+    head, row = out.splitlines()[:2]
+    assert head.split()[:3] == ["output", "waiting", "oldest"]
+    assert row.split()[:2] == ["uplink", "7"]
+    assert "{" not in out  # not a Python/JSON dict
+    assert main(["outbox", "-c", str(cfg), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["uplink"]["depth"] == 7
 
     assert main(["outbox", "export", "-c", str(cfg), "--limit", "3"]) == 0
     rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
@@ -66,8 +71,8 @@ def test_stats_export_purge(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "would delete 7" in capsys.readouterr().out
     assert main(["outbox", "purge", "-c", str(cfg), "--all", "--yes"]) == 0
     assert "deleted 7" in capsys.readouterr().out
-    assert main(["outbox", "-c", str(cfg)]) == 0
-    after = json.loads(capsys.readouterr().out.split(": ", 1)[1])
+    assert main(["outbox", "-c", str(cfg), "--json"]) == 0
+    after = json.loads(capsys.readouterr().out)["uplink"]
     assert after["depth"] == 0 and after["drops"] == 7
 
 

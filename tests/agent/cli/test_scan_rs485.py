@@ -5,6 +5,7 @@ kernel RS-485 mode."""
 from __future__ import annotations
 
 import argparse
+import os
 
 import pytest
 
@@ -71,18 +72,24 @@ async def test_rs485_on_a_port_without_it_stops_with_the_reason(modbus_rtu_serve
 
 def test_options_reach_the_scan(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     seen = {}
+    master, slave = os.openpty()  # the scan checks that the device node exists
+    port = os.ttyname(slave)
 
     async def fake_scan(*args, rs485=None, garbled=None):
         seen["rs485"] = rs485
-        garbled["rtu:///dev/ttyAMA0?baudrate=9600&parity=E&stopbits=1"] = 3
+        garbled[f"rtu://{port}?baudrate=9600&parity=E&stopbits=1"] = 3
         return []
 
     monkeypatch.setattr(scan_cmd, "scan", fake_scan)
     parser = argparse.ArgumentParser()
     scan_cmd.register(parser.add_subparsers())
     args = parser.parse_args(
-        ["scan", "rtu:///dev/ttyAMA0", "--baud", "9600", "--parity", "E", "--echo", "--rs485"]
+        ["scan", f"rtu://{port}", "--baud", "9600", "--parity", "E", "--echo", "--rs485"]
     )
-    assert args.func(args) == 1
+    try:
+        assert args.func(args) == 1
+    finally:
+        os.close(master)
+        os.close(slave)
     assert seen["rs485"] == Rs485Config(echo=True, kernel=True)
     assert "3 garbled replies at baudrate=9600&parity=E&stopbits=1" in capsys.readouterr().err

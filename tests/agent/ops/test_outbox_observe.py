@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-from agent.cli.tools import _outbox_line
+from agent.cli.render import count_text
+from agent.cli.views import outbox_cells
 from agent.control.ctl import status_of
 from agent.forward.mqtt.stats import LinkStats, MqttSinkStats
 from agent.forward.outbox import Outbox
@@ -52,7 +53,7 @@ async def test_unwritable_outbox_fails_health_and_shows_everywhere(tmp_path: Pat
             assert 'cityedge_outbox_memory_readings{output="up"}' in text
             assert 'cityedge_outbox_budget_bytes{output="up"}' in text
             st = ob.stats()
-            line = _outbox_line(
+            waiting, _, dropped, _ = outbox_cells(
                 {
                     "depth": st.depth,
                     "drops": st.drops,
@@ -61,7 +62,7 @@ async def test_unwritable_outbox_fails_health_and_shows_everywhere(tmp_path: Pat
                     "budgetBytes": st.budget,
                 }
             )
-            assert f"{st.drops} dropped" in line and "in memory" in line
+            assert dropped == count_text(st.drops) and "in memory" in waiting
 
 
 async def test_a_set_aside_file_degrades_health_with_the_salvage_command(tmp_path: Path) -> None:
@@ -76,7 +77,9 @@ async def test_a_set_aside_file_degrades_health_with_the_salvage_command(tmp_pat
         assert doc["status"] == "degraded"
         [reason] = [r for r in doc["reasons"] if "set aside" in r]  # type: ignore[attr-defined]
         assert "cityedge outbox salvage" in reason and str(path) in reason
-        agent.loaded = SimpleNamespace(config=SimpleNamespace(gateway=SimpleNamespace(id="gw")))
+        agent.loaded = SimpleNamespace(
+            config=SimpleNamespace(gateway=SimpleNamespace(id="gw"), outputs=())
+        )
         agent.started_at, agent.last_reload = 0.0, None
         status = status_of(agent)  # type: ignore[arg-type]  # what `cityedge status` prints
         assert status["sinks"][0]["outbox"]["alarms"] == [reason.removeprefix("output up: ")]
