@@ -121,6 +121,11 @@ def print_status(con: Console, reply: Mapping[str, Any]) -> None:
         f"readings read, {count_text(reply.get('readingsDelivered'))} delivered"
     )
     con.print(head)
+    for alarm in reply.get("alarms") or []:  # auxiliary services down (agent/ops/alarms.py)
+        con.print(
+            Text(f"ALARM {alarm['source']}: {alarm['message']} (since {alarm['since']})"),
+            style="bold red",
+        )
     devices = reply.get("devices") or {}
     states = [str(d.get("state")) for d in devices.values()]
     counts = ", ".join(f"{states.count(s)} {s}" for s in STATE_ORDER if states.count(s))
