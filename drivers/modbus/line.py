@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from drivers.core.endpoint import Endpoint
 from drivers.device_state import Reason
 from drivers.link import Link, LinkError
-from drivers.modbus.adapter import Calls, request_chars, response_timeout
+from drivers.modbus.client import Calls, request_chars, response_timeout
 from drivers.modbus.results import EchoFailed, ModbusError, NoResponse, NotConnected, Outcome
 from drivers.modbus.rtu import AsciiFramer, RtuFramer
 from drivers.rs485 import EchoError, EchoMismatch

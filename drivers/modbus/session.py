@@ -44,6 +44,7 @@ from drivers.owner import HealthOptions, LinkDown, Owner, PollResult, WriteRefus
 from drivers.schedule import Group
 
 Key = tuple[int, bytes]  # unit, request PDU
+_CLOSED_OVER = {Reason.TIMEOUT: "timeout", Reason.BAD_FRAMES: "bad frame"}
 
 
 class ModbusSession:
@@ -189,7 +190,10 @@ class ModbusSession:
                 raise Abort("bad frame", Reason.BAD_FRAMES, f"garbled reply {tries}") from exc
             raise Abort("timeout", Reason.TIMEOUT, f"no answer {tries}") from exc
         except NotConnected as exc:
-            raise Abort("not connected", exc.kind, exc.reason) from exc
+            # a stream closed by supervision over this request: it timed out, or its reply
+            # broke the stream; the link being gone is the consequence
+            why = _CLOSED_OVER.get(exc.kind, "not connected")
+            raise Abort(why, exc.kind, exc.reason) from exc
 
     async def _transact(
         self, dev: DeviceState, request: bytes, retries: int, first: Outcome | None = None
