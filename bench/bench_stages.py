@@ -60,7 +60,7 @@ def decode_stage(b: DeviceBinding, seconds: float) -> tuple[float, list[Reading]
     import time
 
     from drivers.modbus.device import DeviceState
-    from drivers.owner import HealthOptions
+    from drivers.polling import HealthOptions
 
     opts = HealthOptions(1.0, 60.0, random.Random(1), time.monotonic, now_ms)
     st = DeviceState(b, "bus0", opts, offline_after_s=10.0)

@@ -35,30 +35,30 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from drivers.base import (
     BusStats,
     DeviceBinding,
-    DeviceStats,
     Emit,
     StateListener,
     WriteResult,
     WriteStatus,
     no_listener,
-    point_reading,
 )
 from drivers.core.config import BusConfig
 from drivers.core.endpoint import parse_endpoint
 from drivers.core.profile import Point
-from drivers.core.reading import Quality, Reading, Source, Value, now_ms
+from drivers.core.reading import Reading, Value, now_ms
 from drivers.core.waits import wait_event
-from drivers.device_state import DeviceHealth, Reason, Transition
-from drivers.schedule import Backoff, Group, Schedule
+from drivers.device_state import Reason, Transition
+from drivers.polling import Device, HealthOptions, PollResult
+from drivers.schedule import Backoff, Group
 
 log = logging.getLogger("cityedge.bus")
+D = TypeVar("D", bound=Device)
 
 
 class LinkDown(Exception):
@@ -76,117 +76,6 @@ class WriteRefused(Exception):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
-
-
-@dataclass(frozen=True, slots=True)
-class HealthOptions:
-    """The bus owner's settings every device's ``DeviceHealth`` gets."""
-
-    quarantine_min: float
-    quarantine_max: float
-    rng: random.Random
-    clock: Callable[[], float]
-    wall_ms: Callable[[], int]
-
-
-class Device:
-    """What the bus owner keeps per device on every bus kind: schedule, health, counters,
-    last good values; the sessions add their protocol's state."""
-
-    protocol = "?"  # Source.protocol of its readings
-
-    def __init__(
-        self,
-        binding: DeviceBinding,
-        bus_id: str,
-        points: Iterable[Point],
-        opts: HealthOptions,
-        offline_after_s: float,
-    ) -> None:
-        self.binding = binding
-        self.bus_id = bus_id
-        self.unit = binding.device.unit_id
-        self.stats = DeviceStats()
-        self.health = DeviceHealth(
-            binding.id,
-            bus_id,
-            self.stats,
-            offline_after_s=offline_after_s,
-            probe_min=opts.quarantine_min,
-            probe_max=opts.quarantine_max,
-            rng=opts.rng,
-            clock=opts.clock,
-            wall_ms=opts.wall_ms,
-        )
-        self.schedule = Schedule(points, binding.device.interval)
-        self.last_good: dict[str, Value] = {}
-        self._sources: dict[str, Source] = {}
-
-    @property
-    def due(self) -> float:
-        return self.schedule.due
-
-    def live_points(self, groups: Sequence[Group]) -> list[Point]:
-        """The points a poll of ``groups`` reads (and reports STALE while offline)."""
-        return [p for g in groups for p in g.points]
-
-    @property
-    def excluded_points(self) -> int:
-        """Points not polled because the device rejects them (degraded while any)."""
-        return 0
-
-    def source(self, point: Point) -> Source:
-        s = self._sources.get(point.name)
-        if s is None:  # one immutable Source per point, shared by all its readings
-            s = self._sources[point.name] = self._make_source(point)
-        return s
-
-    def _make_source(self, point: Point) -> Source:
-        return Source(self.protocol, self.bus_id, self.unit, raw_type=point.type.value)
-
-    def reading(
-        self,
-        point: Point,
-        value: Value,
-        ts: int,
-        quality: Quality = Quality.GOOD,
-        reason: str | None = None,
-    ) -> Reading:
-        return point_reading(self.binding, point, value, ts, self.source(point), quality, reason)
-
-    def bad(self, points: Iterable[Point], ts: int, reason: str) -> list[Reading]:
-        return [self.reading(p, None, ts, Quality.BAD, reason) for p in points]
-
-    def stale(self, points: Iterable[Point], ts: int, reason: str) -> list[Reading]:
-        return [
-            self.reading(p, self.last_good.get(p.name), ts, Quality.STALE, reason) for p in points
-        ]
-
-
-D = TypeVar("D", bound=Device)
-
-
-class PollResult:
-    """What one poll of one device came to."""
-
-    __slots__ = ("answered", "failing", "failure", "readings")
-
-    def __init__(self) -> None:
-        self.readings: list[Reading] = []
-        self.answered = 0  # requests the device answered with data
-        self.failure: tuple[Reason, str | None] | None = None  # the first failure
-        self.failing: dict[str, Reason] = {}  # points failing for a reason of the device's
-
-    def fail(self, kind: Reason, detail: str | None) -> None:
-        if self.failure is None:
-            self.failure = (kind, detail)
-
-    def add(self, readings: list[Reading]) -> None:
-        """Decoded readings; a value that does not decode is a point fault (degraded)."""
-        for r in readings:
-            if r.quality is Quality.BAD:
-                self.failing[r.point] = Reason.BAD_VALUE
-        self.readings += readings
 
 
 class Owner(Protocol):
@@ -515,24 +404,22 @@ class BusOwner(Generic[D]):
             job.finish(WriteResult(WriteStatus.REJECTED, "bus not connected"))
             return
         job.started = True
-        self._writing = True
+        self._writing = True  # its own requests (the read-back too) serve no other write
         try:
-            result = await self.session.write(dev, job.point, job.payload)
-        except LinkDown as exc:
-            self.link_lost(exc)
-            result = WriteResult(WriteStatus.TIMEOUT, "connection lost")
-        finally:
-            self._writing = False
-        if result.status is WriteStatus.OK and self.session.readback_by_poll:
-            name = job.point.name
-            groups = [g for g in dev.schedule.groups if any(p.name == name for p in g.points)]
-            readback: Value = None
             try:
-                if groups:
-                    poll = await self._poll(dev, groups, tick=False)
-                    if poll is not None and poll.failure is None:
-                        readback = dev.last_good.get(name)
-            finally:  # also when the link drops during the read-back: the write did succeed
-                job.finish(WriteResult(WriteStatus.OK, readback=readback))
-            return
-        job.finish(result)
+                result = await self.session.write(dev, job.point, job.payload)
+            except LinkDown as exc:
+                self.link_lost(exc)
+                result = WriteResult(WriteStatus.TIMEOUT, "connection lost")
+            if result.status is WriteStatus.OK and self.session.readback_by_poll:
+                job.finish(await self._read_back(dev, job.point.name))
+        finally:  # (also when the link drops during the read-back: the write did succeed)
+            self._writing = False
+            job.finish(result)
+
+    async def _read_back(self, dev: D, name: str) -> WriteResult:
+        """Poll the groups of ``dev`` that hold point ``name`` (reported like any poll)."""
+        groups = [g for g in dev.schedule.groups if any(p.name == name for p in g.points)]
+        poll = await self._poll(dev, groups, tick=False) if groups else None
+        ok = poll is not None and poll.failure is None
+        return WriteResult(WriteStatus.OK, readback=dev.last_good.get(name) if ok else None)

@@ -13,7 +13,7 @@ from drivers.core.reading import Quality, Reading, Source, TimeQuality, Value
 from drivers.modbus.codec import CodecError, decode_point, fast_decoder
 from drivers.modbus.exclusions import LearnedExclusions
 from drivers.modbus.planner import PlanError, ReadRequest, blocked_points, plan_reads
-from drivers.owner import Device, HealthOptions
+from drivers.polling import Device, HealthOptions
 from drivers.schedule import Group
 
 _GOOD = Quality.GOOD

@@ -21,7 +21,7 @@ from drivers.modbus.device import DeviceState
 from drivers.modbus.pdu import GATEWAY_PATH_UNAVAILABLE, GATEWAY_TARGET_FAILED, SPAN_REJECTED
 from drivers.modbus.planner import ReadRequest
 from drivers.modbus.results import DeviceException
-from drivers.owner import PollResult
+from drivers.polling import PollResult
 
 # (table, start, count) -> (registers or bits, receive time ms); raises DeviceException, Abort
 ExploreRead = Callable[[Table, int, int], Awaitable[tuple[list[int] | list[bool], int]]]

@@ -40,7 +40,8 @@ from drivers.modbus.device import DeviceState
 from drivers.modbus.planner import ReadRequest
 from drivers.modbus.poll import Abort, ExploreRead, exception_reason, explore_rejected
 from drivers.modbus.results import DeviceException, NoResponse, NotConnected, Outcome
-from drivers.owner import HealthOptions, LinkDown, Owner, PollResult, WriteRefused
+from drivers.owner import LinkDown, Owner, WriteRefused
+from drivers.polling import HealthOptions, PollResult
 from drivers.schedule import Group
 
 Key = tuple[int, bytes]  # unit, request PDU

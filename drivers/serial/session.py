@@ -29,7 +29,8 @@ from drivers.core.profile import Point
 from drivers.core.reading import Quality, Reading, Value, now_ms
 from drivers.device_state import Reason
 from drivers.link import Link, LinkError
-from drivers.owner import Device, HealthOptions, LinkDown, Owner, PollResult, WriteRefused
+from drivers.owner import LinkDown, Owner, WriteRefused
+from drivers.polling import Device, HealthOptions, PollResult
 from drivers.schedule import Group
 from drivers.serial.exchange import LineExchange
 from drivers.serial.generic import DeviceNak
