@@ -57,11 +57,14 @@ def rate(fn: Callable[[], int], seconds: float) -> float:
 
 def decode_stage(b: DeviceBinding, seconds: float) -> tuple[float, list[Reading]]:
     import random
+    import time
 
     from drivers.modbus.device import DeviceState
+    from drivers.polling import HealthOptions
 
-    st = DeviceState(b, "bus0", quarantine_min=1.0, quarantine_max=60.0, rng=random.Random(1))
-    plan = st.plan(st.groups)
+    opts = HealthOptions(1.0, 60.0, random.Random(1), time.monotonic, now_ms)
+    st = DeviceState(b, "bus0", opts, offline_after_s=10.0)
+    plan = st.plan(st.schedule.groups)
     regs = {r: [(i * 37 + 11) % 500 for i in range(r.count)] for r in plan}
     ts = now_ms()
 

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 from drivers.base import DeviceStats
 from drivers.core.reading import now_ms
-from drivers.modbus.schedule import Backoff
+from drivers.schedule import Backoff
 
 log = logging.getLogger("cityedge.devices")
 

@@ -1,6 +1,6 @@
 """RS-485 line options of a bus (``[buses.rs485]``, docs/DEPLOY.md "Raspberry Pi"): the local
-echo of two-wire adapters and the kernel's RS-485 mode. Shared by the Modbus adapter
-(drivers/modbus/adapter.py) and the serial transport (drivers/serial/transport.py).
+echo of two-wire adapters and the kernel's RS-485 mode, applied by the byte link of every
+serial line (drivers/link.py): Modbus RTU / ASCII and the serial protocols alike.
 
 Echo. A two-wire RS-485 transceiver whose receiver stays enabled while it transmits (many
 DIN-rail converters, HATs with RE tied low, the kernel mode with ``SER_RS485_RX_DURING_TX``)
@@ -10,7 +10,7 @@ collision on the line (another master, a device answering into our frame) or an 
 does not echo at all (the device's reply arrived where the echo should be): ``EchoMismatch``
 says where, with both frames. Nothing at all where the echo should be is ``NoEcho``. pymodbus'
 own ``handle_local_echo`` is not used: it strips a matching prefix but passes a differing one
-on to the framer as if it were the reply, with no error (transport.py, 3.16).
+on to the framer as if it were the reply, with no error (pymodbus' transport.py, 3.16).
 
 Kernel mode. UARTs whose driver implements ``TIOCSRS485`` (the Pi's PL011 and the SC16IS752
 of many RS-485 HATs, most USB adapters with auto-direction need none) drive the transceiver's

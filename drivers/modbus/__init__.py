@@ -1,4 +1,7 @@
-"""Modbus driver: pure codec and read planner (no I/O) plus the bus adapter (I/O side)."""
+"""Modbus driver: the session under the bus owner (``session.py``) over one stack of layers,
+each testable alone: PDUs (``pdu.py``), framings (``mbap.py``, ``rtu.py``, sans-I/O), the I/O
+shells (``mbap_io.py``, ``line.py``) and the clients (``client.py``, ``adapter.py``); the codec
+and read planner are pure too. docs/DESIGN.md, "The Modbus stack and the bus owner"."""
 
 from __future__ import annotations
 

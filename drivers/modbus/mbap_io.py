@@ -1,28 +1,23 @@
-"""The I/O thread under every Modbus TCP connection: MBAP transactions run as batches.
+"""The I/O thread under every Modbus TCP connection: it moves bytes, batch after batch.
 
 Why a thread: a poll is a request/reply pair, and on the asyncio loop each reply costs a full
 loop wake-up (selector, handle, transport, future, task step), about 70-120 us of CPU per
 transaction on a small VM, against ~20 us for the same exchange on a plain epoll loop. At
-50 devices x 2 requests a second that alone was half the agent's CPU. So the bus owner hands
-the requests of a whole tick (every due device of its bus) to this thread as one batch; the
-thread sends each request as soon as the previous reply is in and wakes the event loop once,
-with every reply and its receive time. The bus owner stays the single owner of its bus: the
-thread never decides anything, it only moves bytes and keeps the stream rules below.
+50 devices x 2 requests a second that alone was half the agent's CPU. So the Modbus session
+hands the requests of a whole tick (every due device of its bus) to this thread as one batch;
+the thread sends each request as soon as the previous reply is in (never two in flight) and
+wakes the event loop once, with every reply and its receive time.
 
-Stream rules (a TCP stream has no resynchronisation point):
-- a reply whose transaction id is not the one in flight is a late answer to a request that
-  timed out: skipped;
-- a header that cannot be Modbus (protocol id != 0, length outside 2..254) or the wrong unit id
-  means the stream is corrupt: the connection is closed and the request fails as a bad frame,
-  so the bus owner reconnects on a clean stream;
-- link supervision (issue 15): a partial frame still incomplete when the request times out (a
-  peer that sent half a reply and went quiet), or ``MAX_SILENT`` timeouts in a row with no
-  reply of ours in between (a peer that accepted and stopped reading, a frozen process),
-  close the connection as well. Keeping such a socket only keeps the bus dead.
+The thread decides nothing. The stream rules (transaction pairing, late replies, corrupt
+headers, link supervision) are ``drivers/modbus/mbap.py``'s, sans-I/O; PDUs are checked by the
+session (``drivers/modbus/pdu.py``). What is left here is the plumbing: epoll, a request
+written in pieces when the socket takes only part of it (``send`` may write less than asked;
+the rest goes out when the socket is writable again, so the stream never loses a byte), the
+deadlines, and the hand-over to the loop.
 
-A batch stops at its first timeout or lost link (the bus owner decides what to retry), or
-when the bus owner cuts it short because a write must go out next; a Modbus exception reply
-is an answer like any other and the batch goes on.
+A batch stops at its first timeout or lost link (the session decides what to retry), or when
+the bus owner cuts it short because a write must go out next; a Modbus exception reply is an
+answer like any other and the batch goes on.
 
 One thread serves every connection of the process through one epoll set; it starts with the
 first connection and ends when the last one is closed. All shared state is guarded by one
@@ -42,79 +37,24 @@ import math
 import os
 import select
 import socket
-import struct
 import threading
 import time
 from collections.abc import Sequence
 
 from drivers.device_state import Reason, link_reason
+from drivers.modbus.mbap import MbapConnection, StreamBroken
+from drivers.modbus.results import ModbusError, NoResponse, NotConnected, Outcome
 
-_HEADER = struct.Struct(">HHHB")  # transaction id, protocol id (0), length, unit id
-MAX_PDU = 253
 _RECV = 4096
 IDLE_WAKE = 1.0  # s
 HOLD_MAX = 0.05  # s a finished batch may wait for the other buses' batches of the tick
-
-
-MAX_SILENT = 2  # timeouts in a row after which a connection is closed and opened again
-
-
-class MbapTimeout(Exception):
-    """No complete reply within the timeout; ``bad_frame``: bytes came but no valid frame.
-    ``why`` says what closed the connection when it was closed with it."""
-
-    def __init__(self, bad_frame: bool, why: str = "") -> None:
-        self.bad_frame = bad_frame
-        self.why = why or ("garbled reply" if bad_frame else "no response")
-        super().__init__(self.why)
-
-
-class MbapClosed(Exception):
-    """The connection is closed (or closed while the request waited); ``kind``: what it
-    means for the devices behind it."""
-
-    def __init__(self, message: str, kind: Reason = Reason.RESET) -> None:
-        self.kind = kind
-        super().__init__(message)
-
-
-class Outcome:
-    """One transaction of a batch: the reply PDU or the error, with its monotonic send and
-    receive times and the wall-clock receive time (s)."""
-
-    __slots__ = ("end", "error", "pdu", "start", "wall")
-
-    def __init__(
-        self, pdu: bytes | None, error: Exception | None, start: float, end: float
-    ) -> None:
-        self.pdu = pdu
-        self.error = error
-        self.start = start
-        self.end = end
-        self.wall = time.time()
-
-    def result(self) -> bytes:
-        if self.error is not None:
-            raise self.error
-        assert self.pdu is not None
-        return self.pdu
+_IN, _OUT = select.EPOLLIN, select.EPOLLOUT
 
 
 class Batch:
-    __slots__ = (
-        "cut",
-        "deadline",
-        "done",
-        "fut",
-        "i",
-        "loop",
-        "out",
-        "reqs",
-        "rx_seen",
-        "sent",
-        "tid",
-        "timeout",
-    )
+    """Requests ``(unit, pdu)`` of one tick on one connection, and their outcomes."""
+
+    __slots__ = ("cut", "deadline", "done", "fut", "i", "loop", "out", "reqs", "sent", "timeout")
 
     def __init__(
         self,
@@ -128,43 +68,51 @@ class Batch:
         self.fut = fut
         self.out: list[Outcome] = []
         self.i = 0
-        self.tid = 0
         self.sent = 0.0
         self.deadline = math.inf
-        self.rx_seen = False
         self.done = False
         self.cut = False  # send nothing more after the request in flight
         self.timeout = timeout
 
 
 class Conn:
-    """One TCP connection registered with the engine."""
+    """One TCP connection registered with the engine (every method: engine lock held)."""
 
-    def __init__(self, engine: Engine, sock: socket.socket) -> None:
+    def __init__(self, engine: Engine, sock: socket.socket, url: str) -> None:
         self.engine = engine
         self.sock = sock
+        self.url = url
         self.fd = sock.fileno()
-        self.buf = bytearray()
+        self.mbap = MbapConnection()
+        self.out = b""  # the part of the request the socket did not take yet
         self.batch: Batch | None = None
         self.closed = False
-        self.tid = 0
-        self.silent = 0  # timeouts in a row since the last reply of ours
 
-    # --- called with the engine lock held -------------------------------------------------
     def send_next(self, now: float) -> None:
         b = self.batch
         assert b is not None
         unit, pdu = b.reqs[b.i]
-        self.tid = b.tid = (self.tid + 1) & 0xFFFF
-        b.rx_seen = False
         b.sent = now
         b.deadline = now + b.timeout
         self.engine.next_deadline = min(self.engine.next_deadline, b.deadline)
+        self._write(self.mbap.send(unit, pdu))
+
+    def _write(self, data: bytes) -> None:
         try:
-            self.sock.send(_HEADER.pack(b.tid, 0, len(pdu) + 1, unit) + pdu)
-        except OSError as exc:  # incl. a full send buffer: the peer stopped reading
-            kind = Reason.TIMEOUT if isinstance(exc, BlockingIOError) else link_reason(exc)
-            self.fail(MbapClosed(f"send failed: {exc}", kind))
+            n = self.sock.send(data)
+        except BlockingIOError:  # the socket buffer is full: the peer is not reading
+            n = 0
+        except OSError as exc:
+            self.fail(NotConnected(self.url, f"send failed: {exc}", link_reason(exc)))
+            return
+        self.out = data[n:]
+        self.engine.want_write(self, bool(self.out))
+
+    def writable(self) -> None:
+        if self.out:
+            self._write(self.out)
+        else:
+            self.engine.want_write(self, False)
 
     def readable(self) -> None:
         try:
@@ -172,71 +120,42 @@ class Conn:
         except BlockingIOError:
             return
         except OSError as exc:
-            self.fail(MbapClosed(f"{type(exc).__name__}: {exc}", link_reason(exc)))
+            self.fail(NotConnected(self.url, f"{type(exc).__name__}: {exc}", link_reason(exc)))
             return
         if not data:
-            self.fail(MbapClosed("closed by the peer", Reason.RESET))
+            self.fail(NotConnected(self.url, "closed by the peer", Reason.RESET))
             return
         now = time.monotonic()
+        try:
+            reply = self.mbap.receive(data)
+        except StreamBroken as exc:
+            self.fail(NotConnected(self.url, f"{exc.why}; connection closed", Reason.BAD_FRAMES))
+            return
         b = self.batch
-        if b is not None:
-            b.rx_seen = True
-        buf: bytes | bytearray = self.buf
-        if not buf:
-            buf = data  # the usual case: whole replies in one segment, parsed without copies
-        else:
-            buf += data
-        pos = 0
-        while len(buf) - pos >= 7:
-            tid, pid, length, unit = _HEADER.unpack_from(buf, pos)
-            if pid != 0 or not 2 <= length <= MAX_PDU + 1:
-                why = f"corrupt MBAP header (protocol {pid}, length {length})"
-                self.fail(MbapTimeout(True, why))
-                return
-            end = pos + 6 + length
-            if len(buf) < end:
-                break
-            pdu = bytes(buf[pos + 7 : end])
-            pos = end
-            if not self._frame(tid, unit, pdu, now):
-                return
-        if isinstance(buf, bytearray):
-            del buf[:pos]
-        elif pos < len(buf):
-            self.buf = bytearray(buf[pos:])
-
-    def _frame(self, tid: int, unit: int, pdu: bytes, now: float) -> bool:
-        """One whole MBAP frame; False when it broke the stream (the connection is closed)."""
-        b = self.batch
-        if b is None or b.tid != tid:
-            return True  # a late reply to a request that timed out
-        if b.reqs[b.i][0] != unit:
-            self.fail(MbapTimeout(True, f"reply from unit {unit}, not {b.reqs[b.i][0]}"))
-            return False
-        self.silent = 0
-        b.out.append(Outcome(pdu, None, b.sent, now))
+        if reply is None or b is None:  # incomplete, or the answer to an abandoned batch
+            return
+        b.out.append(Outcome(reply, None, b.sent, now))
         b.i += 1
         if b.i < len(b.reqs) and not b.cut:
             self.send_next(now)
         else:
             self.finish()
-        return True
 
     def expire(self, now: float) -> None:
         b = self.batch
         if b is None or now < b.deadline:
             return
-        self.silent += 1
-        if self.buf:  # half a reply, then nothing for a whole timeout: position unknown
-            self.fail(MbapTimeout(True, "partial frame older than the timeout"))
-        elif self.silent >= MAX_SILENT:
-            self.fail(MbapTimeout(b.rx_seen, f"{self.silent} timeouts in a row"))
-        else:
-            b.out.append(Outcome(None, MbapTimeout(bad_frame=b.rx_seen), b.sent, now))
-            self.finish()
+        exp = self.mbap.expire(unsent=bool(self.out))
+        if exp.close:
+            kind = Reason.BAD_FRAMES if exp.bad_frame else Reason.TIMEOUT
+            self.fail(NotConnected(self.url, f"{exp.why}; connection closed", kind))
+            return
+        unit, pdu = b.reqs[b.i]
+        b.out.append(Outcome(None, NoResponse(unit, pdu[0], bad_frame=exp.bad_frame), b.sent, now))
+        self.finish()
 
-    def fail(self, error: Exception) -> None:
-        """End the batch with ``error``; a stream error also closes the connection."""
+    def fail(self, error: ModbusError) -> None:
+        """End the batch with ``error`` and close the connection."""
         self.engine.drop(self)
         b = self.batch
         if b is not None:
@@ -293,19 +212,24 @@ class Engine:
             except RuntimeError:  # the loop is closed: nobody waits for these any more
                 pass
 
-    def register(self, sock: socket.socket) -> Conn:
-        conn = Conn(self, sock)
+    def register(self, sock: socket.socket, url: str) -> Conn:
+        conn = Conn(self, sock, url)
         with self.lock:
             if self._ep is None:
                 self._ep = select.epoll()
                 self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
                 self._ep.register(self._wake_r, select.EPOLLIN)
-            self._ep.register(conn.fd, select.EPOLLIN)
+            self._ep.register(conn.fd, _IN)
             self._conns[conn.fd] = conn
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="cityedge-mbap", daemon=True)
                 self._thread.start()
         return conn
+
+    def want_write(self, conn: Conn, on: bool) -> None:
+        """Watch ``conn`` for room in its socket buffer while part of a request waits."""
+        if self._ep is not None and not conn.closed and self._conns.get(conn.fd) is conn:
+            self._ep.modify(conn.fd, _IN | _OUT if on else _IN)
 
     def drop(self, conn: Conn) -> None:
         """Close ``conn`` (lock held, or from the loop thread through ``close``)."""
@@ -322,13 +246,13 @@ class Engine:
         with self.lock:
             self.drop(conn)
             if conn.batch is not None:
-                conn.fail(MbapClosed("closed"))
+                conn.fail(NotConnected(conn.url, "closed"))
         self._wake()
 
     def start(self, conn: Conn, batch: Batch) -> None:
         with self.lock:
             if conn.closed:
-                raise MbapClosed("not connected")
+                raise NotConnected(conn.url, "not connected")
             if conn.batch is not None:
                 raise RuntimeError("one batch at a time per connection (the bus owner's rule)")
             conn.batch = batch
@@ -374,7 +298,7 @@ class Engine:
             events = ep.poll(timeout)
             with self.lock:
                 self._sleep_until = -math.inf  # awake: a new batch needs no wake-up
-                for fd, _ in events:
+                for fd, ev in events:
                     if fd == self._wake_r:
                         while True:
                             try:
@@ -384,7 +308,9 @@ class Engine:
                                 break
                         continue
                     conn = self._conns.get(fd)
-                    if conn is not None:
+                    if conn is not None and ev & _OUT:
+                        conn.writable()
+                    if conn is not None and not conn.closed and ev & ~_OUT:
                         conn.readable()
                 now = time.monotonic()
                 if now >= self.next_deadline:

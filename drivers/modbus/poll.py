@@ -1,11 +1,12 @@
-"""What one poll of one Modbus device came to, and the exploration of the reads it rejected.
+"""What one poll of a Modbus device came to, and the exploration of the reads it rejected.
 
-The bus owner (drivers/modbus/bus.py) reads a device's plan and collects the outcome here: the
-readings, whether the device answered at all, the first failure (for its state, see
-drivers/device_state.py) and the points failing for a reason of the device's own. Reads the
-device answered with exception 1/2/3 are set aside and explored once the rest of the poll is
-read (``explore_rejected``): the generator of drivers/modbus/bisect.py says what to read, the
-bus owner's ``read`` does it, and what the device rejects goes to its learned exclusions.
+The session (drivers/modbus/session.py) reads a device's plan and collects the outcome in a
+``PollResult`` (drivers/owner.py): the readings, whether the device answered at all, the
+first failure (for its state, see drivers/device_state.py) and the points failing for a reason
+of the device's own. Reads the device answered with exception 1/2/3 are set aside and explored
+once the rest of the poll is read (``explore_rejected``): the generator of
+drivers/modbus/bisect.py says what to read, the session's ``read`` does it, and what the device
+rejects goes to its learned exclusions.
 """
 
 from __future__ import annotations
@@ -13,15 +14,26 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from drivers.core.profile import Table
-from drivers.core.reading import Quality, Reading, now_ms
+from drivers.core.reading import now_ms
 from drivers.device_state import Reason
 from drivers.modbus import bisect
-from drivers.modbus.adapter import SPAN_REJECTED, DeviceException, exception_reason
 from drivers.modbus.device import DeviceState
+from drivers.modbus.pdu import GATEWAY_PATH_UNAVAILABLE, GATEWAY_TARGET_FAILED, SPAN_REJECTED
 from drivers.modbus.planner import ReadRequest
+from drivers.modbus.results import DeviceException
+from drivers.polling import PollResult
 
 # (table, start, count) -> (registers or bits, receive time ms); raises DeviceException, Abort
 ExploreRead = Callable[[Table, int, int], Awaitable[tuple[list[int] | list[bool], int]]]
+
+
+def exception_reason(code: int) -> tuple[Reason, str]:
+    """The device-state reason of an exception reply to every read of a poll."""
+    if code == GATEWAY_TARGET_FAILED:  # the gateway's device behind it is silent
+        return Reason.TIMEOUT, "exception 11: the gateway's target device did not respond"
+    if code == GATEWAY_PATH_UNAVAILABLE:
+        return Reason.NO_ROUTE, "exception 10: gateway path unavailable"
+    return Reason.EXCEPTION, f"exception {code} to every read"
 
 
 class Abort(Exception):
@@ -33,27 +45,6 @@ class Abort(Exception):
         self.kind = kind
         self.detail = detail
         super().__init__(reason)
-
-
-class PollResult:
-    __slots__ = ("answered", "failing", "failure", "readings")
-
-    def __init__(self) -> None:
-        self.readings: list[Reading] = []
-        self.answered = 0  # reads the device answered
-        self.failure: tuple[Reason, str | None] | None = None  # the first failure
-        self.failing: dict[str, Reason] = {}  # points failing for a reason of the device's
-
-    def fail(self, kind: Reason, detail: str | None) -> None:
-        if self.failure is None:
-            self.failure = (kind, detail)
-
-    def add(self, readings: list[Reading]) -> None:
-        """Decoded readings; a value that does not decode is a point fault (degraded)."""
-        for r in readings:
-            if r.quality is Quality.BAD:
-                self.failing[r.point] = Reason.BAD_VALUE
-        self.readings += readings
 
 
 async def explore_rejected(

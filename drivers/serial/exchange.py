@@ -1,4 +1,8 @@
-"""One device's request/response exchange on the bus's line: pacing, retries, accounting."""
+"""One device's request/response exchange on the bus's line: pacing, retries, accounting.
+
+The session's rules, the same as Modbus's: the inter-frame gap before each request, writes
+waiting go first (the bus owner serves them before a poll's next request), one attempt for a
+probe of an offline device, ``retries`` more otherwise."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from drivers.serial.framing import Deframer
 from drivers.serial.handlers import BadResponse, DeviceTimeout
 
 if TYPE_CHECKING:
-    from drivers.serial.bus import SerialBus
+    from drivers.serial.session import SerialSession
 
 T = TypeVar("T")
 
@@ -22,9 +26,14 @@ class LineExchange:
     the end of the request to the end of the reply (it includes the reply's wire time)."""
 
     def __init__(
-        self, bus: SerialBus, device_id: str, stats: DeviceStats, timeout: float, retries: int
+        self,
+        session: SerialSession,
+        device_id: str,
+        stats: DeviceStats,
+        timeout: float,
+        retries: int,
     ) -> None:
-        self.bus = bus
+        self.bus = session
         self.device_id = device_id
         self.stats = stats
         self.timeout = timeout
@@ -32,7 +41,7 @@ class LineExchange:
         self.probing = False  # a quarantined device gets one attempt, not the retries too
         # Silence this long inside a frame means the frame is dead. Generous: USB adapters
         # and serial servers deliver in bursts (FTDI latency timer 16 ms, server packing).
-        self.idle = max(0.1, 30 * bus.endpoint.char_time)
+        self.idle = max(0.1, 30 * session.endpoint.char_time)
         self.rx_ms = 0  # wall-clock time the last accepted reply completed
 
     async def _pace_and_send(self, request: bytes) -> None:
@@ -67,6 +76,7 @@ class LineExchange:
     async def transact(
         self, request: bytes, deframer: Deframer, accept: Callable[[bytes], T | None]
     ) -> T:
+        await self.bus.owner.serve_writes()
         attempts = 1 if self.probing else self.retries + 1
         saw_bad = False
         for _ in range(attempts):
@@ -87,6 +97,7 @@ class LineExchange:
                 deframer.bad = 0
             if result is not None:
                 self.rx_ms = self.bus.wall_ms()
+                self.bus.owner.answered()
                 return result
             saw_bad = saw_bad or bad
             if not bad:

@@ -7,7 +7,7 @@ statistics are the bus's job, so all three protocols follow the same bus rules.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
 from drivers.core.profile import Point, Profile
@@ -61,7 +61,10 @@ class Handler(Protocol):
     read_points: tuple[Point, ...]
 
     def reset(self) -> None: ...
-    async def read(self, x: Exchange) -> Fields: ...
+    async def read(self, x: Exchange, points: Sequence[Point]) -> Fields:
+        """The fields of ``points`` (some of ``read_points``: the groups due)."""
+        ...
+
     def validate_write(self, point: Point, raw: int | float | str) -> None: ...
     async def write(self, x: Exchange, point: Point, raw: int | float | str) -> None: ...
 
@@ -78,16 +81,17 @@ class GenericHandler:
         self.timeout = self.spec.timeout
         self.retries = self.spec.retries
         self.read_points = tuple(p for p in profile.points if p.field is not None)
-        wanted = {p.field for p in self.read_points}
-        self.reads = tuple(r for r in self.spec.reads if r.field_names() & wanted)
         self.writes = {w.point: w for w in self.spec.writes}
 
     def reset(self) -> None:
         pass
 
-    async def read(self, x: Exchange) -> Fields:
+    async def read(self, x: Exchange, points: Sequence[Point]) -> Fields:
+        wanted = {p.field for p in points}
         out: Fields = {}
-        for rd in self.reads:
+        for rd in self.spec.reads:
+            if not rd.field_names() & wanted:
+                continue
 
             def accept(body: bytes, rd: Read = rd) -> Fields | None:
                 fields = self.codec.parse(rd, body)
@@ -132,14 +136,13 @@ class PelcoHandler:
         self.read_points = tuple(
             p for p in profile.points if (p.field or p.name) in pelco_d.QUERIES
         )
-        self.queries = sorted({p.field or p.name for p in self.read_points})
 
     def reset(self) -> None:
         pass
 
-    async def read(self, x: Exchange) -> Fields:
+    async def read(self, x: Exchange, points: Sequence[Point]) -> Fields:
         out: Fields = {}
-        for what in self.queries:
+        for what in sorted({p.field or p.name for p in points}):
             reply = pelco_d.QUERIES[what][1]
             frame = await x.transact(
                 pelco_d.query(self.addr, what), pelco_d.PelcoDeframer(self.addr, reply), lambda f: f
@@ -205,7 +208,8 @@ class MBusHandler:
             raise ValueError("RSP_UD from a meter with another secondary address")
         return decode_rsp_ud(f.a, f.ci, f.data)
 
-    async def read(self, x: Exchange) -> Fields:
+    async def read(self, x: Exchange, points: Sequence[Point]) -> Fields:
+        # one REQ_UD2 chain carries every field: the points asked only choose what is kept
         try:
             if self.secondary is not None:
                 # Selection (EN 13757-3, CI 0x52) before every poll: selecting another meter

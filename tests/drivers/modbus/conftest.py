@@ -83,7 +83,7 @@ def sim_device(
             _block(holding or {}),
             _block(inputs or {}),
         ),
-        action=action,
+        action=action,  # type: ignore[arg-type]  # pymodbus types it as a coroutine function
     )
 
 
@@ -136,7 +136,7 @@ class TcpServer:
             self.devices, framer=self.framer, address=(self.host, self.port)
         )
         await self.server.serve_forever(background=True)
-        self.port = self.server.transport.sockets[0].getsockname()[1]
+        self.port = self.server.transport.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
 
     async def stop(self) -> None:
         """Close the listener and every client connection (the peer sees a dropped link)."""

@@ -1,9 +1,13 @@
 """Modbus TCP bus owner: a tick's reads go out as one batch on the I/O thread
-(drivers/modbus/mbap_io.py), and the poll semantics stay those of one read at a time."""
+(drivers/modbus/mbap_io.py), and the poll semantics stay those of one read at a time.
+
+The spy sits on the session's seams (``begin`` and the client's ``transact``); before issue 20
+it replaced the client's ``read_batch`` and ``read``, which are gone."""
 
 from __future__ import annotations
 
 import asyncio
+import struct
 from typing import Any
 
 from pymodbus.constants import ExcCodes
@@ -35,25 +39,38 @@ def unit(n: int, **kw: Any) -> Any:
     return sim_device(n, holding={0: n, 1: 2 * n}, inputs={0: 3 * n}, **kw)
 
 
+_TABLE = {1: Table.COIL, 2: Table.DISCRETE, 3: Table.HOLDING, 4: Table.INPUT}
+
+
 class Spy:
-    """Counts the client's batched and one-at-a-time reads."""
+    """Counts the client's tick batches (sent by the session's ``begin``: "read these
+    groups") and its one-at-a-time reads, as (table, start, count, unit)."""
 
     def __init__(self, bus: ModbusBus) -> None:
         self.batches: list[list[tuple[Table, int, int, int]]] = []
         self.single = 0
-        client = bus._client
-        batch, read = client.read_batch, client.read
+        session, client = bus.session, bus.session.client  # type: ignore[attr-defined]
+        begin, transact = session.begin, client.transact
+        in_begin = [False]
 
-        async def read_batch(reads: Any, timeout: float) -> Any:
-            self.batches.append(list(reads))
-            return await batch(reads, timeout)
+        async def tick(polls: Any) -> None:
+            in_begin[0] = True
+            try:
+                await begin(polls)
+            finally:
+                in_begin[0] = False
 
-        async def single(*a: Any) -> Any:
-            self.single += 1
-            return await read(*a)
+        async def spied(reqs: Any, timeout: float | None = None) -> Any:
+            if in_begin[0]:
+                self.batches.append(
+                    [(_TABLE[p[0]], *struct.unpack(">HH", p[1:5]), u) for u, p in reqs]
+                )
+            else:
+                self.single += len(reqs)
+            return await transact(reqs, timeout)
 
-        client.read_batch = read_batch  # type: ignore[method-assign]
-        client.read = single  # type: ignore[method-assign]
+        session.begin = tick  # type: ignore[method-assign]
+        client.transact = spied
 
 
 async def test_a_tick_is_one_batch(modbus_tcp_server):

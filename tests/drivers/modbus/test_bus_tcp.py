@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
+from typing import Any
 
 import pytest
 from pymodbus import FramerType
@@ -218,7 +219,7 @@ async def test_writes(modbus_tcp_server):
         1, holding={0: 1, 1: 0, 2: 0, 3: 0, 11: 9, 12: 0b1001}, inputs={0: 4}, coils={0: False}
     )
     # register 10 exists but is read-only: the device answers a write with exception 2
-    blocks = list(dev.simdata)
+    blocks: list[Any] = list(dev.simdata)  # type: ignore[arg-type]
     blocks[2] = [*blocks[2], SimData(10, values=[7], datatype=SimType.REGISTERS, readonly=True)]
     dev = type(dev)(1, simdata=tuple(blocks))
     srv = await modbus_tcp_server([dev])
@@ -242,7 +243,7 @@ async def test_writes(modbus_tcp_server):
             ("d", "setpoint", 101, ""),  # above max: the codec refuses it
             ("d", "setpoint", "abc", ""),
         ]:
-            res = await bus.write(dev_id, point, value)
+            res = await bus.write(dev_id, point, value)  # type: ignore[arg-type]
             assert res.status is WriteStatus.REJECTED, (point, value, res)
             assert why in (res.reason or "")
         assert bus.stats.requests == requests  # nothing went on the wire

@@ -27,7 +27,7 @@ from tests.drivers.serial.serial_harness import PROFILES
 HOLES = (44, 45, 50, 51, 54, 55, 58, 59, 64, 65, 68, 69)
 
 
-async def test_sdm630_learns_exactly_the_rejected_registers(modbus_tcp_server) -> None:  # type: ignore[no-untyped-def]
+async def test_sdm630_learns_exactly_the_rejected_registers(modbus_tcp_server) -> None:
     """Issue 15, point 2: the old bisection logged "input registers 18..29 rejected"
     (readable VA/VAr registers) and every cycle took 9 requests where 8 is optimal. Here: one
     10x-interval point at input 40 too, as in the issue."""
@@ -69,7 +69,7 @@ async def test_sdm630_learns_exactly_the_rejected_registers(modbus_tcp_server) -
     assert sum(1 for b in got.of("meter") for r in b if r.point == "undoc40") >= 2
 
 
-async def test_transient_rejection_is_reprobed_not_kept(modbus_tcp_server) -> None:  # type: ignore[no-untyped-def]
+async def test_transient_rejection_is_reprobed_not_kept(modbus_tcp_server) -> None:
     """A point the device rejected for a while (exception 2) is re-probed with backoff and
     read again once the device accepts it; meanwhile the device is degraded, not offline."""
     rejecting = {"on": True}

@@ -1,5 +1,7 @@
-"""Modbus TCP through our MBAP framing: against a real pymodbus server for the function codes,
-and against a scripted peer for what real devices and gateways get wrong on the wire."""
+"""Modbus TCP through the whole stack (pdu -> mbap -> I/O thread -> TcpClient): against a real
+pymodbus server for the function codes, and against a scripted peer for what real devices and
+gateways get wrong on the wire. The stream rules alone, without sockets, are byte tables in
+test_mbap_frames.py."""
 
 from __future__ import annotations
 
@@ -9,20 +11,23 @@ import struct
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 
 from drivers.core.endpoint import parse_endpoint
 from drivers.core.profile import Table
 from drivers.device_state import Reason
-from drivers.modbus import mbap_io
+from drivers.modbus import mbap_io, pdu
 from drivers.modbus.adapter import (
     DeviceException,
     ModbusClient,
     NoResponse,
     NotConnected,
+    Outcome,
     modbus_client,
 )
+from drivers.modbus.results import MAX_SILENT
 from tests.drivers.modbus.conftest import TcpServer, sim_device
 
 Reply = Callable[[int, int, bytes], Awaitable[bytes | None]]  # (tid, unit, pdu) -> raw bytes
@@ -91,7 +96,7 @@ async def no_response(c: ModbusClient, address: int, timeout: float) -> NoRespon
     return exc.value
 
 
-async def test_every_function_code_against_pymodbus(modbus_tcp_server) -> None:  # type: ignore[no-untyped-def]
+async def test_every_function_code_against_pymodbus(modbus_tcp_server) -> None:
     srv: TcpServer = await modbus_tcp_server(
         [
             sim_device(
@@ -121,7 +126,7 @@ async def test_every_function_code_against_pymodbus(modbus_tcp_server) -> None: 
         c.close()
 
 
-async def test_late_reply_to_a_timed_out_request_is_skipped(peer) -> None:  # type: ignore[no-untyped-def]
+async def test_late_reply_to_a_timed_out_request_is_skipped(peer) -> None:
     release = asyncio.Event()
 
     async def reply(tid: int, unit: int, pdu: bytes) -> bytes:
@@ -149,7 +154,7 @@ async def test_late_reply_to_a_timed_out_request_is_skipped(peer) -> None:  # ty
     ],
     ids=["protocol-id", "length", "unit-id"],
 )
-async def test_corrupt_stream_resets_the_connection(peer, raw: bytes, what: str) -> None:  # type: ignore[no-untyped-def]
+async def test_corrupt_stream_resets_the_connection(peer, raw: bytes, what: str) -> None:
     async def reply(tid: int, unit: int, pdu: bytes) -> bytes:
         return raw
 
@@ -171,7 +176,7 @@ async def test_corrupt_stream_resets_the_connection(peer, raw: bytes, what: str)
     ],
     ids=["byte-count", "truncated", "function-code", "exception"],
 )
-async def test_malformed_pdu_is_a_bad_frame(peer, pdu: bytes, why: str) -> None:  # type: ignore[no-untyped-def]
+async def test_malformed_pdu_is_a_bad_frame(peer, pdu: bytes, why: str) -> None:
     async def reply(tid: int, unit: int, _: bytes) -> bytes:
         return adu(tid, unit, pdu)
 
@@ -182,7 +187,7 @@ async def test_malformed_pdu_is_a_bad_frame(peer, pdu: bytes, why: str) -> None:
     c.close()
 
 
-async def test_silence_and_partial_frames(peer) -> None:  # type: ignore[no-untyped-def]
+async def test_silence_and_partial_frames(peer) -> None:
     """Link supervision (issue 15): a peer that goes quiet keeps the connection for one
     timeout, is dropped after MAX_SILENT in a row; half a frame older than the timeout drops
     it at once (the stream position is lost)."""
@@ -194,7 +199,7 @@ async def test_silence_and_partial_frames(peer) -> None:  # type: ignore[no-unty
 
     p = await peer(reply)
     c = await client_for(p.url)
-    assert mbap_io.MAX_SILENT == 2
+    assert MAX_SILENT == 2
     assert (await no_response(c, 0, 0.05)).bad_frame is False
     assert c.connected
     with pytest.raises(NotConnected, match="2 timeouts in a row") as exc:
@@ -206,7 +211,7 @@ async def test_silence_and_partial_frames(peer) -> None:  # type: ignore[no-unty
     assert exc.value.kind is Reason.BAD_FRAMES and not c.connected
 
 
-async def test_peer_closing_mid_request_is_not_connected(peer) -> None:  # type: ignore[no-untyped-def]
+async def test_peer_closing_mid_request_is_not_connected(peer) -> None:
     async def reply(tid: int, unit: int, pdu: bytes) -> None:
         return None
 
@@ -230,7 +235,7 @@ async def test_connect_refused_is_not_connected() -> None:
     assert exc.value.kind is Reason.REFUSED
 
 
-async def test_request_adu_on_the_wire(peer) -> None:  # type: ignore[no-untyped-def]
+async def test_request_adu_on_the_wire(peer) -> None:
     async def reply(tid: int, unit: int, pdu: bytes) -> bytes:
         return adu(tid, unit, pdu[:5] if pdu[0] == 16 else pdu)
 
@@ -270,9 +275,19 @@ def test_on_uvloop(monkeypatch: pytest.MonkeyPatch) -> None:
     assert eventloop.run(main()) == [7, 8]
 
 
-# --- batches: the I/O thread (drivers/modbus/mbap_io.py) -------------------------------------
-def reads(n: int, unit: int = 1) -> list[tuple[Table, int, int, int]]:
-    return [(Table.HOLDING, i, 1, unit) for i in range(n)]
+# --- batches: ``transact`` on the I/O thread (drivers/modbus/mbap_io.py) ----------------------
+def reads(n: int, unit: int = 1) -> list[tuple[int, bytes]]:
+    """FC03 of one register at each of the addresses 0..n-1."""
+    return [(unit, pdu.read(Table.HOLDING, i, 1)) for i in range(n)]
+
+
+def values(o: Outcome, address: int, unit: int = 1) -> list[int] | list[bool]:
+    """The register read by outcome ``o`` of ``reads(n)[address]`` (or its error, raised)."""
+    return pdu.parse(unit, pdu.read(Table.HOLDING, address, 1), o.reply())
+
+
+def all_values(got: list[Outcome]) -> list[list[int] | list[bool]]:
+    return [values(o, i) for i, o in enumerate(got)]
 
 
 def register_reply(tid: int, unit: int, pdu: bytes) -> bytes:
@@ -285,7 +300,7 @@ async def answer(tid: int, unit: int, pdu: bytes) -> bytes:
     return adu(tid, unit, pdu) if pdu[0] == 6 else register_reply(tid, unit, pdu)
 
 
-async def test_batch_sends_one_request_after_the_other(peer) -> None:  # type: ignore[no-untyped-def]
+async def test_batch_sends_one_request_after_the_other(peer) -> None:
     arrived: list[float] = []
 
     async def reply(tid: int, unit: int, pdu: bytes) -> bytes:
@@ -295,8 +310,8 @@ async def test_batch_sends_one_request_after_the_other(peer) -> None:  # type: i
 
     p = await peer(reply)
     c = await client_for(p.url)
-    got = await c.read_batch(reads(4), 1.0)
-    assert [g.values() for g in got] == [[0], [1], [2], [3]]
+    got = await c.transact(reads(4), 1.0)
+    assert all_values(got) == [[0], [1], [2], [3]]
     # never two requests in flight: many serial gateways behind Modbus TCP cannot queue them
     assert all(b - a >= 0.025 for a, b in itertools.pairwise(arrived))
     assert [tid for tid, _, _ in p.requests] == [1, 2, 3, 4]
@@ -307,7 +322,7 @@ async def test_batch_sends_one_request_after_the_other(peer) -> None:  # type: i
     c.close()
 
 
-async def test_batch_stops_at_a_timeout_and_the_stream_stays_usable(peer) -> None:  # type: ignore[no-untyped-def]
+async def test_batch_stops_at_a_timeout_and_the_stream_stays_usable(peer) -> None:
     async def reply(tid: int, unit: int, pdu: bytes) -> bytes:
         if pdu[1:3] == b"\x00\x01":
             await asyncio.sleep(0.2)  # address 1 answers after the client gave up
@@ -315,18 +330,18 @@ async def test_batch_stops_at_a_timeout_and_the_stream_stays_usable(peer) -> Non
 
     p = await peer(reply)
     c = await client_for(p.url)
-    got = await c.read_batch(reads(4), 0.05)
-    assert len(got) == 2 and got[0].values() == [0]
+    got = await c.transact(reads(4), 0.05)
+    assert len(got) == 2 and values(got[0], 0) == [0]
     with pytest.raises(NoResponse) as exc:
-        got[1].values()
+        values(got[1], 1)
     assert exc.value.bad_frame is False
     assert len(p.requests) == 2  # addresses 2 and 3 were never sent: the bus owner decides
     await asyncio.sleep(0.25)  # the late answer to address 1 arrives and is skipped
-    assert [g.values() for g in await c.read_batch(reads(2), 1.0)] == [[0], [1]]
+    assert all_values(await c.transact(reads(2), 1.0)) == [[0], [1]]
     c.close()
 
 
-async def test_exception_reply_does_not_stop_a_batch(peer) -> None:  # type: ignore[no-untyped-def]
+async def test_exception_reply_does_not_stop_a_batch(peer) -> None:
     async def reply(tid: int, unit: int, pdu: bytes) -> bytes:
         if pdu[1:3] == b"\x00\x01":
             return adu(tid, unit, b"\x83\x02")
@@ -334,39 +349,39 @@ async def test_exception_reply_does_not_stop_a_batch(peer) -> None:  # type: ign
 
     p = await peer(reply)
     c = await client_for(p.url)
-    got = await c.read_batch(reads(3), 1.0)
-    assert len(got) == 3 and got[2].values() == [2]
+    got = await c.transact(reads(3), 1.0)
+    assert len(got) == 3 and values(got[2], 2) == [2]
     with pytest.raises(DeviceException) as exc:
-        got[1].values()
+        values(got[1], 1)
     assert exc.value.code == 2
     c.close()
 
 
-async def test_cut_batch_ends_after_the_read_in_flight(peer) -> None:  # type: ignore[no-untyped-def]
+async def test_cut_batch_ends_after_the_read_in_flight(peer) -> None:
     async def reply(tid: int, unit: int, pdu: bytes) -> bytes:
         await asyncio.sleep(0.03)
         return await answer(tid, unit, pdu)
 
     p = await peer(reply)
     c = await client_for(p.url)
-    task = asyncio.create_task(c.read_batch(reads(10), 1.0))
+    task = asyncio.create_task(c.transact(reads(10), 1.0))
     await asyncio.sleep(0.045)  # the second read is in flight
-    c.cut_batch()
+    c.cut()
     got = await task
-    assert [g.values() for g in got] == [[0], [1]]
+    assert all_values(got) == [[0], [1]]
     assert len(p.requests) == 2
     await c.write_registers(1, 0, [5], 1.0)  # a write goes out right after
     c.close()
 
 
-async def test_cancelled_batch_sends_nothing_more(peer) -> None:  # type: ignore[no-untyped-def]
+async def test_cancelled_batch_sends_nothing_more(peer) -> None:
     async def reply(tid: int, unit: int, pdu: bytes) -> bytes:
         await asyncio.sleep(0.03)
         return register_reply(tid, unit, pdu)
 
     p = await peer(reply)
     c = await client_for(p.url)
-    task = asyncio.create_task(c.read_batch(reads(10), 1.0))
+    task = asyncio.create_task(c.transact(reads(10), 1.0))
     await asyncio.sleep(0.045)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -374,31 +389,31 @@ async def test_cancelled_batch_sends_nothing_more(peer) -> None:  # type: ignore
     await asyncio.sleep(0.1)
     assert len(p.requests) == 2
     # the reply to the abandoned read is skipped; the next batch gets its own answers
-    assert [g.values() for g in await c.read_batch(reads(2), 1.0)] == [[0], [1]]
+    assert all_values(await c.transact(reads(2), 1.0)) == [[0], [1]]
     c.close()
 
 
-async def test_peer_closing_mid_batch_is_not_connected(peer) -> None:  # type: ignore[no-untyped-def]
+async def test_peer_closing_mid_batch_is_not_connected(peer) -> None:
     async def reply(tid: int, unit: int, pdu: bytes) -> bytes | None:
         return None if pdu[1:3] == b"\x00\x01" else register_reply(tid, unit, pdu)
 
     p = await peer(reply)
     c = await client_for(p.url)
-    got = await c.read_batch(reads(3), 1.0)
-    assert len(got) == 2 and got[0].values() == [0]
+    got = await c.transact(reads(3), 1.0)
+    assert len(got) == 2 and values(got[0], 0) == [0]
     with pytest.raises(NotConnected):
-        got[1].values()
+        values(got[1], 1)
     assert not c.connected
     with pytest.raises(NotConnected):
-        await c.read_batch(reads(1), 1.0)
+        await c.transact(reads(1), 1.0)
 
 
-async def test_io_thread_ends_with_the_last_connection(peer) -> None:  # type: ignore[no-untyped-def]
+async def test_io_thread_ends_with_the_last_connection(peer) -> None:
     p = await peer(answer)
     clients = [await client_for(p.url) for _ in range(3)]
     # the three connections run their batches at the same time on the one thread
-    results = await asyncio.gather(*(c.read_batch(reads(3), 1.0) for c in clients))
-    assert [[g.values() for g in r] for r in results] == [[[0], [1], [2]]] * 3
+    results = await asyncio.gather(*(c.transact(reads(3), 1.0) for c in clients))
+    assert [all_values(r) for r in results] == [[[0], [1], [2]]] * 3
     assert [t.name for t in threading.enumerate()].count("cityedge-mbap") == 1
     for c in clients:
         c.close()
@@ -407,7 +422,7 @@ async def test_io_thread_ends_with_the_last_connection(peer) -> None:  # type: i
             await asyncio.sleep(0.01)
 
 
-async def test_batches_of_one_tick_reach_the_loop_together(peer, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+async def test_batches_of_one_tick_reach_the_loop_together(peer, monkeypatch) -> None:
     async def slow(tid: int, unit: int, pdu: bytes) -> bytes:
         await asyncio.sleep(0.01)
         return register_reply(tid, unit, pdu)
@@ -421,7 +436,7 @@ async def test_batches_of_one_tick_reach_the_loop_together(peer, monkeypatch) ->
     done: dict[str, float] = {}
 
     async def run(name: str, c: ModbusClient, n: int, timeout: float) -> None:
-        await c.read_batch(reads(n), timeout)
+        await c.transact(reads(n), timeout)
         done[name] = time.monotonic()
 
     # one loop wake-up for both: the fast bus's replies wait for the slow bus's (~40 ms; the
@@ -439,3 +454,36 @@ async def test_batches_of_one_tick_reach_the_loop_together(peer, monkeypatch) ->
     assert done["dead"] - t0 >= 0.8
     for c in (fast, slower, dead):
         c.close()
+
+
+class Dribble:
+    """A socket that takes one byte per ``send`` (after refusing the first one outright): what
+    a nearly full socket buffer does to a request."""
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+        self.calls = 0
+
+    def send(self, data: bytes) -> int:
+        self.calls += 1
+        if self.calls == 1:
+            raise BlockingIOError
+        return int(self.sock.send(data[:1]))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
+
+
+async def test_a_request_the_socket_takes_in_pieces_goes_out_whole(peer) -> None:
+    """``sock.send`` may write less than asked; the rest goes out as the socket has room again,
+    so the stream never loses a byte (the I/O thread used to ignore what send returned)."""
+    p = await peer(answer)
+    c = await client_for(p.url)
+    conn = c._conn  # type: ignore[attr-defined]
+    conn.sock = slow = Dribble(conn.sock)
+    got = await c.transact(reads(3), 1.0)
+    assert all_values(got) == [[0], [1], [2]]
+    assert slow.calls >= 3 * 12  # one byte at a time, every request whole at the peer
+    assert [pdu_ for _, _, pdu_ in p.requests] == [r for _, r in reads(3)]
+    await c.write_registers(1, 0, [0xABCD], 1.0)  # FC06, answered with its echo
+    c.close()

@@ -49,7 +49,12 @@ def flip_third(data: bytes) -> bytes:
 async def test_echoed_frames_are_dropped_and_polls_and_writes_work(modbus_rtu_server):
     srv = await modbus_rtu_server([unit(1), unit(2)], char_time=0.0005)
     echoed: list[bytes] = []
-    srv.wire.echo = lambda d: echoed.append(d) or d
+
+    def echo(d: bytes) -> bytes:
+        echoed.append(d)
+        return d
+
+    srv.wire.echo = echo
     got = Collector()
     binds = [make_binding(f"d{u}", u, PROFILE, interval=0.1) for u in (1, 2)]
     # live units: a timeout with room for a slow machine (make test-arm); none may expire

@@ -60,9 +60,11 @@ async def test_polls_three_lamps_and_writes(sims: SerialSims) -> None:
         )
         assert r["voltage"].source is not None and r["voltage"].source.unit_id == 2
         assert (
-            abs(r["voltage"].observed_at_ms - h.bus.stats.devices["serial-2"].last_success_ms)
+            abs(
+                r["voltage"].observed_at_ms - (h.bus.stats.devices["serial-2"].last_success_ms or 0)
+            )
             < 1000
-        )  # type: ignore[operator]
+        )
 
         res = await h.bus.write("serial-3", "illuminance_level", 0.25)
         assert res.status is WriteStatus.OK and res.readback == 0.25
@@ -168,7 +170,8 @@ async def test_unplug_and_replug_reopens_the_port(sims: SerialSims) -> None:
         assert next(r.value for r in stale if r.device_id == "serial-1") is not None  # last good
         assert h.bus.stats.devices["serial-1"].state == "offline"
         res = await h.bus.write("serial-1", "illuminance_level", 0.5, timeout=2.0)
-        assert res.status is WriteStatus.TIMEOUT and res.reason == "not connected"
+        # refused at once, as on every bus kind (issue 20: this bus used to say TIMEOUT)
+        assert res.status is WriteStatus.REJECTED and res.reason == "bus not connected"
         pty.plug()
         await until(lambda: h.bus.stats.reconnects >= 1 and h.bus.stats.connected, 5.0)
         h.readings.clear()

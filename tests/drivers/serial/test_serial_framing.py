@@ -7,7 +7,8 @@ import struct
 import pytest
 from pydantic import ValidationError
 
-from drivers.serial.framing import crc16_ccitt, crc16_modbus, encode_checksum, sum8, xor8
+from drivers.checksums import crc16_ccitt, crc16_modbus, sum8, xor8
+from drivers.serial.framing import encode_checksum
 from drivers.serial.generic import DeviceNak, GenericCodec, ParseError
 from drivers.serial.spec import SerialSpec
 from tests.drivers.serial.serial_specs import ascii_spec, binary_spec

@@ -16,8 +16,8 @@ from drivers.base import WriteStatus
 from drivers.core.config import Rs485Config
 from drivers.core.endpoint import parse_endpoint
 from drivers.core.reading import Quality
+from drivers.link import Link, LinkError
 from drivers.rs485 import ECHO_MARGIN, EchoMismatch, NoEcho
-from drivers.serial.transport import Link, LinkError
 from drivers.sim.serial_sims import SerialSims
 from tests.drivers.serial.serial_harness import make_bus
 from tests.drivers.serial.test_serial_bus import DEVS, bus_for, fast_profile, until

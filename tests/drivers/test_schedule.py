@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from drivers.modbus.schedule import Backoff, first_aligned_tick, next_tick
+from drivers.schedule import Backoff, first_aligned_tick, next_tick
 
 
 def test_backoff_doubles_to_the_cap_with_jitter():

@@ -1,7 +1,12 @@
-"""Byte links for the serial drivers: a local serial port or a serial server over TCP.
+"""Byte links of the serial lines: a local serial port, or a serial server over TCP.
 
-``serial:///dev/ttyUSB1?baudrate=2400&parity=E`` opens the port with pyserial-asyncio-fast;
-``serial+tcp://host:4002`` connects to a serial-to-Ethernet server in raw (TCP socket) mode.
+The I/O shell under Modbus RTU / ASCII (``drivers/modbus/line.py``) and the serial protocols
+(``drivers/serial/session.py``) alike: it opens, sends, receives and closes, and keeps no
+protocol rule of its own (the framings are sans-I/O).
+
+``rtu:///dev/ttyUSB0?baudrate=9600&parity=E`` and ``serial:///dev/ttyUSB1?baudrate=2400``
+open the port with pyserial-asyncio-fast; ``rtu+tcp://host:4001`` and
+``serial+tcp://host:4002`` connect to a serial-to-Ethernet server in raw (TCP socket) mode.
 Every I/O failure surfaces as ``LinkError`` so the bus has one thing to catch for "reopen".
 
 RS-485 options (``[buses.rs485]``, drivers/rs485.py): the kernel RS-485 mode is set right after
@@ -27,9 +32,10 @@ from drivers.rs485 import ECHO_MARGIN, EchoCheck, EchoError, Rs485Unsupported, a
 if TYPE_CHECKING:
     from drivers.core.config import Rs485Config
 
-log = logging.getLogger("cityedge.serial")
+log = logging.getLogger("cityedge.bus")
 
 _PARITY = {"N": "N", "E": "E", "O": "O"}
+TCP_SCHEMES = frozenset({"rtu+tcp", "serial+tcp"})
 
 
 class LinkError(OSError):
@@ -60,7 +66,7 @@ class Link:
     async def open(self) -> None:
         ep = self.endpoint
         try:
-            if ep.scheme == "serial+tcp":
+            if ep.scheme in TCP_SCHEMES:
                 self._reader, self._writer = await asyncio.open_connection(ep.host, ep.port)
             else:
                 import serial_asyncio_fast
@@ -77,23 +83,41 @@ class Link:
             # SerialException is an OSError; ValueError: bad settings; termios.error: settings
             # the tty refuses (a pty rejects parity, some adapters odd baud rates)
             raise LinkError(ep.url, str(exc), self._kind(exc)) from exc
-        if ep.scheme != "serial+tcp":
+        if ep.scheme not in TCP_SCHEMES:
             try:
                 apply_kernel_mode(self._writer.transport.serial, self.rs485)  # type: ignore[attr-defined]
             except Rs485Unsupported as exc:
                 await self.close()
                 raise LinkError(ep.url, exc.reason, Reason.PORT_GONE) from exc
 
-    def _kind(self, exc: BaseException | None) -> Reason:
-        return link_reason(exc, serial=self.endpoint.scheme != "serial+tcp")
+    @property
+    def down_reason(self) -> Reason:
+        """What a closed link means for the devices behind it."""
+        return self._kind(None)
 
-    async def close(self) -> None:
+    def _kind(self, exc: BaseException | None) -> Reason:
+        return link_reason(exc, serial=self.endpoint.scheme not in TCP_SCHEMES)
+
+    def close_now(self) -> None:
+        """Close at once: a serial port is released before this returns, so the next owner
+        (a reconnect, the next setting of a scan) can open it exclusively right away."""
         w, self._writer, self._reader = self._writer, None, None
         self._after_echo = b""
-        if w is not None:
+        if w is None:
+            return
+        port = getattr(w.transport, "serial", None)
+        if port is None:
             w.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(w.wait_closed(), 1.0)
+            return
+        # pyserial-asyncio-fast closes the port later, on an executor thread; the lock must
+        # go now. Its own close then finds the port closed (pyserial's close is idempotent).
+        w.transport.abort()
+        with contextlib.suppress(Exception):
+            port.close()
+
+    async def close(self) -> None:
+        self.close_now()
+        await asyncio.sleep(0)  # let the transport's connection_lost run
 
     def discard_input(self) -> bytes:
         """Bytes that arrived unasked (line noise, late answers): taken out before a request."""
