@@ -69,16 +69,7 @@ class Link:
             if ep.scheme in TCP_SCHEMES:
                 self._reader, self._writer = await asyncio.open_connection(ep.host, ep.port)
             else:
-                import serial_asyncio_fast
-
-                self._reader, self._writer = await serial_asyncio_fast.open_serial_connection(
-                    url=ep.path,
-                    baudrate=ep.baudrate,
-                    parity=_PARITY[ep.parity],
-                    stopbits=ep.stopbits,
-                    bytesize=ep.bytesize,
-                    exclusive=True,
-                )
+                self._reader, self._writer = await _open_serial(ep)
         except (OSError, ValueError, termios.error) as exc:
             # SerialException is an OSError; ValueError: bad settings; termios.error: settings
             # the tty refuses (a pty rejects parity, some adapters odd baud rates)
@@ -192,3 +183,34 @@ class Link:
         if not data:
             raise LinkError(self.endpoint.url, "closed by the peer (EOF)", self._kind(None))
         return data
+
+
+async def _open_serial(ep: Endpoint) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """serial_asyncio_fast's open_serial_connection, with the port closed when the transport
+    cannot be set up: the library opens and locks the port, then its transport re-applies the
+    settings (a timeout setter), which a tty may refuse (EINVAL for parity on a pty); the open
+    port was then only reachable from the traceback and stayed locked until the garbage
+    collector ran, so the next attempt (a reconnect, a scan's next setting) found it busy."""
+    import serial
+    import serial_asyncio_fast
+
+    loop = asyncio.get_running_loop()
+    port = await loop.run_in_executor(
+        None,
+        lambda: serial.serial_for_url(
+            ep.path,
+            baudrate=ep.baudrate,
+            parity=_PARITY[ep.parity],
+            stopbits=ep.stopbits,
+            bytesize=ep.bytesize,
+            exclusive=True,
+        ),
+    )
+    try:
+        reader = asyncio.StreamReader(loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        transport, _ = await serial_asyncio_fast.connection_for_serial(loop, lambda: protocol, port)
+    except BaseException:
+        port.close()
+        raise
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
