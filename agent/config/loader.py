@@ -176,7 +176,7 @@ def load_config(
     creds = credentials.find(main, environ)
     values, notes = creds.read() if secrets != "verify" else ({}, {})
     origins.secrets = {n: str(s.path or s.origin) for n, s in creds.sources.items()}
-    env_over = overlay(environ, list(GatewayConfig.model_fields))
+    env_over = overlay(environ)
     issues.extend(env_over.issues)
     origins.env = env_over.origins
     merged = copy.deepcopy(data)

@@ -67,6 +67,16 @@ CASES: list[tuple[str, Edit, Env, str, str, str, At]] = [
      "$CITYEDGE_METRICS__PROT", "metrics.prot", "did you mean CITYEDGE_METRICS__PORT?", None),
     ("env-bad-json", lambda d: None, {"CITYEDGE_GATEWAY__PROFILE_DIRS": "[profiles"},
      "$CITYEDGE_GATEWAY__PROFILE_DIRS", "gateway.profile_dirs", "not valid JSON", None),
+    ("env-bad-json-pair", lambda d: None, {"CITYEDGE_GATEWAY__LOCATION": "[45.07, 7.68"},
+     "$CITYEDGE_GATEWAY__LOCATION", "gateway.location", "not valid JSON", None),
+    ("env-bad-json-section", lambda d: None, {"CITYEDGE_METRICS": "{port: 9200}"},
+     "$CITYEDGE_METRICS", "metrics", "not valid JSON", None),
+    ("env-value-in-section", lambda d: None, {"CITYEDGE_METRICS": '{"port": "nine"}'},
+     "$CITYEDGE_METRICS", "metrics.port", "valid integer", None),
+    ("env-inside-whole-value", lambda d: None,
+     {"CITYEDGE_GATEWAY__LOCATION": "[45.07, 7.68]", "CITYEDGE_GATEWAY__LOCATION__LAT": "45"},
+     "$CITYEDGE_GATEWAY__LOCATION__LAT", "gateway.location.lat",
+     "gateway.location is set as a whole by $CITYEDGE_GATEWAY__LOCATION", None),
     ("env-array-entry", lambda d: None, {"CITYEDGE_DEVICES__0__UNIT_ID": "3"},
      "$CITYEDGE_DEVICES__0__UNIT_ID", "devices.0.unit_id", "use a conf.d drop-in", None),
     ("env-bad-choice", lambda d: None, {"CITYEDGE_GATEWAY__LOG_LEVEL": "warn"},
@@ -171,10 +181,15 @@ def test_environment_values_are_text_and_still_typed(cfgdir: Path) -> None:
             "CITYEDGE_GATEWAY__PROFILE_DIRS": '["profiles"]',
             "CITYEDGE_CONFIG": "/not/a/config/override",  # not config: left alone
             "CITYEDGE_EVENT_LOOP": "asyncio",
+            "cityedge_commands": '{"rate_per_minute": 12}',  # any case; a section as JSON,
+            "CITYEDGE_COMMANDS__POLICY__LOCAL": "off",  # merged with a variable inside it
+            "CITYEDGE_GATEWAY__LOCATION": "[45.07, 7.68]",
         },
     )
-    m = loaded.config.metrics
+    m, c = loaded.config.metrics, loaded.config.commands
     assert (m.port, m.enabled) == (9200, False)
+    assert (c.rate_per_minute, c.policy.local) == (12, "off")
+    assert loaded.config.gateway.location == (45.07, 7.68)
 
 
 def test_a_bad_file_value_is_reported_under_a_variable(cfgdir: Path) -> None:
