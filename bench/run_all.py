@@ -666,13 +666,21 @@ def _recovery(a: Callable[[str], None], r: Step, o: Step) -> None:
         a("")
 
 
-def _commands(a: Callable[[str], None], s: Step) -> None:
-    d = s.data
-    a("## Commands: the cost of exactly once")
+def _head(a: Callable[[str], None], title: str, s: Step) -> dict[str, Any] | None:
+    """A section's title, and its step's figures; None (said on the page) when it did not
+    report."""
+    a(title)
     a("")
-    if not d:
-        a("bench_commands.py did not report (see the raw output).")
+    if not s.data:
+        a(f"{s.script} did not report in this run (see its raw output below).")
         a("")
+        return None
+    return s.data
+
+
+def _commands(a: Callable[[str], None], s: Step) -> None:
+    d = _head(a, "## Commands: the cost of exactly once", s)
+    if d is None:
         return
     dur, mem, rt = d["durable"], d["memory"], d["round_trip"]
     nd = d.get("round_trip_broker_nodelay") or {}
@@ -692,12 +700,8 @@ def _commands(a: Callable[[str], None], s: Step) -> None:
 
 
 def _ui(a: Callable[[str], None], s: Step) -> None:
-    d = s.data
-    a("## The commissioning page: what an open page costs")
-    a("")
-    if not d:
-        a("bench_ui.py did not report (see the raw output).")
-        a("")
+    d = _head(a, "## The commissioning page: what an open page costs", s)
+    if d is None:
         return
     a(
         f"bench_ui.py: {d['devices']} devices x 12 points polled every second, agent -> "
@@ -712,12 +716,8 @@ def _ui(a: Callable[[str], None], s: Step) -> None:
 
 
 def _faults(a: Callable[[str], None], s: Step) -> None:
-    d = s.data
-    a("## Field faults: time to offline and to recover")
-    a("")
-    if not d:
-        a("Not measured in this run.")
-        a("")
+    d = _head(a, "## Field faults: time to offline and to recover", s)
+    if d is None:
         return
     a(
         f"bench_faults.py: one device polled every {d['interval_s']:g} s by the real bus owner, "
@@ -745,12 +745,8 @@ def _faults(a: Callable[[str], None], s: Step) -> None:
 
 
 def _storage(a: Callable[[str], None], s: Step) -> None:
-    d = s.data
-    a("## Outbox storage and outage capacity")
-    a("")
-    if not d:
-        a("bench_storage.py did not report (see its raw output below).")
-        a("")
+    d = _head(a, "## Outbox storage and outage capacity", s)
+    if d is None:
         return
     a(
         f"Disk per stored reading (W600: 50 streetlight controllers x 12 points, one compressed "
