@@ -7,8 +7,9 @@ committed), so a reading counted in ``delivered`` is never lost by a shutdown.
 
 Device state transitions (drivers/device_state.py) travel the same queues as the readings, so
 each sink sees them in order: a sink that hears them (``StatusSink``,
-agent/forward/sinks/base.py) gets each once every reading emitted before it has been
-submitted (the MQTT sink then publishes it after those readings and before any later one).
+agent/forward/sinks/base.py) gets each once every reading its device emitted before it has
+been submitted, and before any later reading of that device (the MQTT sink then publishes it
+in that place). Order between devices is not kept: it means nothing to a platform.
 """
 
 from __future__ import annotations
@@ -144,33 +145,49 @@ class _Feed:
         self._status = sink.device_status if isinstance(sink, StatusSink) else None
 
     async def run(self) -> None:
-        q = self.queue
         while True:
-            first = await q.get()
-            taken = 1
-            batch: list[Reading] = []
-            state: Transition | None = None
-            if isinstance(first, Transition):
-                state = first
-            else:
-                batch.extend(first)
-            # coalesce batches up to the next transition, which goes after them
-            while state is None and not q.empty() and len(batch) < MAX_COALESCED:
+            await self._hand_over(await self.queue.get())
+
+    async def _hand_over(self, item: list[Reading] | Transition) -> None:
+        """Everything queued, in one submit where order allows. Order matters per device
+        only: a transition is heard after the readings its device emitted before it and
+        before those after it. So a transition of a device with no readings in the batch
+        being gathered is heard at once (at start-up every device's "online" precedes its
+        first poll: splitting there cost one commit wait per device, 5 s for 50 devices,
+        while their readings piled up in memory); only the device's own earlier readings
+        make the batch go first."""
+        q = self.queue
+        taken = 1
+        batch: list[Reading] = []
+        devices: set[str] = set()
+        try:
+            while True:
+                if isinstance(item, Transition):
+                    if item.device_id in devices:
+                        await self._submit(batch)
+                        batch, devices = [], set()
+                    self._hear(item)
+                elif item:
+                    batch.extend(item)
+                    devices.update({r.device_id for r in item})
+                if q.empty() or len(batch) >= MAX_COALESCED:
+                    break
                 item = q.get_nowait()
                 taken += 1
-                if isinstance(item, Transition):
-                    state = item
-                else:
-                    batch.extend(item)
-            try:
-                if batch:
-                    await self.sink.submit(batch)
-                    self.delivered += len(batch)
-                if state is not None and self._status is not None:
-                    try:
-                        self._status(state)
-                    except Exception:
-                        log.exception("sink %s: device status hook failed", self.sink.name)
-            finally:
-                for _ in range(taken):
-                    q.task_done()
+            if batch:
+                await self._submit(batch)
+        finally:
+            for _ in range(taken):
+                q.task_done()
+
+    async def _submit(self, batch: list[Reading]) -> None:
+        await self.sink.submit(batch)
+        self.delivered += len(batch)
+
+    def _hear(self, transition: Transition) -> None:
+        if self._status is None:
+            return
+        try:
+            self._status(transition)
+        except Exception:
+            log.exception("sink %s: device status hook failed", self.sink.name)

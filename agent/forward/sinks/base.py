@@ -70,7 +70,8 @@ class Sink(Protocol):
 class StatusSink(Protocol):
     def device_status(self, transition: Transition) -> None:
         """A device changed state (drivers/device_state.py). Called after every reading the
-        bus emitted before the transition has been submitted; synchronous and cheap."""
+        device emitted before the transition has been submitted and before any later one of
+        that device is (other devices' readings may be either side); synchronous and cheap."""
 
 
 @runtime_checkable

@@ -283,6 +283,9 @@ class MqttSink(StatusSink, CommandSink, RebirthSink, HealthSink, ClockFixSink):
             # aiomqtt uses one timeout for CONNACK and PUBACK waits; a handshake the broker
             # rejects after the socket opened (TLS 1.3 client-cert alert) only ends by timeout.
             client.timeout = self.output.publish_timeout
+            # aiomqtt warns at every publish beyond 10 awaiting their PUBACK; ours keeps up to
+            # `window` in flight by design, so a replay logged thousands of such warnings
+            client.pending_calls_threshold = self.output.window
             self.link.connects += 1
             log.info("output %s: connected to %s", self.name, broker)
             try:
