@@ -219,7 +219,7 @@ class View:
             t.add_row(
                 str(d["id"]),
                 state_text(d.get("state"), d.get("reason"), d.get("detail")),
-                age_text(d.get("lastOkAgeS")),
+                age_text(d.get("lastSuccessAgeS")),
                 str(d.get("polls", 0)),
                 values,
             )
