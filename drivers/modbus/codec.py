@@ -306,30 +306,6 @@ def _fixed_point(point: Point) -> tuple[int, int, int] | None:
     return si, oi, div
 
 
-def _fixed_decoder(
-    point: Point,
-    n: int,
-    pack: Callable[..., bytes],
-    unpack: Callable[[bytes], tuple[int | float, ...]],
-    reverse: bool,
-    si: int,
-    oi: int,
-    div: int,
-) -> Callable[[Sequence[int]], Value]:
-    def decode(words: Sequence[int]) -> Value:
-        if len(words) != n:
-            raise CodecError(point, f"expected {n} register(s), got {len(words)}")
-        try:
-            raw = int(unpack(pack(*(words[::-1] if reverse else words)))[0])
-        except struct.error:
-            raise CodecError(
-                point, f"register words out of range 0..65535: {list(words)}"
-            ) from None
-        return raw * si + oi if div == 1 else (raw * si + oi) / div
-
-    return decode
-
-
 @functools.lru_cache(maxsize=64)
 def _struct(fmt: str) -> struct.Struct:
     # a handful of formats serve every point of every device: share them
@@ -353,14 +329,18 @@ def fast_decoder(point: Point, order: WordOrder) -> Callable[[Sequence[int]], Va
     pack = _struct(("<" if order in _BYTE_SWAP else ">") + f"{n}H").pack
     unpack = _struct(_FMT[kind]).unpack
     reverse = order in _WORD_SWAP and n > 1
-    scale, offset = point.scale, point.offset
-    plain = scale == 1 and offset == 0
+    scale: float = point.scale
+    offset: float = point.offset
+    div = 1
     # the value at the device's resolution (drivers/core/resolution.py), rounded here once so every
-    # encoding and the CLI see the same number
+    # encoding and the CLI see the same number: by an integer product and one division where
+    # that is exact (cheaper than a float product and a ``round``), else by the point's rounder
     rnd = rounder(point)
     fixed = _fixed_point(point)
     if fixed is not None:
-        return _fixed_decoder(point, n, pack, unpack, reverse, *fixed)
+        scale, offset, div = fixed
+        rnd = None
+    plain = scale == 1 and offset == 0
 
     def decode(words: Sequence[int]) -> Value:
         if len(words) != n:
@@ -371,17 +351,9 @@ def fast_decoder(point: Point, order: WordOrder) -> Callable[[Sequence[int]], Va
             raise CodecError(
                 point, f"register words out of range 0..65535: {list(words)}"
             ) from None
-        return raw if plain else raw * scale + offset
+        value = raw if plain else raw * scale + offset
+        if div != 1:
+            value /= div
+        return value if rnd is None else rnd(value)
 
-    def decode_rounded(words: Sequence[int]) -> Value:
-        if len(words) != n:
-            raise CodecError(point, f"expected {n} register(s), got {len(words)}")
-        try:
-            raw: int | float = unpack(pack(*(words[::-1] if reverse else words)))[0]
-        except struct.error:
-            raise CodecError(
-                point, f"register words out of range 0..65535: {list(words)}"
-            ) from None
-        return rnd(raw if plain else raw * scale + offset)  # type: ignore[misc]
-
-    return decode if rnd is None else decode_rounded
+    return decode
