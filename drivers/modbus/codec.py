@@ -19,7 +19,7 @@ import struct
 from collections.abc import Callable, Iterable, Sequence
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 
-from drivers.core.profile import DataType, Point, WordOrder
+from drivers.core.profile import INT_RANGES, DataType, Point, WordOrder
 from drivers.core.reading import Value
 from drivers.core.resolution import implied_decimals, rounder
 
@@ -34,14 +34,6 @@ _FMT: dict[DataType, str] = {
     DataType.FLOAT64: ">d",
     DataType.BIT: ">H",
     DataType.BITFIELD: ">H",
-}
-_INT_RANGE: dict[DataType, tuple[int, int]] = {
-    DataType.INT16: (-(2**15), 2**15 - 1),
-    DataType.UINT16: (0, 2**16 - 1),
-    DataType.INT32: (-(2**31), 2**31 - 1),
-    DataType.UINT32: (0, 2**32 - 1),
-    DataType.INT64: (-(2**63), 2**63 - 1),
-    DataType.UINT64: (0, 2**64 - 1),
 }
 _FLOATS = frozenset({DataType.FLOAT32, DataType.FLOAT64})
 _WORD_SWAP = frozenset({WordOrder.CDAB, WordOrder.DCBA})
@@ -183,7 +175,7 @@ def _to_raw_int(point: Point, value: int | float) -> int:
                 raw = int(exact.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
             except InvalidOperation:
                 raise CodecError(point, f"{value!r} is out of range for {point.type}") from None
-    lo, hi = _INT_RANGE.get(point.type, (0, 2**16 - 1))
+    lo, hi = INT_RANGES.get(point.type, (0, 2**16 - 1))
     if not lo <= raw <= hi:
         raise CodecError(
             point, f"{value!r} (raw {raw}) is out of range for {point.type} ({lo}..{hi})"
@@ -269,7 +261,7 @@ def encode_point(
         if kind in _FLOATS:
             raw = float(raw)
         else:
-            lo, hi = _INT_RANGE[kind]
+            lo, hi = INT_RANGES[kind]
             if not lo <= raw <= hi:
                 raise CodecError(point, f"enum value {raw} does not fit in {kind}")
     else:
@@ -294,7 +286,7 @@ def _fixed_point(point: Point) -> tuple[int, int, int] | None:
     ``(raw * scale + offset) / divisor`` exactly at its implied decimals: one integer product
     and one correctly rounded division give the value at its resolution, cheaper than a float
     product and a ``round``. None for anything else."""
-    if point.type not in _INT_RANGE or point.decimals is not None:
+    if point.type not in INT_RANGES or point.decimals is not None:
         return None
     d = implied_decimals(point)
     if d is None or (point.scale == 1 and point.offset == 0):
@@ -322,7 +314,7 @@ def fast_decoder(point: Point, order: WordOrder) -> Callable[[Sequence[int]], Va
         point.table.is_bits
         or point.enum is not None
         or point.flag_enum is not None
-        or (kind not in _INT_RANGE and kind not in _FLOATS)
+        or (kind not in INT_RANGES and kind not in _FLOATS)
     ):
         return None
     n = point.registers
