@@ -88,12 +88,10 @@ async def round_trip(base: Path, n: int, broker_nodelay: bool = False) -> dict[s
     base = base / ("nodelay" if broker_nodelay else "default")
     broker = Mosquitto(base, ["set_tcp_nodelay true"] if broker_nodelay else [])
     broker.start()
-    sim = SimulatorServer(SimSpec(streetlights=(1,), water_meters=(), cameras=()))
-    await sim.start()
-    sim_task = asyncio.create_task(sim.run())
-    cfg = base / "gateway.toml"
-    cfg.write_text(
-        f"""[gateway]
+    async with SimulatorServer(SimSpec(streetlights=(1,), water_meters=(), cameras=())) as sim:
+        cfg = base / "gateway.toml"
+        cfg.write_text(
+            f"""[gateway]
 id = "gw-bench"
 state_dir = "{base / "state"}"
 watch_config = 0
@@ -119,45 +117,42 @@ health_interval = 0
 [commands]
 rate_per_minute = 6000
 """
-    )
-    agent = Agent(load_config(cfg))
-    task = asyncio.create_task(agent.run())
-    got: dict[str, float] = {}
-    try:
-        sink: Any = agent.sinks[0]
-        while not sink.link.connected:  # noqa: ASYNC110 (a flag of the sink, no event)
-            await asyncio.sleep(0.05)
-        # the platform's client sends without Nagle's delay, so the figure is the agent's and
-        # the broker's (paho leaves TCP_NODELAY off: ~40 ms per hop with delayed ACKs)
-        nodelay = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
-        async with aiomqtt.Client(
-            "127.0.0.1", broker.port, identifier="bench-cmd", socket_options=nodelay
-        ) as client:
-            await client.subscribe("cityedge/gw-bench/lamp-1/cmd/res", qos=1)
+        )
+        agent = Agent(load_config(cfg))
+        task = asyncio.create_task(agent.run())
+        got: dict[str, float] = {}
+        try:
+            sink: Any = agent.sinks[0]
+            while not sink.link.connected:  # noqa: ASYNC110 (a flag of the sink, no event)
+                await asyncio.sleep(0.05)
+            # the platform's client sends without Nagle's delay, so the figure is the agent's and
+            # the broker's (paho leaves TCP_NODELAY off: ~40 ms per hop with delayed ACKs)
+            nodelay = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+            async with aiomqtt.Client(
+                "127.0.0.1", broker.port, identifier="bench-cmd", socket_options=nodelay
+            ) as client:
+                await client.subscribe("cityedge/gw-bench/lamp-1/cmd/res", qos=1)
 
-            async def listen() -> None:
-                async for msg in client.messages:
-                    got[json.loads(msg.payload)["id"]] = time.perf_counter()  # type: ignore[arg-type]
+                async def listen() -> None:
+                    async for msg in client.messages:
+                        got[json.loads(msg.payload)["id"]] = time.perf_counter()  # type: ignore[arg-type]
 
-            listener = asyncio.create_task(listen())
-            times = []
-            for i in range(n):
-                cid = f"rt-{i}"
-                body = {"id": cid, "point": "dim_level", "value": (i % 100) / 100}
-                t0 = time.perf_counter()
-                await client.publish("cityedge/gw-bench/lamp-1/cmd", json.dumps(body), qos=1)
-                while cid not in got:  # noqa: ASYNC110 (0.5 ms resolution is enough)
-                    await asyncio.sleep(0.0005)
-                times.append(got[cid] - t0)
-            listener.cancel()
-            await asyncio.gather(listener, return_exceptions=True)
-    finally:
-        agent.request_shutdown()
-        await asyncio.wait_for(task, 10)
-        sim_task.cancel()
-        await asyncio.gather(sim_task, return_exceptions=True)
-        await sim.stop()
-        broker.stop()
+                listener = asyncio.create_task(listen())
+                times = []
+                for i in range(n):
+                    cid = f"rt-{i}"
+                    body = {"id": cid, "point": "dim_level", "value": (i % 100) / 100}
+                    t0 = time.perf_counter()
+                    await client.publish("cityedge/gw-bench/lamp-1/cmd", json.dumps(body), qos=1)
+                    while cid not in got:  # noqa: ASYNC110 (0.5 ms resolution is enough)
+                        await asyncio.sleep(0.0005)
+                    times.append(got[cid] - t0)
+                listener.cancel()
+                await asyncio.gather(listener, return_exceptions=True)
+        finally:
+            agent.request_shutdown()
+            await asyncio.wait_for(task, 10)
+            broker.stop()
     return _ms(times)
 
 

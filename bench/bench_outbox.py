@@ -32,9 +32,9 @@ import aiomqtt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.config.outputs import MqttOutput
 from agent.forward.outbox import Outbox
 from agent.forward.sinks.mqtt import MqttSink
+from bench.common import local_mqtt_output
 from drivers.core.reading import Reading, now_ms
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -163,24 +163,11 @@ async def bench_commit(tmp: Path, total: int, sync: str, devices: int) -> None:
     )
 
 
-def output(port: int, **kw: object) -> MqttOutput:
-    base: dict[str, object] = {
-        "type": "mqtt",
-        "id": "up",
-        "brokers": [{"url": f"mqtt://127.0.0.1:{port}"}],
-        "health_interval": 0,
-        "reconnect_min": 0.2,
-        "reconnect_max": 1.0,
-    }
-    base.update(kw)
-    return MqttOutput.model_validate(base)
-
-
 async def bench_replay(tmp: Path, backlog: int) -> None:
     broker = Broker(tmp)
     broker.start()
     counter = Counter(broker.port)
-    sink = MqttSink("up", output(broker.port), "gw1", [], tmp / "replay")
+    sink = MqttSink("up", local_mqtt_output(broker.port), "gw1", [], tmp / "replay")
     async with asyncio.TaskGroup() as tg:
         ct = tg.create_task(counter.run(), name="counter")
         await counter.ready.wait()
@@ -209,7 +196,7 @@ async def bench_outage(tmp: Path, outage: float, devices: int) -> None:
     broker = Broker(tmp)
     broker.start()
     counter = Counter(broker.port)
-    sink = MqttSink("up", output(broker.port), "gw1", [], tmp / "outage")
+    sink = MqttSink("up", local_mqtt_output(broker.port), "gw1", [], tmp / "outage")
     seq = 0
     stop = asyncio.Event()
 

@@ -30,7 +30,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.config.outputs import MqttOutput
 from agent.forward import statedir
 from agent.forward.outbox import Outbox
 from agent.forward.outbox_codec import reading_from_json
@@ -44,6 +43,7 @@ from bench.common import (
     emit_json,
     free_port,
     gateway_config,
+    local_mqtt_output,
     start_agent,
     stop_agent,
     workdir,
@@ -140,19 +140,6 @@ async def build_backlog(path: Path, cycle: list[Reading], seconds: int) -> None:
     await ob.close()
 
 
-def mqtt_output(port: int) -> MqttOutput:
-    return MqttOutput.model_validate(
-        {
-            "type": "mqtt",
-            "id": "up",
-            "brokers": [{"url": f"mqtt://127.0.0.1:{port}"}],
-            "health_interval": 0,
-            "reconnect_min": 0.2,
-            "reconnect_max": 1.0,
-        }
-    )
-
-
 def subscriber(port: int) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [PY, "-c", SUBSCRIBER, str(port)], stdout=subprocess.PIPE, text=True, cwd=ROOT
@@ -165,7 +152,7 @@ async def replay(
     try:
         assert sub.stdout is not None
         assert sub.stdout.readline().strip() == "ready"
-        sink = MqttSink("up", mqtt_output(broker.port), "gw1", [], state)
+        sink = MqttSink("up", local_mqtt_output(broker.port), "gw1", [], state)
         lat: list[float] = []
         live = 0
         stop = asyncio.Event()

@@ -26,9 +26,13 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+if TYPE_CHECKING:
+    from agent.config.outputs import MqttOutput
 
 PY = sys.executable
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -552,3 +556,19 @@ if __name__ == "__main__":
     else:
         print(__doc__)
         sys.exit(2)
+
+
+def local_mqtt_output(port: int) -> MqttOutput:
+    """An MQTT output to a bench broker on loopback: quick reconnects, no health messages."""
+    from agent.config.outputs import MqttOutput
+
+    return MqttOutput.model_validate(
+        {
+            "type": "mqtt",
+            "id": "up",
+            "brokers": [{"url": f"mqtt://127.0.0.1:{port}"}],
+            "health_interval": 0,
+            "reconnect_min": 0.2,
+            "reconnect_max": 1.0,
+        }
+    )

@@ -34,10 +34,11 @@ import logging
 import math
 import random
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypedDict, TypeVar
 
 from drivers.base import (
     BusStats,
@@ -144,15 +145,27 @@ class _WriteJob:
             self.future.set_result(result)
 
 
-class BusOwner(Generic[D]):
-    """Implements ``drivers.base.BusDriver`` for any session."""
+class OwnerOptions(TypedDict, total=False):
+    """The skeleton's options, for a bus kind that takes options of its own besides them."""
+
+    quarantine_min: float
+    reconnect_min: float
+    reconnect_max: float
+    rng: random.Random | None
+    clock: Callable[[], float]
+    wall_ms: Callable[[], int]
+    on_state: StateListener
+
+
+class BusOwner(ABC, Generic[D]):
+    """Implements ``drivers.base.BusDriver`` for any session; a bus kind says which session
+    (``new_session``) and takes every option of the skeleton as it is."""
 
     def __init__(
         self,
         bus: BusConfig,
         devices: Sequence[DeviceBinding],
         emit: Emit,
-        session: Session[D],
         *,
         quarantine_min: float = 1.0,
         reconnect_min: float = 0.5,
@@ -166,7 +179,7 @@ class BusOwner(Generic[D]):
         self.config = bus
         self.stats = BusStats()
         self.endpoint = parse_endpoint(bus.endpoint)
-        self.session = session
+        self.session = session = self.new_session(bus, clock, wall_ms)
         self.clock = clock
         self._emit = emit
         self._on_state = on_state
@@ -188,6 +201,12 @@ class BusOwner(Generic[D]):
         self._link_carried = False  # a transaction went through on the current link
         self._link_kind = session.down_reason  # why the link is down, for the devices' state
         self._link_detail: str | None = None
+
+    @abstractmethod
+    def new_session(
+        self, bus: BusConfig, clock: Callable[[], float], wall_ms: Callable[[], int]
+    ) -> Session[D]:
+        """The protocol's session on ``bus``, on the owner's clocks."""
 
     # --- BusDriver ------------------------------------------------------------------------
     async def ready(self) -> None:

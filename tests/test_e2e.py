@@ -68,15 +68,10 @@ path = "readings.jsonl"
 
 @pytest.fixture
 async def simulators() -> AsyncIterator[SimulatorServer]:
-    sim = SimulatorServer(
+    async with SimulatorServer(
         SimSpec(streetlights=(1, 2), water_meters=(11,), cameras=(21,), speed=600.0)
-    )
-    await sim.start()
-    task = asyncio.create_task(sim.run(), name="sim")
-    yield sim
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    await sim.stop()
+    ) as sim:
+        yield sim
 
 
 async def _start_agent(tmp_path: Path, port: int) -> asyncio.subprocess.Process:

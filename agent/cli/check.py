@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from agent.cli.common import load_or_report
+from agent.cli.common import config_file, load_or_report
 from agent.config.gateway import GatewayConfig
 from agent.config.loader import LoadedConfig
 from agent.config.outputs import MqttOutput
@@ -36,8 +36,7 @@ def register(sub: Any) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("config", help="gateway TOML file")
-    p.add_argument("--dropin", help="drop-in directory (default: conf.d beside the file)")
+    config_file(p)
     p.set_defaults(func=run)
 
 

@@ -1,7 +1,9 @@
-"""Helpers shared by subcommands: loading config with technician-friendly errors."""
+"""Helpers shared by subcommands: the config arguments, loading config with
+technician-friendly errors."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
@@ -10,12 +12,25 @@ from agent.config import ConfigError, LoadedConfig, load_config
 from agent.config.loader import SecretMode
 
 DEFAULT_CONFIG = "/etc/cityedge/gateway.toml"
+CONFIG_HELP = "gateway file (default $CITYEDGE_CONFIG, else /etc/cityedge/gateway.toml)"
 
 
 def default_config() -> str:
     """The gateway file commands use without ``-c``: ``$CITYEDGE_CONFIG``, else the path the
     systemd unit runs."""
     return os.environ.get("CITYEDGE_CONFIG") or DEFAULT_CONFIG
+
+
+def config_file(p: argparse.ArgumentParser) -> None:
+    """The gateway file as an argument, with its drop-in directory (the commands that run or
+    check a config name it on purpose)."""
+    p.add_argument("config", help="gateway TOML file")
+    p.add_argument("--dropin", help="drop-in directory (default: conf.d beside the file)")
+
+
+def config_option(p: argparse.ArgumentParser, help: str = CONFIG_HELP) -> None:
+    """``-c/--config``: the gateway file of a tool, the installed one by default."""
+    p.add_argument("-c", "--config", default=default_config(), help=help)
 
 
 class CommandError(Exception):

@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from agent.cli.common import load_or_report
+from agent.cli.common import config_file, load_or_report
 from agent.config.outputs import MqttOutput
 
 EXAMPLES = """examples:
@@ -39,8 +39,7 @@ def register(sub: Any) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    q.add_argument("config", help="gateway TOML file")
-    q.add_argument("--dropin", help="drop-in directory (default: conf.d beside the file)")
+    config_file(q)
     q.add_argument("--output", help="id of the MQTT output (default: the iotagent one)")
     q.add_argument("--service", default="openiot", help="fiware-service header (default openiot)")
     q.add_argument("--subservice", default="/", help="fiware-servicepath header (default /)")

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from agent.cli.common import default_config, describe, load_or_report
+from agent.cli.common import config_option, describe, load_or_report
 from agent.config.loader import LoadedConfig
 from agent.config.outputs import MqttOutput
 from agent.control.ctl import request, socket_path
@@ -51,7 +51,7 @@ def register(sub: Any) -> None:
         "action", nargs="?", default="stats", choices=["stats", "export", "purge", "salvage"]
     )
     p.add_argument("file", nargs="?", help="salvage: the damaged file or its set-aside directory")
-    p.add_argument("-c", "--config", default=default_config())
+    config_option(p)
     p.add_argument("--output", help="MQTT output id (default: all)")
     p.add_argument("--limit", type=int, default=0, help="export: at most N readings")
     p.add_argument("--older-than", type=float, help="purge: only readings older than N seconds")

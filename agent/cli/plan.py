@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from agent.cli.common import load_or_report
+from agent.cli.common import config_file, load_or_report
 from agent.config import LoadedConfig
 from drivers.core.config import DeviceConfig
 from drivers.core.endpoint import Endpoint, parse_endpoint
@@ -34,9 +34,8 @@ def register(sub: Any) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("config", help="gateway TOML file")
+    config_file(p)
     p.add_argument("device", nargs="?", help="plan only this device id")
-    p.add_argument("--dropin", help="drop-in directory (default: conf.d beside the file)")
     p.add_argument(
         "--turnaround",
         type=float,

@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from agent.cli.common import default_config
+from agent.cli.common import config_option
 
 EXAMPLES = """examples:
   cityedge profiles
@@ -30,11 +30,9 @@ def register(sub: Any) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "-c",
-        "--config",
-        default=default_config(),
-        help="gateway file whose profile_dirs to list (default $CITYEDGE_CONFIG, else "
+    config_option(
+        p,
+        "gateway file whose profile_dirs to list (default $CITYEDGE_CONFIG, else "
         "/etc/cityedge/gateway.toml, when it exists)",
     )
     p.add_argument("--dir", action="append", default=[], help="another profile directory")

@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from agent import __version__
-from agent.cli.common import load_or_report
+from agent.cli.common import config_file, load_or_report
 from agent.config.loader import LoadedConfig
 from agent.ops import eventloop
 from agent.ops.logs import setup_logging
@@ -33,8 +33,7 @@ def register(sub: Any) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("config", help="gateway TOML file")
-    p.add_argument("--dropin", help="drop-in directory (default: conf.d beside the file)")
+    config_file(p)
     p.add_argument(
         "--output",
         choices=("human", "json"),

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.cli.common import default_config, describe, load_or_report
+from agent.cli.common import config_option, describe, load_or_report
 from drivers.core.reading import Value
 
 EXAMPLES = """examples:
@@ -39,11 +39,9 @@ def register(sub: Any) -> None:
     )
     p.add_argument("target", nargs="*", metavar="DEVICE POINT VALUE", help="what to write")
     p.add_argument("--action", help="a gateway action instead (ping, rebirth, reload)")
-    p.add_argument(
-        "-c",
-        "--config",
-        default=default_config(),
-        help="gateway file: gateway id, key and topic prefix "
+    config_option(
+        p,
+        "gateway file: gateway id, key and topic prefix "
         "(default $CITYEDGE_CONFIG, else /etc/cityedge/gateway.toml)",
     )
     p.add_argument("--key-file", help="read the key from this file instead of the config")

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.cli.common import default_config, load_or_report
+from agent.cli.common import config_option, load_or_report
 from agent.config.loader import LoadedConfig
 from agent.control.ctl import request, socket_path
 from agent.control.validate import find_point
@@ -30,7 +30,6 @@ from drivers.core.reading import Reading, Value
 from drivers.device_state import Transition
 from drivers.registry import create_driver
 
-CONFIG_HELP = "gateway file (default $CITYEDGE_CONFIG, else /etc/cityedge/gateway.toml)"
 EXAMPLES = {
     "read": """examples:
   cityedge read lamp-1                          # every point of lamp-1
@@ -95,7 +94,7 @@ def register(sub: Any) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", default=default_config(), help=CONFIG_HELP)
+    config_option(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--timeout", type=float, default=15.0, help="seconds (default 15)")
 

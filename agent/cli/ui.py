@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agent.cli.common import default_config, load_or_report
+from agent.cli.common import config_option, load_or_report
 
 EXAMPLES = """examples:
   cityedge ui                                   # http://127.0.0.1:8088/ on the gateway itself
@@ -36,11 +36,9 @@ def register(sub: Any) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "-c",
-        "--config",
-        default=default_config(),
-        help="gateway file, for the agent's state directory (default $CITYEDGE_CONFIG, "
+    config_option(
+        p,
+        "gateway file, for the agent's state directory (default $CITYEDGE_CONFIG, "
         "else /etc/cityedge/gateway.toml)",
     )
     p.add_argument(

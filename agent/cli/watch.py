@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agent.cli.common import default_config, describe, load_or_report
+from agent.cli.common import config_option, describe, load_or_report
 
 EXAMPLES = """examples:
   cityedge watch                       # every bus and device, refreshed each second (Ctrl-C)
@@ -37,7 +37,7 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("devices", nargs="*", help="only these devices (default: all)")
-    p.add_argument("-c", "--config", default=default_config(), help="gateway file")
+    config_option(p)
     p.add_argument(
         "--interval", type=float, default=1.0, help="seconds between refreshes (default 1)"
     )
@@ -219,7 +219,7 @@ class View:
             t.add_row(
                 str(d["id"]),
                 state_text(d.get("state"), d.get("reason"), d.get("detail")),
-                age_text(d.get("lastOkAgeS")),
+                age_text(d.get("lastSuccessAgeS")),
                 str(d.get("polls", 0)),
                 values,
             )

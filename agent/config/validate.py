@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from ipaddress import ip_address
 from urllib.parse import urlsplit
 
 from agent.config.gateway import GatewayConfig
 from agent.config.locations import location_problems, ngsi_problems
 from agent.config.outputs import MqttOutput
 from drivers.core.config import BusConfig, DeviceConfig
-from drivers.core.endpoint import parse_endpoint
+from drivers.core.endpoint import is_loopback, parse_endpoint
 from drivers.core.issues import did_you_mean
 from drivers.core.profile import DataType, Point, Profile
 from drivers.core.sdm_terms import KINDS
@@ -275,7 +274,7 @@ def _mqtt_checks(i: int, o: MqttOutput, cfg: GatewayConfig) -> list[tuple[Loc, s
             u.scheme == "mqtt"
             and o.tls is None
             and not o.allow_insecure
-            and not _loopback(u.hostname)
+            and not is_loopback(u.hostname)
         ):
             out.append(
                 (
@@ -309,15 +308,6 @@ def secret_refs(cfg: GatewayConfig) -> list[tuple[Loc, str]]:
         (("commands", "hmac_extra_secrets", i), n) for i, n in enumerate(cmd.hmac_extra_secrets)
     ]
     return refs
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _command_checks(cfg: GatewayConfig) -> list[tuple[Loc, str]]:

@@ -32,9 +32,10 @@ from typing import TYPE_CHECKING, Any
 from agent.control import peer as peers
 from agent.control import views
 from agent.control.model import Command, CommandStatus, PeerCred
+from agent.control.snapshot import device_state, snapshot_of
 from agent.control.validate import find_point, value_from_text
 from agent.ops.alarms import ServiceUnavailable
-from drivers.core.reading import iso_ms, now_ms
+from drivers.core.reading import now_ms
 
 if TYPE_CHECKING:
     from agent.control.router import CommandRouter
@@ -76,36 +77,12 @@ class ControlError(Exception):
 
 def devices_of(agent: Agent) -> dict[str, Any]:
     """Per-device status from the bus owners' counters (CLI status, MQTT health message)."""
-    devices: dict[str, Any] = {}
-    mono = time.monotonic()
-    for bus_id, driver in agent.drivers.items():
-        for dev_id, st in driver.stats.devices.items():
-            devices[dev_id] = {
-                "bus": bus_id,
-                "online": st.online,
-                "state": st.state,
-                "reason": st.reason,
-                "detail": st.detail,
-                "since": None if st.state_since_ms is None else iso_ms(st.state_since_ms),
-                "polls": st.polls,
-                "timeouts": st.timeouts,
-                "exceptions": st.exceptions,
-                "badFrames": st.bad_frames,
-                "lastSuccessAgeS": None
-                if st.last_success_ms is None
-                else round((now_ms() - st.last_success_ms) / 1000, 1),
-                "unsupported": list(st.unsupported_points),
-                "excluded": [
-                    {
-                        "what": x.what,
-                        "reason": x.reason,
-                        "since": iso_ms(x.since_ms),
-                        "retryInS": round(max(0.0, x.retry_at - mono), 1),
-                    }
-                    for x in st.excluded
-                ],
-            }
-    return devices
+    now, mono = now_ms(), time.monotonic()
+    return {
+        dev_id: {"bus": bus_id, **device_state(st, now, mono)}
+        for bus_id, driver in agent.drivers.items()
+        for dev_id, st in driver.stats.devices.items()
+    }
 
 
 def status_of(agent: Agent) -> dict[str, Any]:
@@ -283,8 +260,6 @@ class ControlServer:
                 **read_of(self.agent, str(req["device"]), [str(p) for p in req.get("points", [])]),
             }
         if op == "snapshot":
-            from agent.control.snapshot import snapshot_of
-
             only = req.get("devices")
             return {
                 "ok": True,

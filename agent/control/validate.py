@@ -10,17 +10,8 @@ import math
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from agent.control.model import CommandRejected
-from drivers.core.profile import DataType, Point, Profile
+from drivers.core.profile import INT_RANGES, DataType, Point, Profile
 from drivers.core.reading import Value
-
-_INT_TYPES = {
-    DataType.INT16: (-(2**15), 2**15 - 1),
-    DataType.UINT16: (0, 2**16 - 1),
-    DataType.INT32: (-(2**31), 2**31 - 1),
-    DataType.UINT32: (0, 2**32 - 1),
-    DataType.INT64: (-(2**63), 2**63 - 1),
-    DataType.UINT64: (0, 2**64 - 1),
-}
 
 
 def check_value(point: Point, value: Value) -> Value:
@@ -51,7 +42,7 @@ def check_value(point: Point, value: Value) -> Value:
         raise CommandRejected(f"'{name}' value {value} is below the minimum {point.min:g}")
     if point.max is not None and value > point.max:
         raise CommandRejected(f"'{name}' value {value} is above the maximum {point.max:g}")
-    limits = _INT_TYPES.get(point.type)
+    limits = INT_RANGES.get(point.type)
     if limits is not None:
         raw = (value - point.offset) / point.scale
         if not limits[0] <= round(raw) <= limits[1]:
@@ -106,7 +97,7 @@ def at_resolution(point: Point, value: Value) -> Value:
     codec rounds (value - offset) / scale half-to-even to an integer register (as
     drivers/modbus/codec.py does), so 0.405 on a 0.01-scaled register becomes 0.4."""
     if (
-        point.type not in _INT_TYPES
+        point.type not in INT_RANGES
         or point.enum
         or isinstance(value, bool)
         or not isinstance(value, int | float)
@@ -124,6 +115,6 @@ def at_resolution(point: Point, value: Value) -> Value:
 
 def round_to_resolution(point: Point, value: Value) -> Value:
     """A read-back float without the binary noise of scaling (70 * 0.01 = 0.7000000000000001)."""
-    if isinstance(value, float) and point.type in _INT_TYPES and not point.enum:
+    if isinstance(value, float) and point.type in INT_RANGES and not point.enum:
         return round(value, _decimals(point.scale) + _decimals(point.offset))
     return value

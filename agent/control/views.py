@@ -22,35 +22,19 @@ Nothing here touches a bus: the answers come from counters and caches the agent 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import Any, Protocol
 
-from agent.config.loader import LoadedConfig
+from agent.control.snapshot import SnapshotSource, bus_row, device_info, value_fields
 from agent.ops.recent import RecentLog
-from drivers.base import BusDriver, DeviceBinding
 from drivers.core.endpoint import parse_endpoint
 from drivers.core.profile import DataType, Point
-from drivers.core.reading import Reading, iso_ms, now_ms
+from drivers.core.reading import now_ms
 
 
-class _Pipeline(Protocol):
-    @property
-    def last_values(self) -> Mapping[tuple[str, str], Reading]: ...
-
-
-class Agent(Protocol):
+class Agent(SnapshotSource, Protocol):
     """What the views read of ``agent.runtime.Agent`` (which satisfies it as is)."""
 
-    @property
-    def loaded(self) -> LoadedConfig: ...
-    @property
-    def bindings(self) -> Sequence[DeviceBinding]: ...
-    @property
-    def drivers(self) -> Mapping[str, BusDriver]: ...
-    @property
-    def pipeline(self) -> _Pipeline: ...
-    @property
-    def started_at(self) -> float: ...
     @property
     def recent(self) -> RecentLog: ...
 
@@ -96,22 +80,9 @@ def values_of(agent: Agent, devices: list[str] | None = None, meta: bool = True)
             row: dict[str, Any] = point_info(p) if meta else {"point": p.name}
             r = last.get((b.id, p.name))
             if r is not None:
-                row["value"] = list(r.value) if isinstance(r.value, tuple) else r.value
-                row["quality"] = r.quality.value
-                if r.reason is not None:
-                    row["reason"] = r.reason
-                if meta:
-                    row["observedAt"] = iso_ms(r.observed_at_ms)
-                row["ageS"] = round((now - r.observed_at_ms) / 1000, 1)
+                row.update(value_fields(r, now, observed=meta))
             points.append(row)
-        out[b.id] = {"points": points}
-        if meta:
-            out[b.id].update(
-                kind=b.profile.kind,
-                bus=b.device.bus,
-                profile=b.device.profile,
-                interval=b.device.interval,
-            )
+        out[b.id] = {**device_info(b), "points": points} if meta else {"points": points}
     if wanted is not None and (unknown := sorted(wanted - out.keys())):
         from agent.control.ctl import ControlError
 
@@ -120,28 +91,7 @@ def values_of(agent: Agent, devices: list[str] | None = None, meta: bool = True)
 
 
 def buses_of(agent: Agent) -> dict[str, Any]:
-    buses = []
-    for bus in agent.loaded.config.buses:
-        entry: dict[str, Any] = {
-            "id": bus.id,
-            "endpoint": bus.endpoint,
-            "protocol": bus.protocol,
-            "devices": [d.id for d in agent.loaded.devices_on(bus.id)],
-        }
-        driver = agent.drivers.get(bus.id)
-        if driver is not None:
-            st = driver.stats
-            entry.update(
-                {
-                    "connected": st.connected,
-                    "linkError": st.link_error,
-                    "retryInS": round(st.retry_in, 1),
-                    "requests": st.requests,
-                    "busyS": round(st.busy_s, 4),
-                    "reconnects": st.reconnects,
-                }
-            )
-        buses.append(entry)
+    buses = [bus_row(agent, bus) for bus in agent.loaded.config.buses]
     return {"uptimeS": round(time.monotonic() - agent.started_at, 3), "buses": buses}
 
 

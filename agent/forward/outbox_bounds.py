@@ -159,21 +159,31 @@ class Deletes:
         if live <= budget:
             return 0
         need = live - budget + max(budget // 100, 16 * self.page_size)
+        freed, dropped, cut = self._oldest(need, part, below=protect)
+        if cut is not None:
+            self._delete_through(cut, part)
+            self.live = max(0, live - freed)
+            failpoint("evict")  # inside the transaction: a kill here must roll it all back
+        return dropped
+
+    def _oldest(
+        self, need: int, part: dict[int, rg.Ranges], below: int | None = None
+    ) -> tuple[int, int, int | None]:
+        """The oldest records (with an id under ``below``) that hold at least ``need`` bytes:
+        the bytes they hold, the readings in them not yet sent, and the last one's id."""
         freed, dropped, cut = 0, 0, None
-        cur = self._db.execute(
-            "SELECT id, n, length(data) FROM rec WHERE id < ? ORDER BY id", (protect,)
-        )
+        if below is None:
+            cur = self._db.execute("SELECT id, n, length(data) FROM rec ORDER BY id")
+        else:
+            sql = "SELECT id, n, length(data) FROM rec WHERE id < ? ORDER BY id"
+            cur = self._db.execute(sql, (below,))
         for rid, n, size in cur:
             freed += size + REC_OVERHEAD
             dropped += self._remaining(rid, n, part)
             cut = rid
             if freed >= need:
                 break
-        if cut is not None:
-            self._delete_through(cut, part)
-            self.live = max(0, live - freed)
-            failpoint("evict")  # inside the transaction: a kill here must roll it all back
-        return dropped
+        return freed, dropped, cut
 
     def make_room(self, need_bytes: int) -> tuple[int, int]:
         """The disk (or the page limit) is full: evict the oldest records worth at least
@@ -185,13 +195,7 @@ class Deletes:
         db = self._db
         try:
             db.execute("BEGIN IMMEDIATE")
-            freed, dropped, cut = 0, 0, None
-            for rid, n, size in db.execute("SELECT id, n, length(data) FROM rec ORDER BY id"):
-                freed += size + REC_OVERHEAD
-                dropped += self._remaining(rid, n, part)
-                cut = rid
-                if freed >= need_bytes:
-                    break
+            _, dropped, cut = self._oldest(need_bytes, part)
             if cut is not None:
                 self._delete_through(cut, part)
                 db.execute("UPDATE meta SET value = value + ? WHERE key='drops'", (dropped,))

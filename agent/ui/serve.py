@@ -8,7 +8,6 @@ and SIGTERM stop it; the open pages' event streams are closed within a second.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import os
 import signal
 import socket
@@ -21,6 +20,7 @@ from aiohttp import web
 
 from agent.ui.app import UiSettings, make_app
 from agent.ui.hub import ControlClient, Hub
+from drivers.core.endpoint import is_loopback as is_loopback_host
 
 SD_LISTEN_FDS_START = 3
 
@@ -59,12 +59,7 @@ def is_loopback(listen: Listen) -> bool:
         host = str(listen.sock.getsockname()[0])
     else:
         host = listen.host
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a name: it may resolve to anything
+    return is_loopback_host(host)
 
 
 def url_of(listen: Listen, site: web.BaseSite) -> str:

@@ -11,6 +11,7 @@ serial+tcp://host:4002                         (non-Modbus protocol via a serial
 from __future__ import annotations
 
 from dataclasses import dataclass
+from ipaddress import ip_address
 from urllib.parse import parse_qsl, urlsplit
 
 SCHEMES = {"tcp", "rtu+tcp", "rtu", "ascii", "serial", "serial+tcp"}
@@ -105,3 +106,14 @@ def parse_endpoint(url: str) -> Endpoint:
     if port is None or not 0 < port < 65536:
         raise EndpointError(url, "missing port (serial servers have no default port)")
     return Endpoint(url, scheme, host=parts.hostname, port=port)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a host is this machine for sure: ``localhost`` or a loopback address (a
+    name may resolve to anything: no)."""
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False

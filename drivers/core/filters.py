@@ -117,29 +117,20 @@ class SwingingDoorFilter(_F):
     max_interval: float = Field(3600.0, gt=0)
 
 
-FilterSpec = Annotated[
+# one step of a chain, of any kind
+AnyFilter = (
     RangeFilter
     | SpikeFilter
     | SmoothFilter
     | DeadbandFilter
     | RateFilter
     | TotalizerFilter
-    | SwingingDoorFilter,
-    Field(discriminator="type"),
-]
+    | SwingingDoorFilter
+)
+FilterSpec = Annotated[AnyFilter, Field(discriminator="type")]
 
 
-def check_chain(
-    specs: Sequence[
-        RangeFilter
-        | SpikeFilter
-        | SmoothFilter
-        | DeadbandFilter
-        | RateFilter
-        | TotalizerFilter
-        | SwingingDoorFilter
-    ],
-) -> None:
+def check_chain(specs: Sequence[AnyFilter]) -> None:
     """Rules across the steps of one chain (call from a config validator so a bad chain is
     refused at load time, not when the filter bank is built)."""
     for i, spec in enumerate(specs):

@@ -51,16 +51,16 @@ class DataType(enum.StrEnum):
         return _REGS.get(self, 1)
 
 
-_FLAG_ENUM_TYPES = frozenset(
-    {
-        DataType.INT16,
-        DataType.UINT16,
-        DataType.INT32,
-        DataType.UINT32,
-        DataType.INT64,
-        DataType.UINT64,
-    }
-)
+# the integer types and the raw values each holds: the types ``flag_enum`` and implied
+# decimals apply to, the range every codec checks a value against
+INT_RANGES: dict[DataType, tuple[int, int]] = {
+    DataType.INT16: (-(2**15), 2**15 - 1),
+    DataType.UINT16: (0, 2**16 - 1),
+    DataType.INT32: (-(2**31), 2**31 - 1),
+    DataType.UINT32: (0, 2**32 - 1),
+    DataType.INT64: (-(2**63), 2**63 - 1),
+    DataType.UINT64: (0, 2**64 - 1),
+}
 
 _REGS = {
     DataType.INT32: 2,
@@ -162,7 +162,7 @@ class Point(_M):
             if self.flag_enum_default is not None:
                 raise ValueError("'flag_enum_default' needs 'flag_enum'")
             return
-        if self.type not in _FLAG_ENUM_TYPES or self.enum is not None:
+        if self.type not in INT_RANGES or self.enum is not None:
             raise ValueError("'flag_enum' needs an integer register type and no 'enum'")
         if not self.flag_enum or any(not 0 <= b <= 63 for b in self.flag_enum):
             raise ValueError("'flag_enum' maps bit numbers 0..63 to labels")
@@ -176,7 +176,7 @@ class Point(_M):
             return
         if not self.is_numeric or self.type in (DataType.BOOL, DataType.BIT):
             raise ValueError("'decimals' applies to numeric points only")
-        if self.type in _FLAG_ENUM_TYPES:
+        if self.type in INT_RANGES:
             from drivers.core.resolution import implied_decimals
 
             implied = implied_decimals(self)

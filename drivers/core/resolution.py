@@ -21,21 +21,11 @@ import math
 import struct
 from collections.abc import Callable
 
-from drivers.core.profile import DataType, Point
+from drivers.core.profile import INT_RANGES, DataType, Point
 
 Rounder = Callable[[float], float | int]
 
 MAX_DECIMALS = 12
-_INTS = frozenset(
-    {
-        DataType.INT16,
-        DataType.UINT16,
-        DataType.INT32,
-        DataType.UINT32,
-        DataType.INT64,
-        DataType.UINT64,
-    }
-)
 _f32 = struct.Struct(">f")
 
 
@@ -52,7 +42,7 @@ def decimals_of(x: float) -> int | None:
 def implied_decimals(point: Point) -> int | None:
     """Decimals of an integer register's engineering value (None: not an integer register,
     or a scale without a finite decimal expansion such as 1/3)."""
-    if point.type not in _INTS or point.enum is not None or point.flag_enum is not None:
+    if point.type not in INT_RANGES or point.enum is not None or point.flag_enum is not None:
         return None
     ds, do = decimals_of(point.scale), decimals_of(point.offset)
     if ds is None or do is None:
@@ -107,7 +97,7 @@ def rounder(point: Point) -> Rounder | None:
         if point.type is DataType.FLOAT64:
             return None if plain else _significant(15)
         return None if plain else _significant(15)  # an integer scale like 1/3
-    if plain and point.type in _INTS and point.decimals is None:
+    if plain and point.type in INT_RANGES and point.decimals is None:
         return None
     if d == 0:
         return _to_int
@@ -120,7 +110,7 @@ def filter_rounder(point: Point) -> Rounder:
     r = rounder(point)
     if r is not None:
         return r
-    if point.type in _INTS:
+    if point.type in INT_RANGES:
         return _to_int
     if point.type is DataType.FLOAT32:
         return _shortest_f32

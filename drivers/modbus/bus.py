@@ -14,14 +14,14 @@ writes). The layers below the session, each testable alone:
 
 from __future__ import annotations
 
-import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Unpack
 
-from drivers.base import DeviceBinding, Emit, StateListener, no_listener
+from drivers.base import DeviceBinding, Emit
 from drivers.core.config import BusConfig
 from drivers.modbus.device import DeviceState
 from drivers.modbus.session import ModbusSession
-from drivers.owner import BusOwner
+from drivers.owner import BusOwner, OwnerOptions
 
 
 class ModbusBus(BusOwner[DeviceState]):
@@ -31,22 +31,14 @@ class ModbusBus(BusOwner[DeviceState]):
         devices: Sequence[DeviceBinding],
         emit: Emit,
         *,
-        quarantine_min: float = 1.0,
-        reconnect_min: float = 0.5,
-        reconnect_max: float = 10.0,
         reprobe_min: float = 60.0,
         reprobe_max: float = 3600.0,
-        rng: random.Random | None = None,
-        on_state: StateListener = no_listener,
+        **options: Unpack[OwnerOptions],
     ) -> None:
-        super().__init__(
-            bus,
-            devices,
-            emit,
-            ModbusSession(bus, reprobe_min=reprobe_min, reprobe_max=reprobe_max),
-            quarantine_min=quarantine_min,
-            reconnect_min=reconnect_min,
-            reconnect_max=reconnect_max,
-            rng=rng,
-            on_state=on_state,
-        )
+        self._reprobe = (reprobe_min, reprobe_max)  # a rejected span's re-probe backoff
+        super().__init__(bus, devices, emit, **options)
+
+    def new_session(
+        self, bus: BusConfig, clock: Callable[[], float], wall_ms: Callable[[], int]
+    ) -> ModbusSession:
+        return ModbusSession(bus, reprobe_min=self._reprobe[0], reprobe_max=self._reprobe[1])

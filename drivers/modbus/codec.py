@@ -19,7 +19,7 @@ import struct
 from collections.abc import Callable, Iterable, Sequence
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 
-from drivers.core.profile import DataType, Point, WordOrder
+from drivers.core.profile import INT_RANGES, DataType, Point, WordOrder
 from drivers.core.reading import Value
 from drivers.core.resolution import implied_decimals, rounder
 
@@ -34,14 +34,6 @@ _FMT: dict[DataType, str] = {
     DataType.FLOAT64: ">d",
     DataType.BIT: ">H",
     DataType.BITFIELD: ">H",
-}
-_INT_RANGE: dict[DataType, tuple[int, int]] = {
-    DataType.INT16: (-(2**15), 2**15 - 1),
-    DataType.UINT16: (0, 2**16 - 1),
-    DataType.INT32: (-(2**31), 2**31 - 1),
-    DataType.UINT32: (0, 2**32 - 1),
-    DataType.INT64: (-(2**63), 2**63 - 1),
-    DataType.UINT64: (0, 2**64 - 1),
 }
 _FLOATS = frozenset({DataType.FLOAT32, DataType.FLOAT64})
 _WORD_SWAP = frozenset({WordOrder.CDAB, WordOrder.DCBA})
@@ -183,7 +175,7 @@ def _to_raw_int(point: Point, value: int | float) -> int:
                 raw = int(exact.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
             except InvalidOperation:
                 raise CodecError(point, f"{value!r} is out of range for {point.type}") from None
-    lo, hi = _INT_RANGE.get(point.type, (0, 2**16 - 1))
+    lo, hi = INT_RANGES.get(point.type, (0, 2**16 - 1))
     if not lo <= raw <= hi:
         raise CodecError(
             point, f"{value!r} (raw {raw}) is out of range for {point.type} ({lo}..{hi})"
@@ -269,7 +261,7 @@ def encode_point(
         if kind in _FLOATS:
             raw = float(raw)
         else:
-            lo, hi = _INT_RANGE[kind]
+            lo, hi = INT_RANGES[kind]
             if not lo <= raw <= hi:
                 raise CodecError(point, f"enum value {raw} does not fit in {kind}")
     else:
@@ -294,7 +286,7 @@ def _fixed_point(point: Point) -> tuple[int, int, int] | None:
     ``(raw * scale + offset) / divisor`` exactly at its implied decimals: one integer product
     and one correctly rounded division give the value at its resolution, cheaper than a float
     product and a ``round``. None for anything else."""
-    if point.type not in _INT_RANGE or point.decimals is not None:
+    if point.type not in INT_RANGES or point.decimals is not None:
         return None
     d = implied_decimals(point)
     if d is None or (point.scale == 1 and point.offset == 0):
@@ -304,30 +296,6 @@ def _fixed_point(point: Point) -> tuple[int, int, int] | None:
     if si / div != point.scale or oi / div != point.offset:
         return None
     return si, oi, div
-
-
-def _fixed_decoder(
-    point: Point,
-    n: int,
-    pack: Callable[..., bytes],
-    unpack: Callable[[bytes], tuple[int | float, ...]],
-    reverse: bool,
-    si: int,
-    oi: int,
-    div: int,
-) -> Callable[[Sequence[int]], Value]:
-    def decode(words: Sequence[int]) -> Value:
-        if len(words) != n:
-            raise CodecError(point, f"expected {n} register(s), got {len(words)}")
-        try:
-            raw = int(unpack(pack(*(words[::-1] if reverse else words)))[0])
-        except struct.error:
-            raise CodecError(
-                point, f"register words out of range 0..65535: {list(words)}"
-            ) from None
-        return raw * si + oi if div == 1 else (raw * si + oi) / div
-
-    return decode
 
 
 @functools.lru_cache(maxsize=64)
@@ -346,21 +314,25 @@ def fast_decoder(point: Point, order: WordOrder) -> Callable[[Sequence[int]], Va
         point.table.is_bits
         or point.enum is not None
         or point.flag_enum is not None
-        or (kind not in _INT_RANGE and kind not in _FLOATS)
+        or (kind not in INT_RANGES and kind not in _FLOATS)
     ):
         return None
     n = point.registers
     pack = _struct(("<" if order in _BYTE_SWAP else ">") + f"{n}H").pack
     unpack = _struct(_FMT[kind]).unpack
     reverse = order in _WORD_SWAP and n > 1
-    scale, offset = point.scale, point.offset
-    plain = scale == 1 and offset == 0
+    scale: float = point.scale
+    offset: float = point.offset
+    div = 1
     # the value at the device's resolution (drivers/core/resolution.py), rounded here once so every
-    # encoding and the CLI see the same number
+    # encoding and the CLI see the same number: by an integer product and one division where
+    # that is exact (cheaper than a float product and a ``round``), else by the point's rounder
     rnd = rounder(point)
     fixed = _fixed_point(point)
     if fixed is not None:
-        return _fixed_decoder(point, n, pack, unpack, reverse, *fixed)
+        scale, offset, div = fixed
+        rnd = None
+    plain = scale == 1 and offset == 0
 
     def decode(words: Sequence[int]) -> Value:
         if len(words) != n:
@@ -371,17 +343,9 @@ def fast_decoder(point: Point, order: WordOrder) -> Callable[[Sequence[int]], Va
             raise CodecError(
                 point, f"register words out of range 0..65535: {list(words)}"
             ) from None
-        return raw if plain else raw * scale + offset
+        value = raw if plain else raw * scale + offset
+        if div != 1:
+            value /= div
+        return value if rnd is None else rnd(value)
 
-    def decode_rounded(words: Sequence[int]) -> Value:
-        if len(words) != n:
-            raise CodecError(point, f"expected {n} register(s), got {len(words)}")
-        try:
-            raw: int | float = unpack(pack(*(words[::-1] if reverse else words)))[0]
-        except struct.error:
-            raise CodecError(
-                point, f"register words out of range 0..65535: {list(words)}"
-            ) from None
-        return rnd(raw if plain else raw * scale + offset)  # type: ignore[misc]
-
-    return decode if rnd is None else decode_rounded
+    return decode

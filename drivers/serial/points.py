@@ -5,20 +5,12 @@ from __future__ import annotations
 
 import math
 
-from drivers.core.profile import DataType, Point
+from drivers.core.profile import INT_RANGES, DataType, Point
 from drivers.core.reading import Value
 from drivers.core.resolution import Rounder, rounder
 
 RawValue = str | int | float | bytes | None
 
-_INTS = {
-    DataType.INT16: (-(2**15), 2**15 - 1),
-    DataType.UINT16: (0, 2**16 - 1),
-    DataType.INT32: (-(2**31), 2**31 - 1),
-    DataType.UINT32: (0, 2**32 - 1),
-    DataType.INT64: (-(2**63), 2**63 - 1),
-    DataType.UINT64: (0, 2**64 - 1),
-}
 _FALSE = {"", "0", "false", "off", "no", "n", "f"}
 
 
@@ -77,7 +69,7 @@ def to_value(p: Point, raw: RawValue) -> Value:
         return tuple(name for bit, name in sorted((p.flags or {}).items()) if n >> bit & 1)
     if p.type is DataType.BIT:
         return bool(int(n) >> (p.bit or 0) & 1)
-    if p.scale == 1.0 and p.offset == 0.0 and isinstance(n, int) and p.type in _INTS:
+    if p.scale == 1.0 and p.offset == 0.0 and isinstance(n, int) and p.type in INT_RANGES:
         return n if p.decimals is None else _rounded(p, n)
     plain = p.scale == 1.0 and p.offset == 0.0
     if plain and isinstance(raw, str | bytes) and p.decimals is None:
@@ -126,7 +118,8 @@ def to_raw(p: Point, value: Value) -> int | float | str:
     r = round(raw)
     if abs(r - raw) > 1e-6:
         raise PointValueError(p.name, f"{value} is not a whole number of steps of {p.scale}")
-    lo, hi = _INTS.get(p.type, (0, 1) if p.type in (DataType.BOOL, DataType.BIT) else (0, 2**16))
+    bits = p.type in (DataType.BOOL, DataType.BIT)
+    lo, hi = INT_RANGES.get(p.type, (0, 1) if bits else (0, 2**16))
     if not lo <= r <= hi:
         raise PointValueError(p.name, f"raw value {r} does not fit {p.type.value}")
     return r

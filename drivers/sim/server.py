@@ -125,6 +125,7 @@ class SimulatorServer:
         self._clock = clock or time.time
         self._t0 = self._clock()
         self._server: ModbusTcpServer | None = None
+        self._ticks: asyncio.Task[None] | None = None  # ``run`` while in ``async with``
         self._units: dict[int, _Unit] = {}
         lib = ProfileLibrary([PROFILE_DIR])
         for kind, ids in spec.units().items():
@@ -218,6 +219,19 @@ class SimulatorServer:
                 await asyncio.sleep(TICK_S)
         finally:
             await self.stop()
+
+    async def __aenter__(self) -> SimulatorServer:
+        """Listening, its physics advancing (``run``), until the block ends."""
+        await self.start()
+        self._ticks = asyncio.create_task(self.run(), name=f"sim:{self.port}")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._ticks is not None:
+            ticks, self._ticks = self._ticks, None
+            ticks.cancel()
+            await asyncio.gather(ticks, return_exceptions=True)
+        await self.stop()
 
     def tick(self) -> None:
         for u in self._units.values():

@@ -14,13 +14,14 @@ readings); every encoder derives from it, so mypy checks each one against the co
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from drivers.core.reading import Reading
+from drivers.core.reading import Reading, now_ms
 
 if TYPE_CHECKING:
+    from agent.config.outputs import MqttOutput
     from agent.forward.encoders.sparkplug_codec import Command as SparkplugCommand
     from agent.forward.outbox_types import OutboxRow
     from drivers.device_state import Transition
@@ -113,6 +114,26 @@ class BaseEncoder(Encoder):
                 r = dataclasses.replace(r, historical=True)
             batch.append(r)
         return self.encode(batch)
+
+
+class IotAgentTopics(BaseEncoder):
+    """The FIWARE IoT Agent's MQTT transport, which both FIWARE encodings use (``iotagent``
+    measures, ``ngsild`` entities): a device's data on ``/<apikey>/<device id>/attrs``; its
+    commands come on ``/<apikey>/<device id>/cmd``, answered by the command binding."""
+
+    def __init__(
+        self, output: MqttOutput, gateway_id: str, clock: Callable[[], int] = now_ms
+    ) -> None:
+        self.gateway = gateway_id
+        self.apikey = output.apikey or gateway_id
+        self._qos = output.qos
+        self._clock = clock
+
+    def topic(self, device_id: str) -> str:
+        return f"/{self.apikey}/{device_id}/attrs"
+
+    def subscriptions(self) -> list[str]:
+        return [f"/{self.apikey}/+/cmd"]
 
 
 @runtime_checkable

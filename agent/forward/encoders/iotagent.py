@@ -28,10 +28,10 @@ from pathlib import Path
 
 from agent.config.outputs import MqttOutput
 from agent.forward.encoders import sdm
-from agent.forward.encoders.base import BaseEncoder, OutMessage
+from agent.forward.encoders.base import IotAgentTopics, OutMessage
 from agent.forward.fiware.mapping import REASON_KEY, STATE_KEY, Attr, DeviceMap, device_map
 from drivers.base import DeviceBinding
-from drivers.core.reading import Quality, Reading, iso_ms, now_ms
+from drivers.core.reading import Quality, Reading, iso_ms
 from drivers.device_state import Transition
 
 log = logging.getLogger("cityedge.iotagent")
@@ -39,7 +39,7 @@ log = logging.getLogger("cityedge.iotagent")
 Measure = dict[str, object]
 
 
-class IotAgentEncoder(BaseEncoder):
+class IotAgentEncoder(IotAgentTopics):
     name = "iotagent"
 
     def __init__(
@@ -49,21 +49,12 @@ class IotAgentEncoder(BaseEncoder):
         bindings: Sequence[DeviceBinding],
         state_dir: Path,
     ) -> None:
-        self.gateway = gateway_id
-        self.apikey = output.apikey or gateway_id
-        self._qos = output.qos
+        super().__init__(output, gateway_id)
         maps: list[DeviceMap] = [device_map(gateway_id, b) for b in bindings]
         self._attrs: dict[tuple[str, str], Attr] = {
             (m.device_id, a.object_id): a for m in maps for a in m.attributes
         }
-        self._clock = now_ms
         self.left_out = 0  # values a model attribute could not hold
-
-    def topic(self, device_id: str) -> str:
-        return f"/{self.apikey}/{device_id}/attrs"
-
-    def subscriptions(self) -> list[str]:
-        return [f"/{self.apikey}/+/cmd"]  # the command binding answers them
 
     def device_status(
         self, device_id: str, online: bool, transition: Transition | None = None

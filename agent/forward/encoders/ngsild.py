@@ -24,7 +24,7 @@ from typing import Any
 
 from agent.config.outputs import MqttOutput
 from agent.forward.encoders import sdm
-from agent.forward.encoders.base import BaseEncoder, OutMessage
+from agent.forward.encoders.base import IotAgentTopics, OutMessage
 from drivers.base import DeviceBinding
 from drivers.core.profile import Point
 from drivers.core.reading import Quality, Reading, Value, iso_ms, now_ms
@@ -60,7 +60,7 @@ class _Target:
 _Placed = tuple[Reading, _Target, bool]
 
 
-class NgsiLdEncoder(BaseEncoder):
+class NgsiLdEncoder(IotAgentTopics):
     name = "ngsild"
 
     def __init__(
@@ -72,10 +72,7 @@ class NgsiLdEncoder(BaseEncoder):
         *,
         clock: Callable[[], int] = now_ms,
     ) -> None:
-        self.gateway = gateway_id
-        self.apikey = output.apikey or gateway_id
-        self._qos = output.qos
-        self._clock = clock
+        super().__init__(output, gateway_id, clock)
         self._devices: dict[str, _Device] = {}
         for b in bindings:
             self._devices[b.id] = self._describe(
@@ -91,14 +88,7 @@ class NgsiLdEncoder(BaseEncoder):
         # entity must carry them (a Streetlight its ``status``), also when a message lacks it
         self._required: dict[tuple[str, str], Entity] = {}
 
-    def topic(self, device_id: str) -> str:
-        return f"/{self.apikey}/{device_id}/attrs"
-
     # --- Encoder protocol -----------------------------------------------------------------
-    def subscriptions(self) -> list[str]:
-        # IoT Agent commands arrive on /<apikey>/<device>/cmd; the command subsystem owns them
-        return [f"/{self.apikey}/+/cmd"]
-
     def encode(self, batch: Sequence[Reading]) -> list[OutMessage]:
         by_device: dict[str, list[Reading]] = {}
         for r in batch:

@@ -27,7 +27,7 @@ from agent.forward.encoders.sdm_models import (
     EntityModel,
     JsonType,
 )
-from drivers.core.profile import DataType, Point
+from drivers.core.profile import INT_RANGES, DataType, Point
 from drivers.core.reading import Value
 from drivers.core.resolution import point_decimals
 
@@ -124,18 +124,6 @@ def unit_code(unit: str | None, code: str | None) -> str | None:
 
 
 # --- which readings fit which model attribute --------------------------------------------
-_INTS = frozenset(
-    {
-        DataType.INT16,
-        DataType.UINT16,
-        DataType.INT32,
-        DataType.UINT32,
-        DataType.INT64,
-        DataType.UINT64,
-    }
-)
-
-
 def point_kind(point: Point) -> JsonType | None:
     """The JSON type of the values a profile point produces (None: a list, fits no model
     attribute). Integer registers at a whole-number resolution, and any point with
@@ -147,7 +135,8 @@ def point_kind(point: Point) -> JsonType | None:
     if point.type is DataType.STRING or point.enum is not None or point.flag_enum is not None:
         return "string"
     d = point_decimals(point)
-    if d == 0 or (d is None and point.type in _INTS and point.scale == 1 and point.offset == 0):
+    plain = point.scale == 1 and point.offset == 0
+    if d == 0 or (d is None and point.type in INT_RANGES and plain):
         return "integer"
     return "number"
 

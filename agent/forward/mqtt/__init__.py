@@ -7,7 +7,6 @@ from agent.forward.mqtt.connect import (
     PublishRefusedError,
     build_tls_context,
     client_options,
-    is_loopback,
     parse_brokers,
 )
 from agent.forward.mqtt.wire import NotConnectedError
@@ -20,6 +19,5 @@ __all__ = [
     "PublishRefusedError",
     "build_tls_context",
     "client_options",
-    "is_loopback",
     "parse_brokers",
 ]

@@ -11,7 +11,6 @@ import socket
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from ipaddress import ip_address
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,6 +19,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import SecretStr
 
 from agent.config.outputs import MqttOutput
+from drivers.core.endpoint import is_loopback
 
 
 class MqttConfigError(ValueError):
@@ -40,15 +40,6 @@ class BrokerAddress:
 
     def __str__(self) -> str:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_brokers(output: MqttOutput) -> list[BrokerAddress]:

@@ -60,13 +60,8 @@ def lamp(sim: SimulatorServer) -> StreetlightModel:
 
 @pytest.fixture
 async def sim() -> AsyncIterator[SimulatorServer]:
-    server = SimulatorServer(SimSpec(streetlights=(1,), water_meters=(), cameras=()))
-    await server.start()
-    task = asyncio.create_task(server.run())
-    yield server
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    await server.stop()
+    async with SimulatorServer(SimSpec(streetlights=(1,), water_meters=(), cameras=())) as server:
+        yield server
 
 
 def configure(tmp_path: Path, sim: SimulatorServer, rate: int = 30, state: str = "state") -> Path:

@@ -172,13 +172,9 @@ HOW: dict[str, How] = {
 
 @pytest.fixture
 async def sim() -> AsyncIterator[SimulatorServer]:
-    server = SimulatorServer(SimSpec())  # what `cityedge simulate` serves: the demo's units
-    await server.start()
-    task = asyncio.create_task(server.run())
-    yield server
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    await server.stop()
+    # what `cityedge simulate` serves: the demo's units
+    async with SimulatorServer(SimSpec()) as server:
+        yield server
 
 
 class Run:

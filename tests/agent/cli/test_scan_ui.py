@@ -30,13 +30,8 @@ __all__ = ["modbus_rtu_server"]
 
 @pytest.fixture
 async def sim() -> AsyncIterator[SimulatorServer]:
-    server = SimulatorServer(SimSpec())
-    await server.start()
-    task = asyncio.create_task(server.run())
-    yield server
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    await server.stop()
+    async with SimulatorServer(SimSpec()) as server:
+        yield server
 
 
 async def cli(*args: str, cwd: Path | None = None) -> tuple[int, str, str]:

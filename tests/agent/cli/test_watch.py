@@ -55,13 +55,8 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 @pytest.fixture
 async def sim() -> AsyncIterator[SimulatorServer]:
-    server = SimulatorServer(SimSpec())
-    await server.start()
-    task = asyncio.create_task(server.run())
-    yield server
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    await server.stop()
+    async with SimulatorServer(SimSpec()) as server:
+        yield server
 
 
 async def test_watch_draws_updates_and_exits_cleanly_on_ctrl_c(

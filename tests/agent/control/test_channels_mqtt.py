@@ -85,14 +85,9 @@ def lamp(sim: SimulatorServer) -> StreetlightModel:
 
 @pytest.fixture
 async def sim() -> AsyncIterator[SimulatorServer]:
-    server = SimulatorServer(SimSpec(streetlights=(1,), water_meters=(), cameras=()))
-    await server.start()
-    lamp(server).set_manual(True)
-    task = asyncio.create_task(server.run())
-    yield server
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    await server.stop()
+    async with SimulatorServer(SimSpec(streetlights=(1,), water_meters=(), cameras=())) as server:
+        lamp(server).set_manual(True)
+        yield server
 
 
 @dataclass

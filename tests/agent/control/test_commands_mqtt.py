@@ -57,15 +57,10 @@ rate_per_minute = 100
 
 @pytest.fixture
 async def sim() -> AsyncIterator[SimulatorServer]:
-    server = SimulatorServer(SimSpec(streetlights=(1,), water_meters=(), cameras=()))
-    await server.start()
-    lamp: Any = server.device(1)
-    lamp.set_manual(True)  # lamp on whatever the hour in Hanoi when the test runs
-    task = asyncio.create_task(server.run())
-    yield server
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    await server.stop()
+    async with SimulatorServer(SimSpec(streetlights=(1,), water_meters=(), cameras=())) as server:
+        lamp: Any = server.device(1)
+        lamp.set_manual(True)  # lamp on whatever the hour in Hanoi when the test runs
+        yield server
 
 
 async def until(cond: Any, tries: int = 200) -> None:

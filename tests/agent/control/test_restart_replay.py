@@ -62,13 +62,8 @@ TOPIC = "cityedge/gw-rs/lamp-1/cmd"
 
 @pytest.fixture
 async def sim() -> AsyncIterator[SimulatorServer]:
-    server = SimulatorServer(SimSpec(streetlights=(1,), water_meters=(), cameras=()))
-    await server.start()
-    task = asyncio.create_task(server.run())
-    yield server
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    await server.stop()
+    async with SimulatorServer(SimSpec(streetlights=(1,), water_meters=(), cameras=())) as server:
+        yield server
 
 
 def command(cid: str, value: float, nonce: str) -> bytes:

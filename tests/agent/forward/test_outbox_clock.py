@@ -9,7 +9,8 @@ from agent.forward.outbox import Outbox
 from agent.forward.outbox_clock import ClockBases
 from agent.ops.timesync import ClockOffset
 from drivers.core.reading import TimeQuality
-from tests.agent.forward.test_outbox_faults import noisy, running
+from tests.agent.forward.test_outbox import running
+from tests.agent.forward.test_outbox_faults import noisy
 
 UNSYNCED, CORRECTED = TimeQuality.UNSYNCED, TimeQuality.CORRECTED
 TRUE = 1_795_000_000.0  # the true time (epoch s) at monotonic 30 s

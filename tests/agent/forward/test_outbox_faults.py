@@ -10,7 +10,6 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from agent.forward.outbox_salvage import salvage
 from agent.ops.timesync import ClockOffset
 from drivers.core.reading import Reading, TimeQuality
 from tests.agent.forward.disk import damage, fill, remount, tmpfs
+from tests.agent.forward.test_outbox import running
 
 T0 = 1_763_900_000_000
 
@@ -33,16 +33,6 @@ def noisy(i: int, tq: TimeQuality = TimeQuality.SYNCED, at: int | None = None) -
         "gw1", f"lamp-{i % 50}", "streetlight", f"p{i % 12}", "power", v, "W", "WTT",
         T0 + i if at is None else at, seq=i, time_quality=tq,
     )  # fmt: skip
-
-
-async def running(ob: Outbox) -> AsyncIterator[Outbox]:
-    async with asyncio.TaskGroup() as tg:
-        task = tg.create_task(ob.run(), name="outbox")
-        try:
-            yield ob
-        finally:
-            await ob.close()
-            await task
 
 
 async def read_all(ob: Outbox) -> list[int]:

@@ -14,7 +14,8 @@ from agent.forward.outbox import Outbox
 from agent.ops.health import HealthReport
 from agent.ops.metrics import make_registry, render
 from tests.agent.forward.disk import damage, tmpfs
-from tests.agent.forward.test_outbox_faults import noisy, running
+from tests.agent.forward.test_outbox import running
+from tests.agent.forward.test_outbox_faults import noisy
 from tests.agent.ops.fakes import Clock, FakeAgent
 
 

@@ -106,60 +106,11 @@ class Stack:
         return path.read_text().splitlines() if path.exists() else []
 
 
-async def _sim(spec: SimSpec) -> tuple[SimulatorServer, asyncio.Task[None]]:
-    sim = SimulatorServer(spec)
-    await sim.start()
-    return sim, asyncio.create_task(sim.run(), name="sim")
-
-
 @contextlib.asynccontextmanager
-async def stack(work: Path, *, login: bool = True) -> AsyncIterator[Stack]:
-    """Everything up, the agent ready and every device polled once; torn down in reverse."""
-    street, street_task = await _sim(SimSpec(streetlights=(1, 2), water_meters=(), cameras=(21,)))
-    water, water_task = await _sim(SimSpec(streetlights=(), water_meters=(11,), cameras=()))
-    mq = work / "mosquitto"
-    mq.mkdir()
-    broker = Mosquitto(mq, free_port(), False, None)
-    user = ["user root"] if os.geteuid() == 0 else []
-    broker.conf.write_text(
-        "\n".join(
-            [
-                *user,
-                f"log_dest file {broker.log}",
-                f"listener {broker.port} 127.0.0.1",
-                "allow_anonymous true",
-                "persistence false",
-            ]
-        )
-        + "\n"
-    )
-    assert Path(MOSQUITTO).exists(), f"mosquitto not found at {MOSQUITTO}"
-    broker.start()
-    state = work / "state"
-    cfg = work / "gateway.toml"
-    cfg.write_text(
-        CONFIG.format(
-            state=state,
-            street=street.port,
-            water=water.port,
-            broker=broker.port,
-            retries=RETRIES,
-            meter_timeout=METER_TIMEOUT,
-            meter_interval=METER_INTERVAL,
-        )
-    )
-    users = work / "ui_users"
-    add_user(users, "alice", PASSWORD)
-    agent = Agent(load_config(cfg))
-    agent_task = asyncio.create_task(agent.run(), name="agent")
+async def page(settings: UiSettings) -> AsyncIterator[str]:
+    """The commissioning page served in this process on a free loopback port: its URL."""
     stop = asyncio.Event()
     ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-    settings = UiSettings(
-        socket_path(state),
-        Users.load(users) if login else None,
-        interval=UI_INTERVAL,
-        throttle=LoginThrottle(per_client=3, overall=100),
-    )
     ui_task = asyncio.create_task(
         serve(
             settings,
@@ -172,20 +123,71 @@ async def stack(work: Path, *, login: bool = True) -> AsyncIterator[Stack]:
         name="ui",
     )
     try:
-        url = await asyncio.wait_for(ready, 10)
+        yield await asyncio.wait_for(ready, 10)
+    finally:
+        stop.set()
+        await asyncio.wait_for(ui_task, 10)
+
+
+@contextlib.asynccontextmanager
+async def stack(work: Path, *, login: bool = True) -> AsyncIterator[Stack]:
+    """Everything up, the agent ready and every device polled once; torn down in reverse."""
+    async with contextlib.AsyncExitStack() as up:
+        mq = work / "mosquitto"
+        mq.mkdir()
+        broker = Mosquitto(mq, free_port(), False, None)
+        user = ["user root"] if os.geteuid() == 0 else []
+        broker.conf.write_text(
+            "\n".join(
+                [
+                    *user,
+                    f"log_dest file {broker.log}",
+                    f"listener {broker.port} 127.0.0.1",
+                    "allow_anonymous true",
+                    "persistence false",
+                ]
+            )
+            + "\n"
+        )
+        assert Path(MOSQUITTO).exists(), f"mosquitto not found at {MOSQUITTO}"
+        broker.start()
+        up.callback(broker.stop)
+        street_spec = SimSpec(streetlights=(1, 2), water_meters=(), cameras=(21,))
+        street = await up.enter_async_context(SimulatorServer(street_spec))
+        water_spec = SimSpec(streetlights=(), water_meters=(11,), cameras=())
+        water = await up.enter_async_context(SimulatorServer(water_spec))
+        state = work / "state"
+        cfg = work / "gateway.toml"
+        cfg.write_text(
+            CONFIG.format(
+                state=state,
+                street=street.port,
+                water=water.port,
+                broker=broker.port,
+                retries=RETRIES,
+                meter_timeout=METER_TIMEOUT,
+                meter_interval=METER_INTERVAL,
+            )
+        )
+        users = work / "ui_users"
+        add_user(users, "alice", PASSWORD)
+        agent = Agent(load_config(cfg))
+        agent_task = asyncio.create_task(agent.run(), name="agent")
+
+        async def stop_agent() -> None:
+            agent.request_shutdown()
+            await asyncio.wait_for(asyncio.gather(agent_task, return_exceptions=True), 15)
+
+        up.push_async_callback(stop_agent)
+        settings = UiSettings(
+            socket_path(state),
+            Users.load(users) if login else None,
+            interval=UI_INTERVAL,
+            throttle=LoginThrottle(per_client=3, overall=100),
+        )
+        url = await up.enter_async_context(page(settings))
         async with asyncio.timeout(20):
             polled = {"lamp-1", "lamp-2", "cam-21", "meter-11"}
             while {d for d, _ in agent.pipeline.last_values} != polled or agent.ready_at is None:
                 await asyncio.sleep(0.05)
         yield Stack(street, water, broker, agent, url, state, users, settings)
-    finally:
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(ui_task, return_exceptions=True), 10)
-        agent.request_shutdown()
-        await asyncio.wait_for(asyncio.gather(agent_task, return_exceptions=True), 15)
-        for task in (street_task, water_task):
-            task.cancel()
-        await asyncio.gather(street_task, water_task, return_exceptions=True)
-        await street.stop()
-        await water.stop()
-        broker.stop()

@@ -18,7 +18,7 @@ import aiohttp
 
 from agent.ui.app import UiSettings
 from agent.ui.serve import Listen, serve
-from tests.agent.ui.stack import PASSWORD, stack
+from tests.agent.ui.stack import PASSWORD, page, stack
 
 
 async def _json(resp: aiohttp.ClientResponse) -> Any:
@@ -147,21 +147,7 @@ async def test_events_stream_plan_and_snapshots_without_login(tmp_path: Path) ->
 
 
 async def test_agent_not_running_is_a_message_not_an_error(tmp_path: Path) -> None:
-    stop = asyncio.Event()
-    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-    settings = UiSettings(tmp_path / "control.sock", None)
-    task = asyncio.create_task(
-        serve(
-            settings,
-            Listen("127.0.0.1", 0),
-            announce=lambda _: None,
-            stop=stop,
-            signals=False,
-            on_ready=ready.set_result,
-        )
-    )
-    try:
-        url = await asyncio.wait_for(ready, 10)
+    async with page(UiSettings(tmp_path / "control.sock", None)) as url:
         async with aiohttp.ClientSession() as http:
             snap = await _json(await http.get(f"{url}api/snapshot"))
             session = await _json(await http.get(f"{url}api/session"))
@@ -173,9 +159,6 @@ async def test_agent_not_running_is_a_message_not_an_error(tmp_path: Path) -> No
             assert r.status == 503 and "did not take the write" in (await _json(r))["error"]
         assert snap["agent"]["reachable"] is False
         assert "is the agent running" in snap["agent"]["error"]
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
 
 
 async def test_beyond_loopback_without_users_is_refused(tmp_path: Path) -> None:

@@ -183,6 +183,22 @@ async def test_run_ticks_until_cancelled_and_stops() -> None:
     client.close()
 
 
+async def test_async_with_serves_and_ticks_until_the_block_ends() -> None:
+    async with SimulatorServer(SimSpec(streetlights=(1,), water_meters=(), cameras=())) as sim:
+        client = AsyncModbusTcpClient("127.0.0.1", port=sim.port, timeout=2, retries=0)
+        assert await client.connect()
+        assert not (await client.read_input_registers(0, count=8, device_id=1)).isError()
+        client.close()
+        ticks = sim._ticks
+        assert ticks is not None and not ticks.done()
+    assert ticks.cancelled() and sim._ticks is None
+    client = AsyncModbusTcpClient(
+        "127.0.0.1", port=sim.port, timeout=0.5, retries=0, reconnect_delay=0
+    )
+    assert not await client.connect()  # nobody listens any more
+    client.close()
+
+
 def test_unit_ids_must_be_unique() -> None:
     with pytest.raises(ValueError):
         SimulatorServer(SimSpec(streetlights=(1, 2), water_meters=(2,), cameras=()))
