@@ -1,12 +1,14 @@
-"""Every repository path, module and document section the documentation names exists.
+"""Every repository path, module, document section and command line the documentation names
+exists.
 
 README.md and docs/*.md name files (``agent/forward/outbox.py``, ``sinks/base.py``,
-``outbox_store.py``), folders (``drivers/core/``), modules (``drivers.core.reading.Reading``)
-and links; they, the code's docstrings and comments and pyproject.toml name sections of the
-documents (docs/DEPLOY.md, "Storage"). When a module moves or a heading is renamed, whatever
-still names the old one fails here with its document and line, instead of sending a
-maintainer to a file that is not there. (Only names are checked: what a document says about
-the code is for its reviewers.)
+``outbox_store.py``), folders (``drivers/core/``), modules (``drivers.core.reading.Reading``),
+links and ``cityedge`` command lines; they, the code's docstrings and comments and
+pyproject.toml name sections of the documents (docs/DEPLOY.md, "Storage"). When a module
+moves, a heading is renamed or an option changes, whatever still names the old one fails
+here with its document and line, instead of sending a maintainer to a file that is not there
+or a technician to an option that does not exist. (Only names are checked: what a document
+says about the code is for its reviewers.)
 """
 
 from __future__ import annotations
@@ -178,3 +180,78 @@ def test_sections_named_anywhere_exist() -> None:
             if not any(h.startswith(section) for h in headings[doc]):
                 missing.append(f'{src.relative_to(ROOT)}: {doc}, "{section}"')
     assert not missing, "sections that do not exist:\n" + "\n".join(missing)
+
+
+# `cityedge ...` in inline code, and command lines in code blocks (after `$ `, `sudo `,
+# `&&`, `$(`): the subcommand, its choices and its options must be the parser's.
+INLINE_CMD = re.compile(r"`(?:sudo )?cityedge((?:\s+[^`]*)?)`")
+BLOCK_CMD = re.compile(r"(?:^|&&|\|\||;|\$\(|<\(|^\$ |\bsudo )\s*cityedge((?:\s+[^\s#|;&>)`]+)*)")
+OPTION = re.compile(r"-{1,2}[A-Za-z][\w-]*")
+PLACEHOLDER = re.compile(r"^[A-Z][A-Z_]*$|[\[\]|<>{}]")
+
+
+def _command_lines(doc: Path) -> Iterator[tuple[int, list[str]]]:
+    fence = False
+    for n, line in _lines(doc):
+        if line.lstrip().startswith("```"):
+            fence = not fence
+            continue
+        found = BLOCK_CMD.finditer(line.strip()) if fence else INLINE_CMD.finditer(line)
+        for m in found:
+            words = []
+            for w in m.group(1).split():
+                if w[0] in "|><;&\\":  # the rest is the shell's
+                    break
+                if w.endswith(":"):  # "cityedge --help: median 0.385 s": prose follows
+                    words.append(w[:-1])
+                    break
+                words.append(w)
+            if words:
+                yield n, words
+
+
+def _check_command(words: list[str]) -> str | None:
+    """Why ``cityedge WORDS`` does not fit the parser (None: it does). Values are not
+    parsed; placeholders (``DEVICE``, ``run|check``) stand for anything."""
+    import argparse
+
+    from agent.cli.main import build_parser
+
+    parser = build_parser()
+    positional = 0
+    i = 0
+    while i < len(words):
+        w = words[i]
+        i += 1
+        if OPTION.fullmatch(w.split("=", 1)[0]):
+            act = parser._option_string_actions.get(w.split("=", 1)[0])
+            if act is None:
+                return f"{parser.prog}: no option {w.split('=', 1)[0]}"
+            if act.nargs != 0 and "=" not in w:
+                i += 1  # its value
+            continue
+        if PLACEHOLDER.search(w):
+            positional += 1
+            continue
+        acts = [a for a in parser._actions if not a.option_strings]
+        choices = list(acts[positional].choices or ()) if positional < len(acts) else []
+        if choices:
+            if w not in choices:
+                return f"{parser.prog}: {w!r} is not one of {', '.join(map(str, choices))}"
+            act = acts[positional]
+            if isinstance(act, argparse._SubParsersAction):
+                parser, positional = act.choices[w], 0
+                continue
+        positional += 1
+    return None
+
+
+def test_command_lines_in_the_docs_fit_the_parser() -> None:
+    """A renamed subcommand or option leaves no `cityedge ...` line behind in a document."""
+    wrong = []
+    for doc in DOCS:
+        for n, words in _command_lines(doc):
+            why = _check_command(words)
+            if why is not None:
+                wrong.append(f"{_where(doc, n)}: cityedge {' '.join(words)}: {why}")
+    assert not wrong, "command lines the CLI does not accept:\n" + "\n".join(wrong)
