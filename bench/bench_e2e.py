@@ -288,7 +288,17 @@ AREAS = (  # (area, fragments of "path:function"), first match wins
         "decode (drivers/modbus/codec, device)",
         ("drivers/modbus/codec", "drivers/modbus/device", "drivers/core/profile.py"),
     ),
-    ("Modbus polling: bus owner loop + MBAP client", ("drivers/modbus/", "pymodbus/")),
+    (
+        "Modbus polling: bus owner loop + MBAP client",
+        (
+            "drivers/modbus/",
+            "drivers/owner.py",
+            "drivers/polling.py",
+            "drivers/schedule.py",
+            "drivers/device_state.py",
+            "pymodbus/",
+        ),
+    ),
     (
         "pipeline: filters, time marking, seq stamping",
         ("agent/ingest/pipeline", "agent/ingest/filtering", "agent/ops/timesync", "ext/"),
@@ -324,11 +334,11 @@ NOTES = """## Reading it (notes written with the code of 2026-11-30; re-check af
   event loop thread only. Two threads are not in them: the Modbus TCP I/O thread
   (`drivers/modbus/mbap_io.py`) and the outbox's SQLite thread. Their CPU is in the
   end-to-end figures.
-- Modbus TCP: the bus owner hands the reads of every device due in a tick to the I/O thread
-  as one batch, and a finished batch waits (50 ms at most) for the other buses' batches, so
-  the loop wakes about once per tick for all 10 buses instead of once per reply. Measured
-  per thread at 50x12 (schedstat, 20 s windows, two runs): event loop 1.11-1.17 % of a core
-  at 7.5 wake-ups/s, I/O thread 0.34-0.36 % at ~95 wake-ups/s (about 35 us per
+- Modbus TCP: the bus owner's session hands the reads of every device due in a tick to the
+  I/O thread as one batch, and a finished batch waits (50 ms at most) for the other buses'
+  batches, so the loop wakes about once per tick for all 10 buses instead of once per reply.
+  Measured per thread at 50x12 (schedstat, 20 s windows, two runs): event loop 1.11-1.17 %
+  of a core at 7.5 wake-ups/s, I/O thread 0.34-0.36 % at ~95 wake-ups/s (about 35 us per
   transaction), outbox thread 0.30 %. Before the I/O thread, the loop alone was 2.12 % at 93
   wake-ups/s: each reply cost a full asyncio wake-up, 70-120 us of CPU on this VM against
   ~20 us on a plain epoll loop.
@@ -410,13 +420,13 @@ def render_profile(pstats_path: Path, out_md: Path, cmd: str, summary: str) -> l
     ]
     for fn, t in sorted(by_fn.items(), key=lambda kv: -kv[1])[:25]:
         L.append(f"| `{fn}` | {t:.3f} | {100 * t / busy:.1f} |")
+    root = str(Path(__file__).resolve().parents[1]) + "/"
     for leaf in ("dataclasses.py", "<string>"):
         for key, val in st.items():
             if key[0].endswith(leaf) and key[2] in ("replace", "__init__") and val[4]:
                 calls = sorted(val[4].items(), key=lambda kv: -kv[1][3])[:4]
                 who = ", ".join(
-                    f"`{c[0].split('/work/main/')[-1].split('python3.11/')[-1]}:{c[2]}` "
-                    f"{v[3]:.3f} s"
+                    f"`{c[0].replace(root, '').split('python3.11/')[-1]}:{c[2]}` {v[3]:.3f} s"
                     for c, v in calls
                 )
                 L += ["", f"Callers of `{leaf}` `{key[2]}` (time incl. callees): {who}."]

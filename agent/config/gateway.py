@@ -32,7 +32,7 @@ _UNSIGNABLE = {
 
 
 class ChannelPolicies(_M):
-    """One policy per command channel (docs/COMMANDS.md, "One policy per channel").
+    """One policy per command channel (docs/COMMANDS.md, "Channels and their policies").
 
     - ``signature``: an HMAC-SHA256 signature with ``ts`` and ``nonce`` is required.
     - ``broker``: the broker's identity checks are relied on (TLS client certificate or an
