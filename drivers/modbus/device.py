@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from drivers.base import DeviceBinding
 from drivers.core.profile import Point, WordOrder
 from drivers.core.reading import Quality, Reading, Source, TimeQuality, Value
+from drivers.device_state import Reason
 from drivers.modbus.codec import CodecError, decode_point, fast_decoder
 from drivers.modbus.exclusions import LearnedExclusions
 from drivers.modbus.planner import PlanError, ReadRequest, blocked_points, plan_reads
-from drivers.polling import Device, HealthOptions
+from drivers.polling import Device, HealthOptions, PollResult
 from drivers.schedule import Group
 
 _GOOD = Quality.GOOD
@@ -109,11 +110,18 @@ class DeviceState(Device):
         )
 
     def decode(
-        self, points: Iterable[Point], start: int, values: Sequence[int] | Sequence[bool], ts: int
-    ) -> list[Reading]:
+        self,
+        poll: PollResult,
+        points: Iterable[Point],
+        start: int,
+        values: Sequence[int] | Sequence[bool],
+        ts: int,
+    ) -> None:
+        """The readings of ``points`` into ``poll``; a value that does not decode is a point
+        fault (BAD, the device degraded)."""
         # the hot path of every poll: per point one compiled decoder and one Reading built
         # from fields fixed at compile time
-        out: list[Reading] = []
+        out = poll.readings
         compiled = self._compiled
         last_good = self.last_good
         for p in points:
@@ -125,6 +133,7 @@ class DeviceState(Device):
                 v = c.decode(values[off : off + c.width])
             except CodecError as exc:
                 out.append(self.reading(p, None, ts, Quality.BAD, exc.reason))
+                poll.failing[p.name] = Reason.BAD_VALUE
                 continue
             last_good[p.name] = v
             h = c.head
@@ -132,7 +141,6 @@ class DeviceState(Device):
                 Reading(h[0], h[1], h[2], h[3], h[4], v, h[5], h[6], ts, _GOOD, None, 0,
                         False, _SYNCED, h[7], c.source)
             )  # fmt: skip
-        return out
 
     def _compile(self, p: Point) -> _Compiled:
         order = self.order(p)

@@ -149,7 +149,7 @@ class ModbusSession:
                     poll.failing[p.name] = Reason.EXCEPTION
                 continue
             poll.answered += 1
-            poll.add(dev.decode(req.points, req.start, values, self.rx_ms))
+            dev.decode(poll, req.points, req.start, values, self.rx_ms)
         if rejected:
             await explore_rejected(dev, poll, rejected, self._explorer_read(dev, retries))
         else:
