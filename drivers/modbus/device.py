@@ -11,6 +11,7 @@ from drivers.base import DeviceBinding
 from drivers.core.profile import Point, WordOrder
 from drivers.core.reading import Quality, Reading, Source, TimeQuality, Value
 from drivers.device_state import Reason
+from drivers.modbus import pdu
 from drivers.modbus.codec import CodecError, decode_point, fast_decoder
 from drivers.modbus.exclusions import LearnedExclusions
 from drivers.modbus.planner import PlanError, ReadRequest, blocked_points, plan_reads
@@ -56,6 +57,7 @@ class DeviceState(Device):
         self.blocked: dict[str, str] = {}  # point name -> why no plan can read it
         self.rejected_all = False  # the last poll got exception replies to every read
         self._plans: dict[tuple[float, ...], tuple[ReadRequest, ...]] = {}
+        self._pdus: dict[tuple[float, ...], tuple[bytes, ...]] = {}  # each plan's request PDUs
         self._plans_version = -1
 
     # --- plan ---------------------------------------------------------------------------------
@@ -72,12 +74,19 @@ class DeviceState(Device):
         """Points not polled because the device rejects them (degraded while any)."""
         return len(self.stats.unsupported_points)
 
+    def request_pdus(self, groups: Sequence[Group]) -> tuple[bytes, ...]:
+        """The request PDU of each read of ``plan(groups)``, built once per plan (a poll finds
+        its replies in the tick's batch by them)."""
+        self.plan(groups)
+        return self._pdus[tuple(g.interval for g in groups)]
+
     def plan(self, groups: Sequence[Group]) -> tuple[ReadRequest, ...]:
         learned = self.learned
         if learned.next_retry is not None:
             learned.release_due()  # re-probe: plan across what was rejected long enough ago
         if self._plans_version != learned.version:
             self._plans.clear()
+            self._pdus.clear()
             self.blocked.clear()
             self._plans_version = learned.version
             self.stats.excluded = learned.describe()
@@ -100,6 +109,7 @@ class DeviceState(Device):
                     [p for p in points if p.name not in self.blocked], limits, excluded=excluded
                 )
             self._plans[key] = plan
+            self._pdus[key] = tuple(pdu.read(r.table, r.start, r.count) for r in plan)
             self.stats.unsupported_points = tuple(sorted(learned.points | self.blocked.keys()))
         return plan
 
