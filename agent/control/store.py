@@ -122,12 +122,6 @@ class CommandStore:
         would exceed it: then nothing is committed and the devices over it are returned, in
         order. The check and the claim are one call: one thread round trip per command."""
         items = list(claims)
-        if limit is not None:
-            wanted = Counter(d for c in items for d in c.devices)
-            with self._lock:
-                over = [d for d, n in wanted.items() if self._recent(d, now) + n > limit]
-            if over:
-                return over
         rows = [(c.id, now) for c in items]
         nonces = [(c.nonce, now) for c in items if c.nonce]
         writes = [(d, now) for c in items for d in c.devices]
@@ -139,7 +133,12 @@ class CommandStore:
                 db.executemany("INSERT INTO writes VALUES (?, ?)", writes)
                 self._prune(db, now)
 
-        with self._lock:
+        with self._lock:  # held from the check to the commit: two groups cannot both pass
+            if limit is not None:
+                wanted = Counter(d for c in items for d in c.devices)
+                over = [d for d, n in wanted.items() if self._recent(d, now) + n > limit]
+                if over:
+                    return over
             if self._usable() and self._commit(txn):
                 self._recovered()
                 return []
