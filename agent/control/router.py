@@ -8,10 +8,11 @@ the CLI without a daemon) goes through ``execute_all``, in this order:
    the real one;
 2. de-duplication: an id already answered within ``dedup_window`` gets that answer again
    (``duplicate: true``), from the durable store, across restarts; nothing is executed;
-3. nonce (signed commands), age, target, value, rate limit. A group of commands (a
-   multi-metric DCMD) is validated whole and rejected whole;
-4. the claim (id, nonce, rate slot) is committed, then the writes go to the bus owners,
-   then the answers are committed, audited and returned for publishing.
+3. nonce (signed commands), age, target, value. A group of commands (a multi-metric DCMD)
+   is validated whole and rejected whole;
+4. the rate limit and the claim (id, nonce, rate slot) in one store call: committed unless a
+   device would exceed its rate (then the group is rejected whole), then the writes go to
+   the bus owners, then the answers are committed, audited and returned for publishing.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -226,7 +226,15 @@ class CommandRouter:
             except CommandRejected as exc:
                 failed[k] = exc.reason
         if not failed:
-            failed.update(await self._rate_limit(plans, now))
+            # the rate limit is checked where the claim is committed (one store call): a
+            # group over it is claimed for nothing and rejected whole
+            claims = [
+                Claim(p.cmd.id, p.cmd.nonce if p.cmd.signature else None, _writes(p)) for p in plans
+            ]
+            limit = self.policy.rate_per_minute
+            for device in await self._io(self.store.claim, claims, now, limit):
+                k = next(i for i, p in enumerate(plans) if p.cmd.device == device)
+                failed[k] = f"rate limit: more than {limit} commands per minute for '{device}'"
         if failed:
             first = min(failed)
             whole = (
@@ -236,10 +244,6 @@ class CommandRouter:
             return {
                 index[k]: self._rejected(cmd, failed.get(k, whole)) for k, cmd in enumerate(cmds)
             }
-        claims = [
-            Claim(p.cmd.id, p.cmd.nonce if p.cmd.signature else None, _writes(p)) for p in plans
-        ]
-        await self._io(self.store.claim, claims, now)
         out: dict[int, CommandResult] = {}
         broken: CommandResult | None = None
         for k, plan in enumerate(plans):
@@ -284,17 +288,6 @@ class CommandRouter:
             raise CommandRejected(f"point '{cmd.target}' is read-only")
         value = check_value(point, cmd.value)
         return _Plan(cmd, point, value, at_resolution(point, value))
-
-    async def _rate_limit(self, plans: Sequence[_Plan], now: float) -> dict[int, str]:
-        wanted = Counter(p.cmd.device for p in plans if p.point is not None)
-        limit = self.policy.rate_per_minute
-        over: dict[int, str] = {}
-        for device, n in wanted.items():
-            assert device is not None
-            if await self._io(self.store.recent_writes, device, now) + n > limit:
-                k = next(i for i, p in enumerate(plans) if p.cmd.device == device)
-                over[k] = f"rate limit: more than {limit} commands per minute for '{device}'"
-        return over
 
     async def _perform(self, plan: _Plan) -> CommandResult:
         cmd = plan.cmd

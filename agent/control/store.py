@@ -22,7 +22,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,19 +114,13 @@ class CommandStore:
 
     def recent_writes(self, device: str, now: float) -> int:
         with self._lock:
-            mem = sum(1 for t in self._writes.get(device, ()) if now - t <= RATE_SPAN)
-            if not self._usable():
-                return mem
-            row = self._guard(
-                lambda db: db.execute(
-                    "SELECT count(*) FROM writes WHERE device = ? AND at >= ?",
-                    (device, now - RATE_SPAN),
-                ).fetchone()
-            )
-        return mem + (row[0] if row else 0)
+            return self._recent(device, now)
 
     # -- updates (called through asyncio.to_thread: a FULL-sync commit is an fsync) ---------
-    def claim(self, claims: Iterable[Claim], now: float) -> None:
+    def claim(self, claims: Iterable[Claim], now: float, limit: int | None = None) -> list[str]:
+        """Commit the claims; with ``limit`` (writes per device per minute) only if no device
+        would exceed it: then nothing is committed and the devices over it are returned, in
+        order. The check and the claim are one call: one thread round trip per command."""
         items = list(claims)
         rows = [(c.id, now) for c in items]
         nonces = [(c.nonce, now) for c in items if c.nonce]
@@ -139,16 +133,22 @@ class CommandStore:
                 db.executemany("INSERT INTO writes VALUES (?, ?)", writes)
                 self._prune(db, now)
 
-        with self._lock:
+        with self._lock:  # held from the check to the commit: two groups cannot both pass
+            if limit is not None:
+                wanted = Counter(d for c in items for d in c.devices)
+                over = [d for d, n in wanted.items() if self._recent(d, now) + n > limit]
+                if over:
+                    return over
             if self._usable() and self._commit(txn):
                 self._recovered()
-                return
+                return []
             for cid, at in rows:
                 self._remember(cid, at, None)
             for nonce, at in nonces:
                 self._nonces[nonce] = at
             for dev, at in writes:
                 self._writes.setdefault(dev, []).append(at)
+        return []
 
     def finish(self, results: Iterable[CommandResult], now: float) -> None:
         rows = [(r.id, now, json.dumps(r.to_dict(), separators=(",", ":"))) for r in results]
@@ -179,6 +179,19 @@ class CommandStore:
         return self._failing
 
     # -- internals ---------------------------------------------------------------------------
+    def _recent(self, device: str, now: float) -> int:
+        """Writes to ``device`` within the rate span (memory and file; the lock held)."""
+        mem = sum(1 for t in self._writes.get(device, ()) if now - t <= RATE_SPAN)
+        if not self._usable():
+            return mem
+        row = self._guard(
+            lambda db: db.execute(
+                "SELECT count(*) FROM writes WHERE device = ? AND at >= ?",
+                (device, now - RATE_SPAN),
+            ).fetchone()
+        )
+        return mem + (row[0] if row else 0)
+
     def _remember(self, cid: str, at: float, text: str | None) -> None:
         self._answers[cid] = (at, text)
         self._answers.move_to_end(cid)

@@ -172,7 +172,10 @@ class Outbox:
             return
         wall, mono = self._clock(), self._mono()
         now, base_now = int(wall * 1000), int((wall - mono) * 1000)
-        for base, readings in self._bases.split(batch, wall, mono):
+        # one run under today's base unless a clock step or sync is recent (outbox_clock.py)
+        quiet = self._bases.quiet(wall, mono)
+        runs = [(quiet, batch)] if quiet is not None else self._bases.runs(batch)
+        for base, readings in runs:
             # the commit time on the record's own clock (read before a step: the old one)
             ts = now if base == base_now else int(mono * 1000) + base
             rec = self._pending[-1] if self._pending else None

@@ -45,6 +45,13 @@ class ClockBases:
         self, batch: Sequence[Reading], wall_s: float, mono_s: float
     ) -> list[tuple[int, Sequence[Reading]]]:
         """``batch`` as runs of ``(base, readings)`` in order; normally one run, untouched."""
+        base = self.quiet(wall_s, mono_s)
+        return [(base, batch)] if base is not None else self.runs(batch)
+
+    def quiet(self, wall_s: float, mono_s: float) -> int | None:
+        """A submit at these clocks: its base while no step or sync is recent (then every
+        reading of the batch has it, and the readings need not come here), else None: the
+        batch must go through ``runs``."""
         base, now = int((wall_s - mono_s) * 1000), int(mono_s * 1000)
         if self._base is not None and abs(base - self._base) > BASE_TOLERANCE_MS:
             self._step = (self._base, self._seen, now)
@@ -54,8 +61,14 @@ class ClockBases:
             self._step = step = None
         if sync is not None and now - sync[1] > HORIZON_MS:
             self._sync = sync = None
-        if step is None and sync is None:
-            return [(base, batch)]
+        return base if step is None and sync is None else None
+
+    def runs(self, batch: Sequence[Reading]) -> list[tuple[int, Sequence[Reading]]]:
+        """``batch`` as runs of ``(base, readings)`` under the step or sync that ``quiet``
+        (just called for this submit) found recent."""
+        base, now = self._base, self._seen
+        assert base is not None
+        step, sync = self._step, self._sync
         runs: list[tuple[int, list[Reading]]] = []
         unsynced = TimeQuality.UNSYNCED
         for r in batch:

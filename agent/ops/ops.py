@@ -10,7 +10,8 @@ that stores readings (``ClockFixSink``, agent/ops/timesync.py) is asked to corre
 stores (the outbox).
 
 Everything here reads the agent's counters when asked; nothing runs per reading except
-``TimeKeeper.mark``, which returns the batch untouched once the clock is synchronised.
+``TimeKeeper.mark``, and that only while the clock is not synchronised (the keeper sets and
+clears the pipeline's ``time_mark`` as synchronisation comes and goes).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def attach_operations(
         endpoint, factory = http_service(agent, cfg.metrics.host, cfg.metrics.port, health)
         agent.services.append(("http", factory))
     keeper.on_sync(lambda _offset_s: _correct_presync(agent, keeper))
-    agent.pipeline.time_mark = keeper.mark
+    keeper.on_change(lambda synced: _mark_unless(agent, keeper, synced))
     agent.reload_listeners.append(lambda r: health.note_reload(r.ok, r.summary()))
     if not keeper.synced:
         log.warning(
@@ -85,6 +86,10 @@ def attach_operations(
             keeper.source,
         )
     return Operations(health, keeper, endpoint, wd)
+
+
+def _mark_unless(agent: Agent, keeper: TimeKeeper, synced: bool) -> None:
+    agent.pipeline.time_mark = None if synced else keeper.mark
 
 
 def _correct_presync(agent: Agent, keeper: TimeKeeper) -> None:

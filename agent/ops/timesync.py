@@ -172,6 +172,7 @@ class TimeKeeper:
         self.settle_s = settle_s
         self._unsynced_steps: list[tuple[float, float]] = []  # (monotonic, base before step)
         self._callbacks: list[SyncCallback] = []
+        self._watchers: list[Callable[[bool], None]] = []
         self._base = wall() - mono()
         self.jumps = 0
         self.last_jump_s: float | None = None
@@ -193,6 +194,12 @@ class TimeKeeper:
         (offset_s = how far pre-sync timestamps were off; add it to correct them)."""
         self._callbacks.append(callback)
 
+    def on_change(self, callback: Callable[[bool], None]) -> None:
+        """``callback(synced)`` now and whenever the clock gains or loses synchronisation (the
+        pipeline calls ``mark`` only while it is not: one call per batch fewer)."""
+        self._watchers.append(callback)
+        callback(self._synced)
+
     def check(self) -> ClockOffset | None:
         """Probe once; returns the offset when this check saw the clock become synchronised."""
         wall, mono = self._wall(), self._mono()
@@ -209,6 +216,9 @@ class TimeKeeper:
         was = self._synced
         self._synced = self._probe()
         previous, self._base = self._base, base
+        if was != self._synced:
+            for watch in list(self._watchers):
+                watch(self._synced)
         if was or not self._synced:
             return None
         # timesyncd steps the clock and only then writes its marker, so a step seen shortly

@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from drivers.base import DeviceBinding
 from drivers.core.profile import Point, WordOrder
 from drivers.core.reading import Quality, Reading, Source, TimeQuality, Value
+from drivers.device_state import Reason
+from drivers.modbus import pdu
 from drivers.modbus.codec import CodecError, decode_point, fast_decoder
 from drivers.modbus.exclusions import LearnedExclusions
 from drivers.modbus.planner import PlanError, ReadRequest, blocked_points, plan_reads
-from drivers.polling import Device, HealthOptions
+from drivers.polling import Device, HealthOptions, PollResult
 from drivers.schedule import Group
 
 _GOOD = Quality.GOOD
@@ -55,6 +57,7 @@ class DeviceState(Device):
         self.blocked: dict[str, str] = {}  # point name -> why no plan can read it
         self.rejected_all = False  # the last poll got exception replies to every read
         self._plans: dict[tuple[float, ...], tuple[ReadRequest, ...]] = {}
+        self._pdus: dict[tuple[float, ...], tuple[bytes, ...]] = {}  # each plan's request PDUs
         self._plans_version = -1
 
     # --- plan ---------------------------------------------------------------------------------
@@ -71,12 +74,19 @@ class DeviceState(Device):
         """Points not polled because the device rejects them (degraded while any)."""
         return len(self.stats.unsupported_points)
 
+    def request_pdus(self, groups: Sequence[Group]) -> tuple[bytes, ...]:
+        """The request PDU of each read of ``plan(groups)``, built once per plan (a poll finds
+        its replies in the tick's batch by them)."""
+        self.plan(groups)
+        return self._pdus[tuple(g.interval for g in groups)]
+
     def plan(self, groups: Sequence[Group]) -> tuple[ReadRequest, ...]:
         learned = self.learned
         if learned.next_retry is not None:
             learned.release_due()  # re-probe: plan across what was rejected long enough ago
         if self._plans_version != learned.version:
             self._plans.clear()
+            self._pdus.clear()
             self.blocked.clear()
             self._plans_version = learned.version
             self.stats.excluded = learned.describe()
@@ -99,6 +109,7 @@ class DeviceState(Device):
                     [p for p in points if p.name not in self.blocked], limits, excluded=excluded
                 )
             self._plans[key] = plan
+            self._pdus[key] = tuple(pdu.read(r.table, r.start, r.count) for r in plan)
             self.stats.unsupported_points = tuple(sorted(learned.points | self.blocked.keys()))
         return plan
 
@@ -109,11 +120,18 @@ class DeviceState(Device):
         )
 
     def decode(
-        self, points: Iterable[Point], start: int, values: Sequence[int] | Sequence[bool], ts: int
-    ) -> list[Reading]:
+        self,
+        poll: PollResult,
+        points: Iterable[Point],
+        start: int,
+        values: Sequence[int] | Sequence[bool],
+        ts: int,
+    ) -> None:
+        """The readings of ``points`` into ``poll``; a value that does not decode is a point
+        fault (BAD, the device degraded)."""
         # the hot path of every poll: per point one compiled decoder and one Reading built
         # from fields fixed at compile time
-        out: list[Reading] = []
+        out = poll.readings
         compiled = self._compiled
         last_good = self.last_good
         for p in points:
@@ -125,6 +143,7 @@ class DeviceState(Device):
                 v = c.decode(values[off : off + c.width])
             except CodecError as exc:
                 out.append(self.reading(p, None, ts, Quality.BAD, exc.reason))
+                poll.failing[p.name] = Reason.BAD_VALUE
                 continue
             last_good[p.name] = v
             h = c.head
@@ -132,7 +151,6 @@ class DeviceState(Device):
                 Reading(h[0], h[1], h[2], h[3], h[4], v, h[5], h[6], ts, _GOOD, None, 0,
                         False, _SYNCED, h[7], c.source)
             )  # fmt: skip
-        return out
 
     def _compile(self, p: Point) -> _Compiled:
         order = self.order(p)

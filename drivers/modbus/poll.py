@@ -111,7 +111,7 @@ async def _explore(
             poll.answered += 1
             dev.learned.readable(req.table, probe.start, probe.count)
             if probe.points:
-                poll.add(dev.decode(probe.points, probe.start, values, rx_ms))
+                dev.decode(poll, probe.points, probe.start, values, rx_ms)
                 for p in probe.points:
                     dev.learned.point_readable(p.name)
             probe = gen.send(True)

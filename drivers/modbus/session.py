@@ -105,11 +105,7 @@ class ModbusSession:
 
     # --- polls ----------------------------------------------------------------------------
     async def begin(self, polls: Sequence[tuple[DeviceState, list[Group]]]) -> None:
-        reqs = [
-            (d.unit, pdu.read(r.table, r.start, r.count))
-            for d, groups in polls
-            for r in d.plan(groups)
-        ]
+        reqs = [(d.unit, b) for d, groups in polls for b in d.request_pdus(groups)]
         if not reqs:
             return
         try:
@@ -126,13 +122,16 @@ class ModbusSession:
 
     async def poll(self, dev: DeviceState, groups: list[Group]) -> PollResult:
         plan = dev.plan(groups)
+        pdus = dev.request_pdus(groups)
         retries = 0 if dev.health.probing else self.config.retries  # a probe costs one timeout
         poll = PollResult()
         out = poll.readings
         rejected: list[tuple[ReadRequest, int]] = []
         for i, req in enumerate(plan):
             try:
-                values = await self._read(dev, req.table, req.start, req.count, retries, poll=True)
+                values = await self._read(
+                    dev, req.table, req.start, req.count, retries, poll=pdus[i]
+                )
             except Abort as stop:
                 poll.fail(stop.kind, stop.detail)
                 ts = now_ms()
@@ -149,7 +148,7 @@ class ModbusSession:
                     poll.failing[p.name] = Reason.EXCEPTION
                 continue
             poll.answered += 1
-            poll.add(dev.decode(req.points, req.start, values, self.rx_ms))
+            dev.decode(poll, req.points, req.start, values, self.rx_ms)
         if rejected:
             await explore_rejected(dev, poll, rejected, self._explorer_read(dev, retries))
         else:
@@ -171,14 +170,15 @@ class ModbusSession:
         count: int,
         retries: int,
         *,
-        poll: bool = False,
+        poll: bytes | None = None,
     ) -> list[int] | list[bool]:
+        """``poll``: a poll's read, its request PDU as planned (its reply may be in the batch)."""
         await self.owner.serve_writes()
-        request = pdu.read(table, start, count)
+        request = poll if poll is not None else pdu.read(table, start, count)
         # only a poll read takes its reply from the batch: a write's read-back must see the
         # register after the write. A batch outcome goes first even if the link is closed by
         # now: it says why (a corrupt frame, a reset).
-        first = self._prefetched.pop((dev.unit, request), None) if poll else None
+        first = self._prefetched.pop((dev.unit, request), None) if poll is not None else None
         if first is None and not self.client.connected:
             lost = self._lost
             kind = self.down_reason if lost is None else lost.kind

@@ -131,3 +131,14 @@ def test_an_unusable_path_degrades_without_raising(
     assert s.answer("c1", NOW) == ok("c1")
     assert s.nonce_used("n1", NOW)
     assert s.recent_writes("lamp-1", NOW) == 3
+
+
+def test_a_claim_over_the_rate_limit_commits_nothing(tmp_path: Path) -> None:
+    s = store(tmp_path / "c.sqlite")
+    assert s.claim([Claim("c1", None, ("lamp-1",))], NOW, 2) == []
+    over = s.claim([Claim("c2", "n2", ("lamp-1",)), Claim("c3", None, ("lamp-1", "pump"))], NOW, 2)
+    assert over == ["lamp-1"]
+    assert s.answer("c2", NOW) is None and not s.nonce_used("n2", NOW)
+    assert s.recent_writes("lamp-1", NOW) == 1 and s.recent_writes("pump", NOW) == 0
+    assert s.claim([Claim("c4", None, ("lamp-1",))], NOW + 1, 2) == []
+    assert s.recent_writes("lamp-1", NOW + 1) == 2

@@ -79,3 +79,15 @@ def test_a_backward_step_and_the_quiet_case() -> None:
     later = [noisy(5, at=1_799_996_600_000)]
     [(b, rs)] = c.split(later, 1_799_996_600.0, 210.0)
     assert rs is later and b == 1_799_996_390_000
+
+
+def test_a_quiet_clock_hands_back_the_base_and_a_step_sends_the_batch_through_runs() -> None:
+    """The outbox's fast path: no step or sync within the horizon, one base for the batch."""
+    bases = ClockBases()
+    assert bases.quiet(TRUE, 30.0) == int((TRUE - 30.0) * 1000)
+    assert bases.quiet(TRUE + 1, 31.0) == int((TRUE - 30.0) * 1000)
+    assert bases.quiet(TRUE + 3602, 32.0) is None  # stepped an hour forward
+    read = noisy(1, at=int((TRUE + 1.5) * 1000))  # read before the step, at monotonic 31.5 s
+    [(base, [r])] = bases.runs([read])
+    assert base == int((TRUE - 30.0) * 1000) and r is read
+    assert bases.quiet(TRUE + 3602 + 121, 32.0 + 121) is not None  # past the horizon

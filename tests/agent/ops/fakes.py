@@ -23,6 +23,7 @@ class FakePipeline:
     suppressed: int = 0
     last_emit: float = 0.0
     last_values: dict[Any, Any] = field(default_factory=dict)
+    time_mark: Any = None
 
 
 @dataclass

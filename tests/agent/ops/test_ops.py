@@ -63,3 +63,25 @@ def test_sync_corrects_last_values_and_asks_sinks(caplog: pytest.LogCaptureFixtu
     assert fixed.observed_at_ms == 1_000_000 + round(off.offset_s * 1000)
     assert sink.offsets == [off]
     assert "corrected 42 pre-sync" in caplog.text
+
+
+def test_pipeline_marks_readings_only_while_the_clock_is_not_synchronised() -> None:
+    wall, mono = Clock(NOW), Clock(50.0)
+    synced = {"v": False}
+    keeper = TimeKeeper(
+        wall=wall, mono=mono, kernel_probe=lambda: None, marker_probe=lambda: synced["v"]
+    )
+    agent = FakeAgent({"tcp": {"m": 5}})
+    cfg = GatewayConfig.model_validate({"gateway": {"id": "g"}, "metrics": {"enabled": False}})
+    attach_operations(agent, cfg, timekeeper=keeper)  # type: ignore[arg-type]
+    assert agent.pipeline.time_mark == keeper.mark
+    synced["v"] = True
+    mono.advance(1)
+    wall.advance(1)
+    keeper.check()
+    assert agent.pipeline.time_mark is None  # synchronised: no call per batch
+    synced["v"] = False  # timesyncd lost its servers and removed the marker
+    mono.advance(1)
+    wall.advance(1)
+    keeper.check()
+    assert agent.pipeline.time_mark == keeper.mark
