@@ -50,7 +50,7 @@ def snapshot_cost(rounds: int) -> dict[str, float]:
         for b in agent.bindings:  # every point has a last value, as after the first poll
             for i, p in enumerate(b.profile.points):
                 agent.pipeline.last_values[(b.id, p.name)] = Reading(
-                    "bench", b.id, "streetlight", p.name, p.metric, 230.0 + i, p.unit,
+                    "bench", b.id, "streetlight", p.name, p.metric_name, 230.0 + i, p.unit,
                     p.unit_code, now,
                 )  # fmt: skip
         values = len(agent.pipeline.last_values)

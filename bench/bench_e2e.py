@@ -359,7 +359,7 @@ def render_profile(pstats_path: Path, out_md: Path, cmd: str, summary: str) -> l
     """Self time by area and by function, idle excluded; returns the three biggest areas."""
     import pstats
 
-    st: dict[tuple[str, int, str], tuple[int, int, float, float, object]]
+    st: dict[tuple[str, int, str], tuple[int, int, float, float, dict[Any, Any]]]
     st = pstats.Stats(str(pstats_path)).stats  # type: ignore[attr-defined]
     by_fn: dict[str, float] = {}
     by_area: dict[str, float] = {}

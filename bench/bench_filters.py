@@ -35,7 +35,7 @@ from ext._common import (
 try:
     import ext._filters as cy
 except ImportError:  # pragma: no cover
-    cy = None  # type: ignore[assignment]
+    cy = None
 try:
     import numpy as np
 except ImportError:  # pragma: no cover

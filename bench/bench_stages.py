@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -29,6 +30,9 @@ from drivers.base import DeviceBinding
 from drivers.core.config import DeviceConfig
 from drivers.core.library import ProfileLibrary
 from drivers.core.reading import Reading, now_ms
+
+if TYPE_CHECKING:
+    from agent.forward.outbox import OutboxRow
 
 GID = "bench-gw"
 
@@ -60,7 +64,7 @@ def decode_stage(b: DeviceBinding, seconds: float) -> tuple[float, list[Reading]
     import time
 
     from drivers.modbus.device import DeviceState
-    from drivers.polling import HealthOptions
+    from drivers.polling import HealthOptions, PollResult
 
     opts = HealthOptions(1.0, 60.0, random.Random(1), time.monotonic, now_ms)
     st = DeviceState(b, "bus0", opts, offline_after_s=10.0)
@@ -69,15 +73,15 @@ def decode_stage(b: DeviceBinding, seconds: float) -> tuple[float, list[Reading]
     ts = now_ms()
 
     def once() -> int:
-        n = 0
+        poll = PollResult()
         for r in plan:
-            n += len(st.decode(r.points, r.start, regs[r], ts))
-        return n
+            st.decode(poll, r.points, r.start, regs[r], ts)
+        return len(poll.readings)
 
-    sample: list[Reading] = []
+    poll = PollResult()
     for r in plan:
-        sample += st.decode(r.points, r.start, regs[r], ts)
-    return rate(once, seconds), sample
+        st.decode(poll, r.points, r.start, regs[r], ts)
+    return rate(once, seconds), poll.readings
 
 
 def varied(sample: Sequence[Reading], k: int) -> list[Reading]:
@@ -126,7 +130,7 @@ def batch_of(sample: list[Reading], n: int) -> list[Reading]:
     return out[:n]
 
 
-def outbox_rows(batch: Sequence[Reading]) -> list[object]:
+def outbox_rows(batch: Sequence[Reading]) -> list[OutboxRow]:
     """What the publisher hands a row encoder: outbox rows holding the stored reading JSON."""
     from agent.forward.encoders.native import reading_json
     from agent.forward.outbox import OutboxRow
@@ -214,7 +218,7 @@ async def publish_stage(port: int, batch: list[Reading], seconds: float) -> floa
     logging.disable(logging.WARNING)  # aiomqtt warns about >10 pending publishes: intended
     from agent.forward.encoders.native import NativeEncoder
 
-    msgs = NativeEncoder(GID).encode_rows(outbox_rows(batch), 0)  # type: ignore[arg-type]
+    msgs = NativeEncoder(GID).encode_rows(outbox_rows(batch), 0)
     per = len(batch) // len(msgs)
     sem = asyncio.Semaphore(32)
     n = 0

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -544,7 +544,7 @@ def machine() -> dict[str, str]:
     }
 
 
-def emit_json(result: dict[str, object]) -> None:
+def emit_json(result: Mapping[str, object]) -> None:
     """The machine-readable result line run_all.py looks for."""
     print("BENCH-JSON " + json.dumps(result), flush=True)
 
