@@ -245,12 +245,15 @@ def count(got: Collector, dev: str, point: str) -> int:
 
 async def test_polls_on_schedule_with_per_point_intervals(rig: Rig) -> None:
     await rig.start([1, 2])
-    bus, got, _ = rig.bus([1, 2], interval=0.1, slow_interval=0.3)
+    # 0.25 s: at 0.1 s a tick of the two devices on the ASCII serial line overran twice in the
+    # armhf root under qemu-user (Pi speed) on a loaded machine; "on schedule" needs the poll
+    # to fit in the interval with room to spare
+    bus, got, _ = rig.bus([1, 2], interval=0.25, slow_interval=0.75)
     async with running(bus):
-        await until(lambda: count(got, "d2", rig.fast) >= 12, 5)
+        await until(lambda: count(got, "d2", rig.fast) >= 9, 10)
     for dev in ("d1", "d2"):
         fast, slow = count(got, dev, rig.fast), count(got, dev, rig.slow)
-        assert fast >= 11
+        assert fast >= 9
         # the first poll at once, then one slow reading per three fast ones (aligned grid)
         assert fast // 3 - 1 <= slow <= fast // 3 + 2, (dev, fast, slow)
         assert all(len({r.point for r in b}) == len(b) for b in got.of(dev))
