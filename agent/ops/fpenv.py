@@ -5,7 +5,8 @@ FPU's control register (FPSCR.FZ on 32-bit ARM, FPCR.FZ on aarch64, MXCSR FTZ/DA
 the whole process the moment the library is loaded. PyPI's armv7l wheel of yarl 1.25 is one
 (``vmsr fpscr`` with bit 24 in its init code), and aiohttp imports yarl: on 32-bit Raspberry Pi
 OS, ``import aiohttp`` made every value below 2.2e-308 read 0.0 (``float("5e-324")``, repr, JSON,
-arithmetic) in that process, and the filter kernels stopped matching their pure-Python twin.
+arithmetic) in that process, the filter kernels stopped matching their pure-Python twin, and a
+module first compiled there kept such a literal as 0.0 in its cached bytecode.
 Found by running the suite in the armhf root (docs/BENCHMARKS.md, "On ARM").
 
 The package that brings aiohttp in (agent/ui) calls :func:`keep_subnormals` once it is loaded;
