@@ -390,7 +390,7 @@ class BusOwner(ABC, Generic[D]):
             else:
                 transition = h.failed(*result.failure, shared=self._shared(dev))
         if tick:
-            dev.stats.overruns += dev.schedule.advance(groups, self.clock())
+            dev.stats.overruns += dev.schedule.advance(groups, self.clock(), start)
         await self._report(dev, transition, [] if result is None else result.readings, groups)
         return result
 

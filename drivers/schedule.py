@@ -117,12 +117,17 @@ class Schedule:
     def due_groups(self, now: float) -> list[Group]:
         return [g for g in self.groups if g.due <= now + DUE_SLACK]
 
-    def advance(self, groups: Iterable[Group], now: float) -> int:
-        """Move ``groups`` (just polled, or skipped) to their next tick; the ticks missed."""
+    def advance(self, groups: Iterable[Group], now: float, started: float | None = None) -> int:
+        """Move ``groups`` (just polled, or skipped) to their next tick; the ticks missed.
+        ``started``: when this poll began. A first poll belongs to the slot it started in, so
+        aligned ticks that came before it (while the link opened, or the bus polled the
+        devices ahead of this one) were never late: they are not overruns."""
         missed = 0
         for g in groups:
             if g.first_tick is not None:  # onto the aligned grid after the first poll
                 g.due, g.first_tick = g.first_tick - g.interval, None
+                if started is not None and started >= g.due + g.interval:
+                    g.due = next_tick(g.due, g.interval, started)[0] - g.interval
             g.due, skipped = next_tick(g.due, g.interval, now)
             missed += skipped
         # kept as a plain attribute: the bus owner compares it for every device on every step

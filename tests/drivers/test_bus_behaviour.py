@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import math
 import random
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -73,6 +74,10 @@ class Rig:
     def set_silent(self, unit: int, on: bool) -> None:
         (self.silent.add if on else self.silent.discard)(unit)
 
+    def requests(self) -> list[tuple[int, bool]]:
+        """Every request that reached a device so far, in order: (unit, a write?)."""
+        raise NotImplementedError
+
     async def disconnect(self) -> None:
         raise NotImplementedError
 
@@ -115,6 +120,7 @@ class ModbusRig(Rig):
         self.kind = kind
         self.factory = factory
         self.srv: Any = None
+        self.log: list[tuple[int, bool]] = []
 
     async def start(self, units: list[int]) -> None:
         devs = [sim_device(u, holding={0: u, 1: 2 * u, 2: 0}, action=self._act(u)) for u in units]
@@ -122,8 +128,12 @@ class ModbusRig(Rig):
         if self.kind == "modbus-rtu":  # a silent unit: its replies never reach the line
             self.srv.wire.to_client = lambda d: None if d[0] in self.silent else d
 
+    def requests(self) -> list[tuple[int, bool]]:
+        return list(self.log)
+
     def _act(self, unit: int) -> Callable[..., Awaitable[None]]:
-        async def act(*_: Any) -> None:
+        async def act(*args: Any) -> None:
+            self.log.append((unit, args[5] is not None))  # (fc, start, addr, n, regs, values)
             if self.delay:
                 await asyncio.sleep(self.delay)
             if self.kind == "modbus-tcp":
@@ -173,6 +183,10 @@ class SerialRig(Rig):
     @property
     def line(self) -> Any:
         return self.sims.lines["serial"]
+
+    def requests(self) -> list[tuple[int, bool]]:
+        frames = re.findall(rb"#(\d\d)(RD|DIM)", bytes(self.line.received))
+        return [(int(a), cmd == b"DIM") for a, cmd in frames]
 
     def set_silent(self, unit: int, on: bool) -> None:
         super().set_silent(unit, on)
@@ -245,12 +259,15 @@ def count(got: Collector, dev: str, point: str) -> int:
 
 async def test_polls_on_schedule_with_per_point_intervals(rig: Rig) -> None:
     await rig.start([1, 2])
-    bus, got, _ = rig.bus([1, 2], interval=0.1, slow_interval=0.3)
+    # 0.25 s: at 0.1 s a tick of the two devices on the ASCII serial line overran twice in the
+    # armhf root under qemu-user (Pi speed) on a loaded machine; "on schedule" needs the poll
+    # to fit in the interval with room to spare
+    bus, got, _ = rig.bus([1, 2], interval=0.25, slow_interval=0.75)
     async with running(bus):
-        await until(lambda: count(got, "d2", rig.fast) >= 12, 5)
+        await until(lambda: count(got, "d2", rig.fast) >= 9, 10)
     for dev in ("d1", "d2"):
         fast, slow = count(got, dev, rig.fast), count(got, dev, rig.slow)
-        assert fast >= 11
+        assert fast >= 9
         # the first poll at once, then one slow reading per three fast ones (aligned grid)
         assert fast // 3 - 1 <= slow <= fast // 3 + 2, (dev, fast, slow)
         assert all(len({r.point for r in b}) == len(b) for b in got.of(dev))
@@ -279,14 +296,14 @@ async def test_a_write_goes_ahead_of_polls_and_is_refused_while_disconnected(rig
     point, value, back = rig.write
     bus, got, states = rig.bus(units, interval=0.5)
     async with running(bus):
-        await asyncio.sleep(0.02)  # the first tick is on the wire
-        t0 = time.monotonic()
+        await until(lambda: len(rig.requests()) >= 1, 5)  # the first tick is on the wire
+        sent = len(rig.requests())
         res = await bus.write("d6", point, value)
-        latency = time.monotonic() - t0
         assert (res.status, res.readback) == (WriteStatus.OK, back)
-        # served between two of the tick's requests: the request in flight, the write and its
-        # read-back (~3 x 50 ms), not after the five polls still to go (>= 7 x 50 ms)
-        assert latency < 0.3, latency
+        # served between two of the tick's requests: after the one in flight at most, not after
+        # the polls still to go (counted, not timed: 0.2 s against a 0.3 s bound on armhf)
+        log = rig.requests()
+        assert log.index((6, True), sent) - sent <= 1, log
         await until(lambda: all(got.of(f"d{u}") for u in units), 5)
 
         await rig.disconnect()

@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from drivers.schedule import Backoff, first_aligned_tick, next_tick
+from drivers.core.profile import Point
+from drivers.schedule import Backoff, Schedule, first_aligned_tick, next_tick
 
 
 def test_backoff_doubles_to_the_cap_with_jitter():
@@ -63,3 +64,28 @@ def test_first_aligned_tick_is_the_next_slot_on_the_wall_clock_grid(now, wall, i
     assert (wall + (tick - now)) % interval == pytest.approx(0.0, abs=1e-6) or (
         wall + (tick - now)
     ) % interval == pytest.approx(interval, abs=1e-6)
+
+
+def _aligned(now: float, wall: float, interval: float) -> Schedule:
+    s = Schedule([Point(name="v", address=0)], interval)
+    s.start(now, wall)
+    return s
+
+
+@pytest.mark.parametrize(
+    ("started", "ended", "missed", "due"),
+    [
+        (100.0, 100.01, 0, 100.05),  # polled at once: the next slot's tick is kept
+        # the link took 0.2 s to open: the first poll is the 100.05 slot's, nothing was late
+        # (counted as one overrun before: a slow link or a slow machine made it common)
+        (100.2, 100.3, 0, 101.05),
+        (102.5, 102.6, 0, 103.05),  # the devices ahead of it on the bus took 2.5 s
+        (100.2, 101.2, 1, 102.05),  # the first poll itself ran past the 101.05 tick: late
+    ],
+)
+def test_a_first_poll_belongs_to_the_slot_it_started_in(started, ended, missed, due):
+    s = _aligned(100.0, 1000.95, 1.0)  # the next wall-clock second is 0.05 s away
+    assert s.advance(s.groups, ended, started) == missed
+    assert s.due == pytest.approx(due)
+    assert s.advance(s.groups, due + 0.01, due) == 0  # then on the grid
+    assert s.due == pytest.approx(due + 1.0)

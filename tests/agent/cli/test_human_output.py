@@ -72,7 +72,8 @@ async def cli(*args: str, cwd: Path) -> tuple[int, str, str]:
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "COLUMNS": "160"},
     )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    # a hang guard: one CLI run took over 30 s under qemu-user on a loaded machine
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 

@@ -39,7 +39,8 @@ async def cli(*args: str, cwd: Path | None = None) -> tuple[int, str, str]:
         sys.executable, "-m", "agent", "scan", *args, cwd=cwd,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    # a hang guard: one CLI run took over 30 s under qemu-user on a loaded machine
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 

@@ -63,7 +63,8 @@ async def cli(*args: str, env: dict[str, str]) -> tuple[int, str]:
         sys.executable, "-m", "agent", *args, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
-    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    # a hang guard: one CLI run took over 30 s under qemu-user on a loaded machine
+    out, _ = await asyncio.wait_for(proc.communicate(), 120)
     return proc.returncode or 0, out.decode()
 
 

@@ -176,7 +176,8 @@ async def test_beyond_loopback_without_users_is_refused(tmp_path: Path) -> None:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    # a hang guard: one CLI run took over 30 s under qemu-user on a loaded machine
+    _, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 78 and b"absent: No such file" in err, err
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -191,7 +192,8 @@ async def test_beyond_loopback_without_users_is_refused(tmp_path: Path) -> None:
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "CREDENTIALS_DIRECTORY": str(tmp_path)},
     )
-    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    # a hang guard: one CLI run took over 30 s under qemu-user on a loaded machine
+    _, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 78 and b"beyond loopback needs a login" in err, err
 
 

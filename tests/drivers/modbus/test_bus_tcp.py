@@ -137,23 +137,26 @@ async def test_interval_groups(modbus_tcp_server):
     prof = make_profile(
         [
             Point(name="fast", address=0),
-            Point(name="slow", address=1, interval=0.3),
+            Point(name="slow", address=1, interval=1.2),
         ]
     )
     srv = await modbus_tcp_server([sim_device(1, holding={0: 5, 1: 6})])
     got = Collector()
-    bus = ModbusBus(make_bus_config(srv.url), [make_binding("d", 1, prof, interval=0.05)], got)
+    # 0.2 s ticks: at 0.05 s a poll on the armhf root under qemu-user (Pi speed) could outlast
+    # its interval on a loaded machine, a real overrun
+    bus = ModbusBus(make_bus_config(srv.url), [make_binding("d", 1, prof, interval=0.2)], got)
     async with running(bus):
-        await got.wait_for(lambda: len(got.of("d")) >= 14, timeout=3)
+        await got.wait_for(lambda: len(got.of("d")) >= 10, timeout=10)
     counts = {"fast": 0, "slow": 0}
     for batch in got.of("d"):
         assert len({r.point for r in batch}) == len(batch)  # no duplicates in a batch
         for r in batch:
             counts[r.point] += 1
-    assert counts["fast"] >= 14
+    assert counts["fast"] >= 10
     # the immediate first poll, the next aligned slot (kept even when it comes soon after:
     # issue 15, point 7), then one per six fast ticks
     assert 2 <= counts["slow"] <= 2 + counts["fast"] // 6
+    # (none at the start either: the link opening past the first aligned tick made one)
     assert bus.stats.devices["d"].overruns == 0
 
 
