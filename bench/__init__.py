@@ -1,1 +1,4 @@
-"""Benchmarks (docs/BENCHMARKS.md): scripts run by bench/run_all.py; a package so mypy checks them."""
+"""Benchmarks (docs/BENCHMARKS.md), run by bench/run_all.py.
+
+A package so that mypy checks them with the rest.
+"""
