@@ -35,14 +35,14 @@ from typing import Any
 from aiohttp import web
 
 from agent.control.ctl import request as control_request
-from agent.ops.fpenv import keep_subnormals
 from agent.ui.auth import LoginThrottle, Session, Sessions, Users
 from agent.ui.hub import AgentUnreachable, Hub
+from drivers.core.fpenv import keep_subnormals
 from drivers.core.reading import now_ms
 
 log = logging.getLogger("cityedge.ui")
 # aiohttp has just loaded yarl, whose armv7l wheel turns on flush-to-zero for the whole process
-# (agent/ops/fpenv.py): values below 2.2e-308 would read 0 in this process
+# (drivers/core/fpenv.py): values below 2.2e-308 would read 0 in this process
 keep_subnormals()
 COOKIE = "cityedge_session"
 KEEPALIVE_S = 15.0

@@ -26,11 +26,15 @@ from pymodbus.simulator import DataType as SimType
 from pymodbus.simulator import SimData, SimDevice
 from pymodbus.simulator.simutils import SimUtils
 
+from drivers.core.fpenv import keep_subnormals
 from drivers.core.library import ProfileLibrary
 from drivers.core.profile import DataType, Point, Profile, Table
 from drivers.sim import regs
 from drivers.sim.models import MODEL_CLASSES, SimModel, WriteRejected
 
+# pymodbus.server has just loaded aiohttp and so yarl, whose armv7l wheel turns on flush-to-zero
+# for the whole process (drivers/core/fpenv.py): `cityedge demo` runs the agent in this one
+keep_subnormals()
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "profiles"
 TICK_S = 0.2
 _FC_TABLE = {

@@ -9,9 +9,11 @@ arithmetic) in that process, the filter kernels stopped matching their pure-Pyth
 module first compiled there kept such a literal as 0.0 in its cached bytecode.
 Found by running the suite in the armhf root (docs/BENCHMARKS.md, "On ARM").
 
-The package that brings aiohttp in (agent/ui) calls :func:`keep_subnormals` once it is loaded;
-``fesetenv(FE_DFL_ENV)`` gives back the floating-point environment every process starts with
-(round to nearest, no traps, no flushing), which is what Python assumes.
+The modules that bring aiohttp in call :func:`keep_subnormals` once it is loaded: the
+commissioning page (agent/ui/app.py) and the simulators (drivers/sim/server.py: pymodbus.server
+imports aiohttp for its web simulator; ``cityedge demo`` runs the agent in that process). The
+daemon never loads it. ``fesetenv(FE_DFL_ENV)`` gives back the floating-point environment every
+process starts with (round to nearest, no traps, no flushing), which is what Python assumes.
 """
 
 from __future__ import annotations

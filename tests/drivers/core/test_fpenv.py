@@ -1,5 +1,5 @@
 """Flush-to-zero turned on by a library built with -ffast-math, and turned off again
-(agent/ops/fpenv.py). Each case runs in a process of its own: the FPU's control register is
+(drivers/core/fpenv.py). Each case runs in a process of its own: the FPU's control register is
 per process, and this one must keep its subnormals."""
 
 from __future__ import annotations
@@ -7,6 +7,8 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -29,7 +31,7 @@ def test_a_fast_math_library_loaded_later_is_undone(tmp_path: Path) -> None:
     subprocess.run(["gcc", "-shared", "-fPIC", "-o", lib, src, crt], check=True)
     out = python(
         "import ctypes, sys\n"
-        "from agent.ops.fpenv import keep_subnormals, subnormals_flushed\n"
+        "from drivers.core.fpenv import keep_subnormals, subnormals_flushed\n"
         "print(subnormals_flushed(), keep_subnormals())\n"
         f"ctypes.CDLL({str(lib)!r})\n"
         "print(subnormals_flushed())\n"
@@ -44,13 +46,20 @@ def test_a_fast_math_library_loaded_later_is_undone(tmp_path: Path) -> None:
     ]  # fmt: skip
 
 
-def test_the_commissioning_page_process_keeps_subnormals() -> None:
+@pytest.mark.parametrize(
+    "module",
+    [
+        "agent.ui.app",  # the commissioning page (aiohttp)
+        "drivers.sim.server",  # the simulators: pymodbus.server loads aiohttp; `cityedge demo`
+    ],
+)
+def test_the_processes_that_load_aiohttp_keep_subnormals(module: str) -> None:
     """aiohttp loads yarl, whose armv7l wheel is linked with crtfastmath (on armhf this is the
-    real case; elsewhere the wheel leaves the FPU alone and so must the page)."""
+    real case; elsewhere the wheel leaves the FPU alone, and so must these modules)."""
     out = python(
         "import sys\n"
-        "import aiohttp, yarl\n"
-        "import agent.ui.app\n"
+        f"import {module}\n"
+        "assert 'yarl' in sys.modules\n"
         "print(repr(float('5e-324')), repr(sys.float_info.min / 2))\n"
     )
     assert out == ["5e-324", "1.1125369292536007e-308"]
